@@ -1,0 +1,37 @@
+"""styleplug: neural style transfer (Gatys, Ecker & Bethge 2015) as a plugin-based engine.
+
+``import styleplug`` is cheap: TensorFlow and plugins load on first use of the engine.
+
+    import styleplug
+    image = styleplug.stylize("photo.jpg", "painting.jpg", size=512)
+    image.save("out.png")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import StyleplugError
+from .hookspecs import hookimpl
+from .losses import Loss
+from .networks import Network
+from .params import Param
+
+if TYPE_CHECKING:
+    from .engine import Engine, Progress, stylize
+    from .plugins import PluginHost, default_host
+
+__all__ = ["Engine", "Loss", "Network", "Param", "PluginHost", "Progress", "StyleplugError", "default_host", "hookimpl", "stylize"]
+
+_LAZY = {"Engine": "engine", "Progress": "engine", "stylize": "engine", "PluginHost": "plugins", "default_host": "plugins"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "__version__":
+        from .plugins import styleplug_version
+
+        return styleplug_version()
+    raise AttributeError(f"module 'styleplug' has no attribute '{name}'")

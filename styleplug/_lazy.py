@@ -1,0 +1,26 @@
+"""Deferred imports, so that ``import styleplug`` and plugin listings stay free of TensorFlow."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+
+class LazyModule(ModuleType):
+    """A module stand-in that imports the real module on first attribute access."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr == "_module":
+            raise AttributeError(attr)
+        if self._module is None:
+            self._module = importlib.import_module(self.__name__)
+        return getattr(self._module, attr)
+
+
+tf = LazyModule("tensorflow")
+keras = LazyModule("keras")

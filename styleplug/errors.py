@@ -1,0 +1,52 @@
+"""Errors that styleplug raises. Each message is one line: what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class StyleplugError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with: 2 for bad input, 1 for runtime failures."""
+
+    exit_code = 1
+
+
+class UsageError(StyleplugError):
+    """An option, a name or an input file is wrong; the user can fix it and run again."""
+
+    exit_code = 2
+
+
+class ImageError(UsageError):
+    """An input image cannot be read or is not acceptable (too large, bad values)."""
+
+
+class UnknownNameError(UsageError):
+    """A loss, network, layer or option name that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "") -> None:
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        suggestion = f"Did you mean '{close[0]}'? " if close else ""
+        listing = ", ".join(known) if len(known) <= 25 else ", ".join(known[:25]) + ", ..."
+        hint = hint or f"Choose one of: {listing}."
+        super().__init__(f"unknown {kind} '{name}'. {suggestion}{hint}")
+        self.kind, self.name, self.suggestion = kind, name, (close[0] if close else None)
+
+
+class WeightsError(StyleplugError):
+    """No usable network weights could be found or loaded."""
+
+
+class ResourceError(StyleplugError):
+    """The job does not fit in the memory of this machine."""
+
+
+class PluginError(StyleplugError):
+    """A plugin failed while loading, registering or running; names the plugin and its package."""
+
+    def __init__(self, plugin: str, package: str | None, version: str | None, stage: str, message: str) -> None:
+        where = f"plugin '{plugin}'" + (f" ({package} {version})" if package else "")
+        super().__init__(f"{where} failed at {stage}: {message}")
+        self.plugin, self.package, self.version, self.stage = plugin, package, version, stage

@@ -1,0 +1,157 @@
+"""Reading, normalising and writing images.
+
+Every input becomes an 8-bit RGB ``PIL.Image``:
+
+- EXIF orientation is applied, so a rotated phone photo is upright;
+- transparency (RGBA, LA, PA, P with a transparent colour) is composited onto white;
+- 16-bit images (``I;16``, ``I``) are scaled to 8 bits, CMYK is converted to RGB;
+- numpy arrays may be ``uint8`` (0..255), ``uint16`` (0..65535) or float (0..1), shaped
+  ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``.
+
+Images above ``max_pixels`` (default ``DEFAULT_MAX_PIXELS``, or the ``STYLEPLUG_MAX_PIXELS``
+environment variable) are refused from their header, before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, UsageError
+
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+
+DEFAULT_MAX_PIXELS = 50_000_000
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def max_pixels_default() -> int:
+    value = os.environ.get("STYLEPLUG_MAX_PIXELS")
+    if value is None:
+        return DEFAULT_MAX_PIXELS
+    if not value.isdigit() or int(value) <= 0:
+        raise UsageError(f"STYLEPLUG_MAX_PIXELS={value!r} is not a positive whole number; fix or unset it.")
+    return int(value)
+
+
+def load_image(source: ImageInput, what: str, max_pixels: int | None = None) -> Image.Image:
+    """Return ``source`` as an 8-bit RGB image; ``what`` names it in errors (e.g. ``"content image"``)."""
+    limit = max_pixels or max_pixels_default()
+    if isinstance(source, np.ndarray):
+        return _from_array(source, what, limit)
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, what, limit)
+        return _to_rgb(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise UsageError(f"{what} must be a file path, a PIL image or a numpy array; got {type(source).__name__}.")
+    return _from_file(Path(source), what, limit)
+
+
+def _from_file(path: Path, what: str, limit: int) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"{what} '{path}' does not exist; check the path.")
+    if not path.is_file():
+        raise ImageError(f"{what} '{path}' is not a file; pass an image file.")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{what} '{path}' is empty (0 bytes); pass a real image file.")
+    try:
+        with Image.open(path) as image:
+            _check_pixels(image.size, what, limit)  # from the header, before decoding
+            image.load()
+            return _to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{what} '{path}' has too many pixels to decode safely; resize it first.") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{what} '{path}' is not an image Pillow can read; use PNG, JPEG, WebP, TIFF, BMP or GIF.") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{what} '{path}' is truncated or corrupt ({error}); re-export or re-download it.") from None
+
+
+def _check_pixels(size: tuple[int, int], what: str, limit: int) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageError(
+            f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of {limit / 1e6:.1f} MP; "
+            "resize it, or raise the limit with --max-pixels / STYLEPLUG_MAX_PIXELS."
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{what} has no pixels ({width}x{height}); pass a real image.")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        scale = 1.0 if image.mode == "F" else 257.0
+        pixels = np.clip(np.asarray(image, dtype=np.float64) / scale, 0, 255).round().astype(np.uint8)
+        image = Image.fromarray(pixels, "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def _from_array(array: np.ndarray, what: str, limit: int) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or array.ndim == 3 and array.shape[2] in (3, 4)):
+        raise ImageError(f"{what} array has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4).")
+    _check_pixels((array.shape[1], array.shape[0]), what, limit)
+    if array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype == np.uint16:
+        pixels = (array / 257.0).round().astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageError(f"{what} array contains NaN or infinite values; clean it first.")
+        if array.min() < 0 or array.max() > 1:
+            raise ImageError(f"{what} float array has values in [{array.min():g}, {array.max():g}]; expected 0..1 (or pass uint8).")
+        pixels = (array * 255.0).round().astype(np.uint8)
+    else:
+        raise ImageError(f"{what} array has dtype {array.dtype}; expected uint8, uint16 or float in 0..1.")
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[pixels.ndim if pixels.ndim == 2 else pixels.shape[2]]
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(pixels), mode))
+
+
+def resize_long_side(image: Image.Image, size: int) -> Image.Image:
+    """Scale ``image`` so that its longer side is ``size`` pixels, keeping the aspect ratio."""
+    width, height = image.size
+    scale = size / max(width, height)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image if new_size == image.size else image.resize(new_size, Image.Resampling.LANCZOS)
+
+
+def check_output(path: str | os.PathLike[str], inputs: Iterable[object]) -> str:
+    """Check an output path before any work is done; return the image format for its extension."""
+    output = Path(path)
+    image_format = OUTPUT_FORMATS.get(output.suffix.lower())
+    if image_format is None:
+        raise UsageError(f"output '{output}' has no supported extension; use one of {', '.join(sorted(OUTPUT_FORMATS))}.")
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and output.exists() and output.samefile(source):
+            raise UsageError(f"output '{output}' is one of the input images; choose another output path.")
+    if not output.parent.is_dir():
+        raise UsageError(f"output folder '{output.parent}' does not exist; create it or choose another path.")
+    return image_format
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str], inputs: Iterable[object] = (), **save_options: object) -> None:
+    """Write ``image`` atomically (temporary file, then rename), never over one of ``inputs``."""
+    output = Path(path)
+    image_format = check_output(output, inputs)
+    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            image.save(stream, format=image_format, **save_options)
+        os.replace(temporary, output)
+    except BaseException:
+        os.unlink(temporary)
+        raise

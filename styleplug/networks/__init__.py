@@ -1,0 +1,54 @@
+"""The ``Network`` contract that built-in and plugin feature networks implement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from ..errors import UnknownNameError
+from ..params import Param, coerce_options
+
+
+class Network:
+    """Base class of every feature network. Subclasses set the class attributes and implement
+    ``preprocess`` and ``build``.
+
+    ``layers`` lists the selectable layer names, shallow to deep. ``weights`` says where trained
+    weights come from (``"auto"``, ``"none"``, a file path, or a source the network knows); after
+    ``build`` the network sets ``weights_source`` to a one-line description of what it used.
+    """
+
+    name: ClassVar[str]
+    layers: ClassVar[tuple[str, ...]]
+    default_content_layers: ClassVar[tuple[str, ...]]
+    default_style_layers: ClassVar[tuple[str, ...]]
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    def __init__(self, weights: str = "auto", **options: Any) -> None:
+        self.weights = weights
+        self.options = coerce_options(self.params, options, f"network '{self.name}'")
+        self.weights_source: str | None = None
+
+    def check_layers(self, layers: Iterable[str]) -> None:
+        """Raise ``UnknownNameError`` (with the nearest name) for a layer this network does not have."""
+        for layer in layers:
+            if layer not in self.layers:
+                raise UnknownNameError(f"layer of network '{self.name}'", layer, self.layers)
+
+    def deepest(self, layers: Iterable[str]) -> str:
+        """The deepest of ``layers``: where a truncated network can stop."""
+        return max(layers, key=self.layers.index)
+
+    def preprocess(self, images: Any) -> Any:
+        """Turn ``(N, H, W, 3)`` RGB values in 0..255 into this network's input."""
+        raise NotImplementedError(f"network '{self.name}' must implement preprocess(images)")
+
+    def build(self, layers: Sequence[str]) -> Any:
+        """Return a frozen Keras model mapping preprocessed images to ``{layer: features}``.
+
+        The model must stop at the deepest requested layer, so no convolution is wasted.
+        """
+        raise NotImplementedError(f"network '{self.name}' must implement build(layers)")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"weights": self.weights, **self.options}

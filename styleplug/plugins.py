@@ -1,0 +1,310 @@
+"""``PluginHost``: finds plugins, isolates their failures, records who provided what.
+
+Built-ins load first, through the same hooks as everyone else; then the ``styleplug`` entry points;
+then plugin objects passed in by an embedder. Each plugin's import, validation and each hook call is
+guarded on its own, so a broken plugin is reported by name and skipped while the rest keeps working.
+
+Environment switches (read when a host is created):
+
+- ``STYLEPLUG_DISABLE_PLUGINS=a,b``: skip these plugins (entry-point or distribution names);
+- ``STYLEPLUG_LOAD_PLUGINS=a,b``: load only these third-party plugins (empty: none);
+- ``STYLEPLUG_STRICT_PLUGINS=1``: raise on the first plugin failure, with its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import importlib.metadata
+import inspect
+import logging
+import os
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UnknownNameError
+from .losses import ROLES, Loss
+from .networks import Network
+from .params import Param
+
+log = logging.getLogger("styleplug.plugins")
+
+BUILTIN_MODULES = ("styleplug.default_plugins.networks", "styleplug.default_plugins.losses")
+ENTRY_POINT_GROUP = "styleplug"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# Hook name -> registry kind, in calling order: networks first, so a plugin's losses may refer to them.
+_KINDS = {"register_networks": "networks", "register_losses": "losses"}
+_SINGULAR = {"losses": "loss", "networks": "network"}
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Which plugin provided something: entry-point (or module) name, distribution and version."""
+
+    name: str
+    package: str | None
+    version: str | None
+    builtin: bool = False
+
+    def __str__(self) -> str:
+        return f"plugin '{self.name}'" + (f" ({self.package} {self.version})" if self.package else "")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered loss or network class and the plugin that provided it."""
+
+    cls: type
+    provider: Provider
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass
+class PluginRecord:
+    """What ``styleplug plugins`` reports about one plugin."""
+
+    provider: Provider
+    hooks: list[str] = field(default_factory=list)
+    provides: dict[str, list[str]] = field(default_factory=lambda: {"losses": [], "networks": []})
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.provider.name,
+            "package": self.provider.package,
+            "version": self.provider.version,
+            "builtin": self.provider.builtin,
+            "hooks": self.hooks,
+            "provides": self.provides,
+            "status": "failed" if self.error else "ok",
+            "error": self.error,
+        }
+
+
+class _Rejected(Exception):
+    """A plugin broke the contract; the message says how."""
+
+
+def _env_names(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    return None if value is None else {name.strip() for name in value.split(",") if name.strip()}
+
+
+def styleplug_version() -> str:
+    try:
+        return importlib.metadata.version("styleplug")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class PluginHost:
+    """The registry of losses and networks for one embedding; no state is shared between hosts.
+
+    Args:
+        plugins: extra plugin objects (modules or instances with ``@hookimpl`` functions).
+        entrypoints: discover installed plugins through the ``styleplug`` entry-point group.
+        load: only load these third-party plugins (default: ``STYLEPLUG_LOAD_PLUGINS``, else all).
+        disable: never load these plugins (default: ``STYLEPLUG_DISABLE_PLUGINS``).
+        strict: raise on the first plugin failure (default: ``STYLEPLUG_STRICT_PLUGINS=1``).
+    """
+
+    def __init__(
+        self,
+        plugins: Sequence[object] = (),
+        *,
+        entrypoints: bool = True,
+        load: Collection[str] | None = None,
+        disable: Collection[str] | None = None,
+        strict: bool | None = None,
+    ) -> None:
+        self.strict = os.environ.get("STYLEPLUG_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
+        self._load_only = set(load) if load is not None else _env_names("STYLEPLUG_LOAD_PLUGINS")
+        self._disabled = set(disable) if disable is not None else (_env_names("STYLEPLUG_DISABLE_PLUGINS") or set())
+        self.losses: dict[str, Registered] = {}
+        self.networks: dict[str, Registered] = {}
+        self._aliases: dict[str, dict[str, str]] = {"losses": {}, "networks": {}}
+        self.records: list[PluginRecord] = []
+        self._pm = pluggy.PluginManager("styleplug")
+        self._pm.add_hookspecs(hookspecs)
+
+        version = styleplug_version()
+        for module in BUILTIN_MODULES:
+            self._add(Provider(module, "styleplug", version, builtin=True), functools.partial(importlib.import_module, module))
+        if entrypoints:
+            for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+                dist = entry_point.dist
+                provider = Provider(entry_point.name, dist.name if dist else None, dist.version if dist else None)
+                if self._wanted(provider) and provider.name not in {r.provider.name for r in self.records}:
+                    self._add(provider, entry_point.load)
+        for plugin in plugins:
+            provider = Provider(getattr(plugin, "__name__", type(plugin).__name__), None, None)
+            if self._wanted(provider):
+                self._add(provider, lambda plugin=plugin: plugin)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _wanted(self, provider: Provider) -> bool:
+        names = {provider.name, provider.package}
+        if names & self._disabled:
+            return False
+        return self._load_only is None or bool(names & self._load_only)
+
+    def _add(self, provider: Provider, load: Callable[[], object]) -> None:
+        record = PluginRecord(provider)
+        self.records.append(record)
+        stage = "import"
+        try:
+            plugin = load()
+            stage = "validation"
+            self._pm.register(plugin, name=provider.name)
+            try:
+                impls = self._hook_impls(plugin, record)
+                stage = "registration"
+                staged = self._call_hooks(impls, provider)
+            except BaseException:
+                self._pm.unregister(plugin)
+                raise
+        except Exception as error:
+            message = str(error) if isinstance(error, _Rejected) else f"{type(error).__name__}: {error}"
+            if provider.builtin or self.strict:
+                raise PluginError(provider.name, provider.package, provider.version, stage, message) from error
+            record.error = f"{stage}: {message}"
+            log.warning(
+                "%s failed at %s and was skipped: %s (set STYLEPLUG_STRICT_PLUGINS=1 for the traceback, "
+                "or STYLEPLUG_DISABLE_PLUGINS=%s to silence this)", provider, stage, message, provider.name
+            )
+            return
+        for kind, registered in staged:
+            table = self.losses if kind == "losses" else self.networks
+            table[registered.cls.name] = registered
+            self._aliases[kind].update({alias: registered.cls.name for alias in registered.aliases})
+            record.provides[kind].append(registered.cls.name)
+
+    def _hook_impls(self, plugin: object, record: PluginRecord) -> list[tuple[str, Any]]:
+        impls = []
+        for caller in self._pm.get_hookcallers(plugin) or []:
+            if caller.name not in _KINDS:
+                close = difflib.get_close_matches(caller.name, _KINDS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; known hooks: {', '.join(_KINDS)}"
+                raise _Rejected(f"unknown hook '{caller.name}'{hint}")
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin:
+                    if impl.hookwrapper or impl.wrapper:
+                        raise _Rejected(f"hook wrappers are not supported on {caller.name}")
+                    impls.append((caller.name, impl))
+                    record.hooks.append(caller.name)
+        return sorted(impls, key=lambda pair: list(_KINDS).index(pair[0]))
+
+    def _call_hooks(self, impls: list[tuple[str, Any]], provider: Provider) -> list[tuple[str, Registered]]:
+        staged: list[tuple[str, Registered]] = []
+        for hook, impl in impls:
+            kind = _KINDS[hook]
+
+            def register(cls: type, /, *, aliases: Sequence[str] = (), kind: str = kind) -> None:
+                self._validate(kind, cls, tuple(aliases), staged)
+                staged.append((kind, Registered(cls, provider, tuple(aliases))))
+
+            result = impl.function(**{arg: register for arg in impl.argnames})
+            if result is not None:
+                raise _Rejected(f"{hook} returned a value; call register(cls) instead")
+        return staged
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def _validate(self, kind: str, cls: Any, aliases: tuple[str, ...], staged: list[tuple[str, Registered]]) -> None:
+        base = Loss if kind == "losses" else Network
+        if not (inspect.isclass(cls) and issubclass(cls, base) and cls is not base):
+            raise _Rejected(f"register_{kind} got {cls!r}; expected a subclass of styleplug.{base.__name__}")
+        what = f"{base.__name__.lower()} class {cls.__name__}"
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise _Rejected(f"{what} has name {name!r}; expected lowercase letters, digits, '-' or '_'")
+        if not (cls.__doc__ or "").strip():
+            raise _Rejected(f"{what} has no docstring; its first line is the summary users see")
+        taken = {**{n: r.provider for n, r in self._table(kind).items()}, **self._aliases_of(kind)}
+        taken.update({n: r.provider for k, r in staged if k == kind for n in (r.cls.name, *r.aliases)})
+        for new in (name, *aliases):
+            if new in taken:
+                raise _Rejected(f"{_SINGULAR[kind]} name '{new}' is already taken by {taken[new]}")
+        _check_params(what, cls.params)
+        if kind == "losses":
+            _check_loss(what, cls)
+        else:
+            _check_network(what, cls)
+
+    def _table(self, kind: str) -> dict[str, Registered]:
+        return self.losses if kind == "losses" else self.networks
+
+    def _aliases_of(self, kind: str) -> dict[str, Provider]:
+        table = self._table(kind)
+        return {alias: table[name].provider for alias, name in self._aliases[kind].items()}
+
+    # -- lookups and listings ------------------------------------------------------------------
+
+    def loss(self, name: str) -> Registered:
+        """The registered loss called ``name`` (or an alias of it)."""
+        return self._lookup("losses", name)
+
+    def network(self, name: str) -> Registered:
+        """The registered network called ``name`` (or an alias of it)."""
+        return self._lookup("networks", name)
+
+    def _lookup(self, kind: str, name: str) -> Registered:
+        table = self._table(kind)
+        found = table.get(self._aliases[kind].get(name, name))
+        if found is None:
+            raise UnknownNameError(_SINGULAR[kind], name, list(table) + list(self._aliases[kind]))
+        return found
+
+    def plugins(self, all: bool = False) -> list[dict[str, Any]]:
+        """JSON-ready records of the loaded plugins; built-ins only with ``all=True``."""
+        return [r.to_json() for r in self.records if all or not r.provider.builtin]
+
+    @property
+    def failures(self) -> list[PluginRecord]:
+        return [r for r in self.records if r.error]
+
+
+def _check_params(what: str, params: Any) -> None:
+    if not isinstance(params, tuple) or not all(isinstance(p, Param) for p in params):
+        raise _Rejected(f"{what}.params must be a tuple of styleplug.Param")
+    names = [p.name for p in params]
+    if len(set(names)) != len(names) or {"layers", "weight", "weights"} & set(names):
+        raise _Rejected(f"{what}.params has duplicate or reserved names (layers, weight, weights): {names}")
+    for param in params:
+        try:
+            param.coerce(param.default, what)
+        except Exception as error:
+            raise _Rejected(f"{what}: default of parameter '{param.name}' is invalid: {error}") from None
+
+
+def _check_loss(what: str, cls: type[Loss]) -> None:
+    if getattr(cls, "role", None) not in ROLES:
+        raise _Rejected(f"{what} has role {getattr(cls, 'role', None)!r}; expected one of {', '.join(ROLES)}")
+    if cls.call is Loss.call:
+        raise _Rejected(f"{what} does not implement call(features, image)")
+
+
+def _check_network(what: str, cls: type[Network]) -> None:
+    layers = getattr(cls, "layers", None)
+    if not isinstance(layers, tuple) or not layers or not all(isinstance(layer, str) for layer in layers):
+        raise _Rejected(f"{what}.layers must be a non-empty tuple of layer names")
+    for attribute in ("default_content_layers", "default_style_layers"):
+        defaults = getattr(cls, attribute, ())
+        if not defaults or not set(defaults) <= set(layers):
+            raise _Rejected(f"{what}.{attribute} must name layers from {what}.layers")
+    for method in ("build", "preprocess"):
+        if getattr(cls, method) is getattr(Network, method):
+            raise _Rejected(f"{what} does not implement {method}()")
+
+
+@functools.lru_cache(maxsize=1)
+def default_host() -> PluginHost:
+    """The host the CLI, the demo and ``styleplug.stylize`` use when given none: built once per process."""
+    return PluginHost()

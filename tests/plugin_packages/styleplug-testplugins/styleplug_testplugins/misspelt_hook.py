@@ -1,0 +1,6 @@
+import styleplug
+
+
+@styleplug.hookimpl
+def register_loss(register):
+    """Misspelt: the hook is register_losses."""
