@@ -25,13 +25,13 @@ class ImageError(UsageError):
 class UnknownNameError(UsageError):
     """A loss, network, layer or option name that is not registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "") -> None:
-        known = sorted(known)
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "", where: str = "") -> None:
+        known = list(known)
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         suggestion = f"Did you mean '{close[0]}'? " if close else ""
         listing = ", ".join(known) if len(known) <= 25 else ", ".join(known[:25]) + ", ..."
         hint = hint or f"Choose one of: {listing}."
-        super().__init__(f"unknown {kind} '{name}'. {suggestion}{hint}")
+        super().__init__(f"unknown {kind} '{name}'{where}. {suggestion}{hint}")
         self.kind, self.name, self.suggestion = kind, name, (close[0] if close else None)
 
 

@@ -99,7 +99,6 @@ def coerce_options(params: Sequence[Param], options: Mapping[str, Any], owner: s
     declared = {p.name: p for p in params}
     for name in options:
         if name not in declared:
-            raise UnknownNameError(
-                f"option of {owner}", name, declared, hint=f"{owner} accepts: {', '.join(declared) or 'no options'}."
-            )
+            accepted = ", ".join(declared) or "no options"
+            raise UnknownNameError("option", name, declared, hint=f"{owner} accepts: {accepted}.", where=f" of {owner}")
     return {p.name: p.coerce(options.get(p.name, p.default), owner) for p in params}

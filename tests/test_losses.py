@@ -91,7 +91,7 @@ def test_declared_params_are_validated():
         TotalVariationLoss(exponent=5)
     with pytest.raises(UsageError, match="expected a finite number"):
         TotalVariationLoss(exponent=float("nan"))
-    with pytest.raises(UnknownNameError, match="unknown option of loss 'tv' 'exponnent'. Did you mean 'exponent'"):
+    with pytest.raises(UnknownNameError, match="unknown option 'exponnent' of loss 'tv'. Did you mean 'exponent'"):
         TotalVariationLoss(exponnent=2)
 
 

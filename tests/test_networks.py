@@ -34,7 +34,7 @@ def test_build_truncates_at_the_deepest_requested_layer(random_vgg19):
 
 
 def test_unknown_layer_suggests_the_nearest(random_vgg19):
-    with pytest.raises(UnknownNameError, match="unknown layer of network 'vgg19' 'block4_conv5'. Did you mean 'block4_conv"):
+    with pytest.raises(UnknownNameError, match="unknown layer 'block4_conv5' in network 'vgg19'. Did you mean 'block4_conv"):
         random_vgg19.build(["block4_conv5"])
 
 

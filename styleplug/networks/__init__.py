@@ -33,7 +33,7 @@ class Network:
         """Raise ``UnknownNameError`` (with the nearest name) for a layer this network does not have."""
         for layer in layers:
             if layer not in self.layers:
-                raise UnknownNameError(f"layer of network '{self.name}'", layer, self.layers)
+                raise UnknownNameError("layer", layer, self.layers, where=f" in network '{self.name}'")
 
     def deepest(self, layers: Iterable[str]) -> str:
         """The deepest of ``layers``: where a truncated network can stop."""

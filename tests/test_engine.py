@@ -1,0 +1,148 @@
+"""The engine on a small random-weight VGG19: losses fall, L-BFGS beats Adam, cancellation, determinism."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import styleplug
+from styleplug.errors import PluginError, UnknownNameError, UsageError
+from styleplug.plugins import PluginHost
+
+from conftest import gradient_image, stripes_image
+
+CONTENT = gradient_image(48, 40)
+STYLE = stripes_image(48, 48)
+SMALL = {"size": 48, "chunk_size": 5}
+
+
+@pytest.fixture(scope="module")
+def engine() -> styleplug.Engine:
+    return styleplug.Engine("vgg19", "none", host=PluginHost(entrypoints=False))
+
+
+def _run(engine, **options):
+    reports = []
+    image = engine.stylize(CONTENT, STYLE, callback=reports.append, **{**SMALL, **options})
+    return image, reports
+
+
+def test_loss_decreases_and_progress_is_reported(engine):
+    image, reports = _run(engine, steps=30)
+    assert [r.step for r in reports] == [5, 10, 15, 20, 25, 30]
+    assert all(r.total == 30 for r in reports)
+    assert set(reports[0].losses) == {"content", "gram", "tv", "total"}
+    assert reports[-1].losses["total"] < 0.5 * reports[0].losses["total"]
+    assert reports[-1].elapsed > 0
+    assert image.size == (48, 40) and image.mode == "RGB"
+    assert reports[-1].image().size == (48, 40)
+
+
+def test_lbfgs_ends_lower_than_adam_in_the_same_steps(engine):
+    _, lbfgs = _run(engine, steps=40, optimizer="lbfgs")
+    _, adam = _run(engine, steps=40, optimizer="adam")
+    assert lbfgs[-1].losses["total"] < adam[-1].losses["total"]
+
+
+def test_same_seed_same_output_and_seed_matters(engine):
+    first, _ = _run(engine, steps=10, init="noise", seed=3)
+    again, _ = _run(engine, steps=10, init="noise", seed=3)
+    other, _ = _run(engine, steps=10, init="noise", seed=4)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+
+
+def test_callback_returning_false_stops_within_one_chunk(engine):
+    seen = []
+
+    def stop_after_first(progress):
+        seen.append(progress.step)
+        return False
+
+    image = engine.stylize(CONTENT, STYLE, steps=100, callback=stop_after_first, **SMALL)
+    assert seen == [5]
+    assert not np.array_equal(np.asarray(image), np.asarray(CONTENT))  # the image so far, not the input
+
+
+def test_cancel_event_stops_the_run(engine):
+    cancel = threading.Event()
+    steps = []
+
+    def cancel_at_ten(progress):
+        steps.append(progress.step)
+        if progress.step >= 10:
+            cancel.set()
+
+    engine.stylize(CONTENT, STYLE, steps=100, cancel=cancel, callback=cancel_at_ten, **SMALL)
+    assert steps == [5, 10]
+
+
+def test_two_engines_do_not_interfere(engine):
+    other = styleplug.Engine("vgg16", "none", host=PluginHost(entrypoints=False))
+    before, _ = _run(engine, steps=10)
+    other_image = other.stylize(STYLE, CONTENT, steps=10, **SMALL)
+    after, _ = _run(engine, steps=10)
+    assert np.array_equal(np.asarray(before), np.asarray(after))
+    assert other_image.size == (48, 48)
+
+
+def test_inputs_as_arrays_paths_and_images_agree(engine, tmp_path):
+    path = tmp_path / "content.png"
+    CONTENT.save(path)
+    from_path, _ = _run(engine, steps=5)
+    from_array = engine.stylize(np.asarray(CONTENT), STYLE, steps=5, **SMALL)
+    from_file = engine.stylize(str(path), STYLE, steps=5, **SMALL)
+    assert np.array_equal(np.asarray(from_path), np.asarray(from_array))
+    assert np.array_equal(np.asarray(from_path), np.asarray(from_file))
+
+
+def test_style_weight_zero_keeps_the_content(engine):
+    image, _ = _run(engine, steps=10, style_weight=0, tv_weight=0)
+    assert np.abs(np.asarray(image, float) - np.asarray(CONTENT, float)).mean() < 1.0
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"size": 0}, UsageError, "size must be > 0"),
+        ({"steps": -5}, UsageError, "steps must be > 0"),
+        ({"style_weight": float("nan")}, UsageError, "weight of loss 'gram' must be a finite number"),
+        ({"content_weight": -1.0}, UsageError, "weight of loss 'content' must be >= 0"),
+        ({"optimizer": "sgd"}, UnknownNameError, "unknown optimizer 'sgd'"),
+        ({"style_layers": ["blok1_conv1"]}, UnknownNameError, "unknown layer 'blok1_conv1' in network 'vgg19'. Did you mean 'block1_conv1'"),
+        ({"losses": {"grm": {}}}, UnknownNameError, "Did you mean 'gram'"),
+        ({"losses": {"tv": {"exponent": 9}}}, UsageError, "out of range"),
+        ({"losses": {"tv": {"layers": ["block1_conv1"]}}}, UsageError, "takes no layers"),
+        ({"content_weight": 0, "style_weight": 0, "tv_weight": 0}, UsageError, "nothing to optimise"),
+        ({"init": "nothing.png"}, UsageError, "init image 'nothing.png' does not exist"),
+    ],
+)
+def test_bad_options_give_one_clear_error(engine, options, error, message):
+    with pytest.raises(error, match=message):
+        engine.stylize(CONTENT, STYLE, **{**SMALL, "steps": 5, **options})
+
+
+def test_a_failing_plugin_loss_is_named():
+    class Exploding(styleplug.Loss):
+        """Raises when called."""
+
+        name = "exploding"
+        role = "regularizer"
+        uses_features = False
+
+        def call(self, features, image):
+            raise ValueError("kaboom")
+
+    plugin = type("Plugin", (), {"register_losses": staticmethod(styleplug.hookimpl(lambda register: register(Exploding)))})
+    engine = styleplug.Engine("vgg19", "none", host=PluginHost([plugin()], entrypoints=False))
+    with pytest.raises(PluginError, match="plugin 'Plugin' failed at call of loss 'exploding': ValueError: kaboom"):
+        engine.stylize(CONTENT, STYLE, steps=5, losses={"exploding": {}}, **SMALL)
+
+
+def test_a_plugin_loss_changes_the_output(with_test_plugins):
+    engine = styleplug.Engine("vgg19", "none", host=PluginHost())
+    plain = engine.stylize(CONTENT, STYLE, steps=20, **SMALL)
+    dark = engine.stylize(CONTENT, STYLE, steps=20, losses={"brightness": {"weight": 1e7, "level": 0.1}}, **SMALL)
+    assert np.asarray(dark).mean() < np.asarray(plain).mean() - 10
