@@ -29,8 +29,21 @@ class _ReportedError(click.ClickException):
         super().__init__(message)
         self.exit_code = exit_code
 
-    def show(self, file: Any = None) -> None:
-        click.echo(f"styleplug: error: {self.message}", err=True)
+
+class _Cli(click.Group):
+    """Prints every error, click's usage errors included, as one ``styleplug: error:`` line."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.ClickException as error:
+            hint = " (see 'styleplug --help')" if isinstance(error, click.UsageError) else ""
+            click.echo(f"styleplug: error: {error.format_message()}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("styleplug: error: aborted; nothing was written.", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 @contextmanager
@@ -83,7 +96,7 @@ def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple
     return losses
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="styleplug")
 def cli() -> None:
     """Neural style transfer with pluggable losses and networks."""

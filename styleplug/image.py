@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Union
@@ -61,7 +62,11 @@ def _from_file(path: Path, what: str, limit: int) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageError(f"{what} '{path}' is empty (0 bytes); pass a real image file.")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow's own decompression-bomb warning; the limit below is ours and configurable.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             _check_pixels(image.size, what, limit)  # from the header, before decoding
             image.load()
             return _to_rgb(image)

@@ -1,0 +1,150 @@
+"""The command line end to end, and every bad-input case: one line, the right exit status, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from styleplug.cli import cli
+
+from conftest import gradient_image, stripes_image
+
+FAST = ["--size", "40", "--steps", "4", "--weights", "none", "--quiet"]
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    content, style = tmp_path / "content.png", tmp_path / "style.jpg"
+    gradient_image(60, 40).save(content)
+    stripes_image(50, 50).save(style)
+    return content, style
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_run_end_to_end_as_a_subprocess(pair, tmp_path):
+    content, style = pair
+    output = tmp_path / "out.webp"
+    env = {**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""}
+    result = subprocess.run([sys.executable, "-m", "styleplug", "run", content, style, "-O", output,
+                             "--size", "48", "--steps", "10", "--weights", "none"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "vgg19 weights: random" in result.stderr
+    assert "10/10" in result.stderr  # the progress bar ran to the end
+    assert f"wrote {output} (48x32)" in result.stderr
+    with Image.open(output) as image:
+        assert image.format == "WEBP" and image.size == (48, 32)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".jpeg"])
+def test_output_format_follows_the_extension(pair, tmp_path, suffix):
+    output = tmp_path / f"out{suffix}"
+    code, text = invoke("run", *pair, "-O", output, *FAST)
+    assert code == 0, text
+    with Image.open(output) as image:
+        assert image.format == {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}[suffix]
+
+
+def test_losses_and_options_from_the_command_line(pair, tmp_path):
+    output = tmp_path / "out.png"
+    code, text = invoke("run", *pair, "-O", output, *FAST, "-o", "tv.exponent", "1.25", "-o", "gram.layers", "block1_conv1:2,block2_conv1",
+                        "--content-layers", "block3_conv1", "--optimizer", "adam", "--init", "noise", "--seed", "7")
+    assert code == 0, text
+    assert output.exists()
+
+
+def _bad(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    gradient_image(60, 40).save(tmp_path / "whole.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:100])
+    return {name: tmp_path / f"{name}.png" for name in ("empty", "text", "cut", "missing")}
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "message"),
+    [
+        ("content=missing", 2, "content image '{content}' does not exist"),
+        ("content=empty", 2, "is empty (0 bytes)"),
+        ("content=text", 2, "is not an image Pillow can read"),
+        ("style=cut", 2, "is truncated or corrupt"),
+        ("--max-pixels=100", 2, "above the limit of 0.0 MP"),
+        ("--size=0", 2, "size must be > 0"),
+        ("--size=abc", 2, "Invalid value for '--size'"),
+        ("--steps=-3", 2, "steps must be > 0"),
+        ("--style-weight=nan", 2, "weight of loss 'gram' must be a finite number"),
+        ("--tv-weight=-1", 2, "weight of loss 'tv' must be >= 0"),
+        ("--network=vgg91", 2, "unknown network 'vgg91'. Did you mean 'vgg19'?"),
+        ("--loss=grm", 2, "unknown loss 'grm'. Did you mean 'gram'?"),
+        ("--style-layers=blok2_conv1", 2, "unknown layer 'blok2_conv1' in network 'vgg19'. Did you mean 'block2_conv1'?"),
+        ("-o=tv.exponent=abc", 2, "invalid value 'abc' for option 'exponent' of loss 'tv'; expected float"),
+        ("-o=tv.exponnent=2", 2, "unknown option 'exponnent' of loss 'tv'. Did you mean 'exponent'?"),
+        ("-o=exponent=2", 2, "must be written LOSS.OPTION"),
+        ("--optimizer=sgd", 2, "unknown optimizer 'sgd'"),
+        ("--weights=/nowhere/vgg.h5", 1, "weights file '/nowhere/vgg.h5' does not exist"),
+        ("--size=8192", 1, "GiB is free; use --size"),
+        ("output=out.gif", 2, "has no supported extension"),
+        ("output=nodir/out.png", 2, "output folder"),
+        ("output=content", 2, "is one of the input images"),
+    ],
+)
+def test_bad_input_gives_one_line_and_writes_nothing(pair, tmp_path, case, code, message):
+    content, style = pair
+    bad = _bad(tmp_path)
+    output = tmp_path / "out.png"
+    args = {"content": content, "style": style}
+    extra: list[str] = []
+    key, _, value = case.partition("=")
+    if key in ("content", "style"):
+        args[key] = bad[value]
+    elif key == "output":
+        output = content if value == "content" else tmp_path / value
+    else:
+        extra = [key, *value.split("=")] if key == "-o" else [f"{key}={value}"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    original = content.read_bytes()
+    exit_code, text = invoke("run", args["content"], args["style"], "-O", output, "--size", "40", "--steps", "3", "--weights", "none", *extra)
+    assert exit_code == code, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("styleplug: error: "), text
+    assert message.format(content=args["content"]) in lines[0]
+    assert "Traceback" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert content.read_bytes() == original
+
+
+def test_debug_shows_the_traceback(pair, tmp_path):
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "no.png"), str(pair[1]), "-O", str(tmp_path / "o.png"), "--debug"])
+    assert result.exit_code != 0
+    assert result.exception is not None and "does not exist" in str(result.exception)
+
+
+def test_listing_commands():
+    code, text = invoke("losses", "--options")
+    assert code == 0
+    assert "gram (alias: style)  [style, built-in]" in text
+    assert "-o tv.exponent FLOAT  power of the neighbour differences" in text and "1.0 <= x <= 3.0" in text
+    code, text = invoke("networks")
+    assert code == 0
+    assert "vgg19  [built-in]" in text and "default content layers: block4_conv2" in text
+
+
+def test_the_result_depends_on_the_style(pair, tmp_path):
+    content, style = pair
+    other = tmp_path / "other.png"
+    Image.fromarray(np.full((50, 50, 3), 128, np.uint8)).save(other)
+    invoke("run", content, style, "-O", tmp_path / "a.png", *FAST)
+    invoke("run", content, other, "-O", tmp_path / "b.png", *FAST)
+    a, b = (np.asarray(Image.open(tmp_path / name), float) for name in ("a.png", "b.png"))
+    assert np.abs(a - b).mean() > 1
