@@ -65,6 +65,20 @@ def _reported_errors(debug: bool = False) -> Iterator[None]:
         raise _ReportedError(f"unexpected {type(error).__name__}: {error} (run again with --debug for the traceback)", 1) from None
 
 
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ side writes CUDA-probing lines straight to file descriptor 2 while it is
+    imported, before any log setting applies; hide them (errors still raise as exceptions)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def parse_layers(text: str) -> dict[str, float]:
     """``"a,b:0.5"`` -> ``{"a": 1.0, "b": 0.5}``."""
     layers: dict[str, float] = {}
@@ -134,6 +148,8 @@ def run(content: str, style: str, output: str, quiet: bool, debug: bool, network
         from .image import check_output, save_image
 
         check_output(output, [content, style])
+        if not debug:
+            _import_tensorflow_quietly()
         host = default_host()
         options = {key: value for key, value in options.items() if value is not None}
         if content_layers:

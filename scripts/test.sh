@@ -1,0 +1,6 @@
+#!/bin/sh
+# Set everything up, then run the whole test suite.
+set -e
+cd "$(dirname "$0")/.."
+. scripts/setup.sh test
+.venv/bin/python -m pytest "$@"
