@@ -15,7 +15,7 @@ environment variable) are refused from their header, before any pixel is decoded
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -152,11 +152,12 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], inputs: Iterabl
     """Write ``image`` atomically (temporary file, then rename), never over one of ``inputs``."""
     output = Path(path)
     image_format = check_output(output, inputs)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    # A fresh name opened with "x" (not mkstemp, whose 0600 mode would stick to the output).
+    temporary = output.with_name(f".{output.name}.{secrets.token_hex(6)}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with open(temporary, "xb") as stream:
             image.save(stream, format=image_format, **save_options)
         os.replace(temporary, output)
     except BaseException:
-        os.unlink(temporary)
+        temporary.unlink(missing_ok=True)
         raise

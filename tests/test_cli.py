@@ -45,6 +45,9 @@ def test_run_end_to_end_as_a_subprocess(pair, tmp_path):
     with Image.open(output) as image:
         assert image.format == "WEBP" and image.size == (48, 32)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not a private temporary
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".jpeg"])
