@@ -1,6 +1,6 @@
 #!/bin/sh
 # Create .venv (if missing) and install styleplug with the offline VGG19 weights.
-# Usage: . scripts/setup.sh [EXTRAS]   e.g. ". scripts/setup.sh test"
+# Usage: sh scripts/setup.sh [EXTRAS]   e.g. "sh scripts/setup.sh test"
 set -e
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -2,5 +2,5 @@
 # Set everything up, then run the whole test suite.
 set -e
 cd "$(dirname "$0")/.."
-. scripts/setup.sh test
+sh scripts/setup.sh test
 .venv/bin/python -m pytest "$@"

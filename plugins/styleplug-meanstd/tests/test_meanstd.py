@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import styleplug
+import styleplug_meanstd
+from styleplug import StyleplugError
+from styleplug.testing import assert_plugin_installed, check_loss
+from styleplug_meanstd import MeanStdLoss
+
+
+def test_keeps_the_loss_contract():
+    check_loss(MeanStdLoss)
+
+
+def test_is_installed_and_listed():
+    assert_plugin_installed("styleplug-meanstd")
+
+
+def test_value_by_hand():
+    loss = MeanStdLoss(layers=["f"], epsilon=0.0)
+    loss.set_target({"f": tf.constant([[[[0.0, 2.0], [2.0, 2.0]]]])})  # means (1, 2), stds (1, 0)
+    generated = tf.constant([[[[1.0, 0.0], [1.0, 4.0]]]])  # means (1, 2), stds (0, 2)
+    # mean term: 0; std term: mean((0-1)^2, (2-0)^2) = 2.5
+    assert float(loss.call({"f": generated}, None)) == pytest.approx(2.5)
+
+
+def test_statistics_option_selects_the_terms():
+    target = {"f": tf.constant([[[[0.0], [2.0]]]])}
+    generated = {"f": tf.constant([[[[5.0], [5.0]]]])}
+    values = {}
+    for statistics in ("both", "mean", "std"):
+        loss = MeanStdLoss(layers=["f"], epsilon=0.0, statistics=statistics)
+        loss.set_target(target)
+        values[statistics] = float(loss.call(generated, None))
+    assert values["mean"] == pytest.approx(16.0)  # (5 - 1)^2
+    assert values["std"] == pytest.approx(1.0)  # (0 - 1)^2
+    assert values["both"] == pytest.approx(17.0)
+
+
+def test_bad_option_is_refused():
+    with pytest.raises(StyleplugError, match="expected one of 'both', 'mean', 'std'"):
+        MeanStdLoss(layers=["f"], statistics="median")
+
+
+def test_changes_a_run(make_host):
+    host = make_host(styleplug_meanstd)
+    engine = styleplug.Engine("tiny", "none", host=host)
+    rng = np.random.default_rng(0)
+    content, style = rng.uniform(0, 1, (24, 24, 3)), rng.uniform(0, 1, (24, 24, 3)) ** 4
+    plain = engine.stylize(content, style, size=24, steps=10)
+    with_meanstd = engine.stylize(content, style, size=24, steps=10, losses={"meanstd": {"weight": 1e4}})
+    assert np.abs(np.asarray(plain, float) - np.asarray(with_meanstd, float)).mean() > 0.5

@@ -1,0 +1,164 @@
+"""A kit for testing styleplug plugins, usable as a pytest plugin.
+
+Enable it in your plugin's tests with ``pytest_plugins = ["styleplug.testing"]`` (in ``conftest.py``),
+then::
+
+    from styleplug.testing import check_loss, check_network, assert_plugin_installed
+
+    def test_contract():
+        check_loss(MyLoss)                # or check_network(MyNetwork)
+
+    def test_installed():
+        assert_plugin_installed("myloss")  # entry-point name or distribution name
+
+    def test_in_a_host(make_host):
+        host = make_host(my_plugin_module)  # isolated host: built-ins + TinyNetwork + your plugin
+
+Everything here runs on the CPU in seconds and needs no weights: ``TinyNetwork`` is a small, seeded,
+randomly initialised convnet with named layers.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._lazy import keras, tf
+from .hookspecs import hookimpl
+from .losses import Loss
+from .networks import Network
+from .plugins import PluginHost
+
+__all__ = ["TinyNetwork", "assert_plugin_installed", "check_loss", "check_network", "make_host"]
+
+
+class TinyNetwork(Network):
+    """A tiny random convnet with named layers, for testing losses without weights."""
+
+    name = "tiny"
+    layers = ("conv1", "conv2", "pool1", "conv3", "pool2", "conv4")
+    default_content_layers = ("conv3",)
+    default_style_layers = ("conv1", "conv2", "conv3", "conv4")
+
+    def preprocess(self, images: Any) -> Any:
+        return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+    def build(self, layers: Sequence[str]) -> Any:
+        self.check_layers(layers)
+        deepest = self.layers.index(self.deepest(layers))
+        initializer = keras.initializers.HeNormal(seed=0)
+        inputs = keras.Input((None, None, 3))
+        x, outputs = inputs, {}
+        for name in self.layers[: deepest + 1]:
+            if name.startswith("pool"):
+                x = keras.layers.MaxPooling2D(name=name)(x)
+            else:
+                x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=initializer, name=name)(x)
+            if name in layers:
+                outputs[name] = x
+        model = keras.Model(inputs, outputs)
+        model.trainable = False
+        self.weights_source = "random (tiny test network)"
+        return model
+
+
+def _tiny_plugin() -> object:
+    return types.SimpleNamespace(__name__="styleplug.testing", register_networks=hookimpl(lambda register: register(TinyNetwork)))
+
+
+def _image(seed: int, size: tuple[int, int] = (24, 32)) -> Any:
+    return tf.constant(np.random.default_rng(seed).uniform(0, 255, (1, *size, 3)).astype(np.float32))
+
+
+def check_loss(cls: type[Loss], network: Network | None = None) -> None:
+    """Assert that a loss class keeps the ``Loss`` contract; raise ``AssertionError`` saying what broke.
+
+    Checks: it registers cleanly in a strict host; every declared parameter is accepted by the
+    constructor; ``get_config``/``from_config`` round-trips; ``call`` gives a finite float32 scalar,
+    also inside ``tf.function``; the gradient reaches the image; a comparison loss is about zero when
+    the image is its own target.
+    """
+    _check_registers(cls, "register_losses")
+    network = network or TinyNetwork(weights="none")
+    layers = {"content": network.default_content_layers, "style": network.default_style_layers}.get(cls.role, ())
+    defaults = {param.name: param.default for param in cls.params}
+    loss = cls(layers=layers, **defaults) if cls.uses_features else cls(**defaults)
+    assert cls.from_config(loss.get_config()).get_config() == loss.get_config(), "get_config/from_config do not round-trip"
+
+    model = network.build(tuple(loss.layers) or network.default_content_layers)
+
+    def features(image: Any) -> dict[str, Any]:
+        outputs = model(network.preprocess(image))
+        return {layer: outputs[layer] for layer in loss.layers}
+
+    target = _image(1)
+    loss.set_target(features(target) if cls.role != "regularizer" else None)
+    image = tf.Variable(_image(2))
+    with tf.GradientTape() as tape:
+        value = loss.call(features(image), image)
+    assert value.shape == () and value.dtype == tf.float32, f"call() must return a float32 scalar; got {value.dtype} {value.shape}"
+    assert np.isfinite(float(value)), f"call() returned {float(value)}"
+    gradient = tape.gradient(value, image)
+    assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0, "the gradient does not reach the image"
+    compiled = float(tf.function(lambda: loss.call(features(image), image))())
+    assert np.isclose(compiled, float(value), rtol=1e-4, atol=1e-6), f"inside tf.function: {compiled} != eager {float(value)}"
+    if cls.role != "regularizer":
+        at_target = float(loss.call(features(target), target))
+        assert abs(at_target) <= 1e-5 * max(1.0, abs(float(value))), f"a comparison loss must be ~0 at its target; got {at_target}"
+
+
+def check_network(cls: type[Network], weights: str = "none") -> None:
+    """Assert that a network class keeps the ``Network`` contract (offline with ``weights="none"``).
+
+    Checks: it registers cleanly in a strict host; ``build`` returns a frozen model whose outputs are
+    the requested layers, stopping at the deepest of them; features are finite; the gradient reaches
+    the input through ``preprocess``.
+    """
+    _check_registers(cls, "register_networks")
+    network = cls(weights=weights)
+    layers = tuple(dict.fromkeys(network.default_style_layers + network.default_content_layers))
+    model = network.build(layers)
+    assert not model.trainable_weights, "build() must return a frozen model"
+    deepest = network.deepest(layers)
+    later = set(network.layers[network.layers.index(deepest) + 1 :])
+    assert not later & {layer.name for layer in model.layers}, f"the model goes past its deepest layer {deepest}"
+    image = tf.Variable(_image(3, (32, 32)))
+    with tf.GradientTape() as tape:
+        outputs = model(network.preprocess(image))
+        total = tf.add_n([tf.reduce_mean(tf.cast(outputs[layer], tf.float32)) for layer in layers])
+    assert set(outputs) == set(layers), f"outputs {sorted(outputs)} != requested {sorted(layers)}"
+    assert all(np.isfinite(np.asarray(outputs[layer], np.float32)).all() for layer in layers), "features are not finite"
+    gradient = tape.gradient(total, image)
+    assert gradient is not None, "the gradient does not reach the input image"
+
+
+def _check_registers(cls: type, hook: str) -> None:
+    plugin = types.SimpleNamespace(__name__=f"check:{cls.__name__}", **{hook: hookimpl(lambda register: register(cls))})
+    PluginHost([plugin], entrypoints=False, strict=True)  # raises PluginError saying what is wrong
+
+
+def assert_plugin_installed(name: str) -> None:
+    """Assert that an installed plugin is found through its entry point and loads with status ok."""
+    records = [p for p in PluginHost().plugins() if name in (p["name"], p["package"])]
+    assert records, f"no installed plugin named {name!r}; is it pip-installed with a [project.entry-points.styleplug] entry?"
+    for record in records:
+        assert record["status"] == "ok", f"plugin {record['name']!r} failed: {record['error']}"
+
+
+try:
+    import pytest
+except ImportError:  # the kit's functions work without pytest; only the fixture needs it
+    pass
+else:
+
+    @pytest.fixture
+    def make_host() -> Callable[..., PluginHost]:
+        """Build an isolated, strict host with the built-ins, ``TinyNetwork`` and the given plugins."""
+
+        def make(*plugins: object) -> PluginHost:
+            return PluginHost([_tiny_plugin(), *plugins], entrypoints=False, strict=True)
+
+        return make
