@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -188,10 +189,37 @@ def _progress_bar(engine: Any, total: int, quiet: bool) -> Any:
 
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
-def plugins(show_all: bool) -> None:
-    """List installed plugins as JSON."""
+@click.option("--check", is_flag=True, help="Also run the contract checks of styleplug.testing on what each plugin provides.")
+def plugins(show_all: bool, check: bool) -> None:
+    """List installed plugins as JSON (exit status 1 if --check finds a problem)."""
     with _reported_errors():
-        click.echo(json.dumps(default_host().plugins(all=show_all), indent=2))
+        host = default_host()
+        records = host.plugins(all=show_all)
+        if check:
+            _import_tensorflow_quietly()
+            for record in records:
+                record["check"] = _check_plugin(host, record)
+        click.echo(json.dumps(records, indent=2))
+        if check and any(record["check"]["status"] != "ok" for record in records):
+            sys.exit(1)
+
+
+def _check_plugin(host: PluginHost, record: dict[str, Any]) -> dict[str, Any]:
+    """Run check_loss / check_network on everything one plugin provides; report per class."""
+    from .testing import check_loss, check_network
+
+    if record["status"] != "ok":
+        return {"status": "failed", "seconds": 0.0, "problems": [f"not loaded: {record['error']}"]}
+    started, problems = time.perf_counter(), []
+    checks = [(check_loss, host.losses[name].cls) for name in record["provides"]["losses"]]
+    checks += [(check_network, host.networks[name].cls) for name in record["provides"]["networks"]]
+    for check, cls in checks:
+        try:
+            check(cls)  # type: ignore[operator]
+        except Exception as error:  # an AssertionError from the kit, or whatever the plugin raised
+            problems.append(f"{cls.name}: {type(error).__name__}: {error}")
+    status = "failed" if problems else "ok"
+    return {"status": status, "seconds": round(time.perf_counter() - started, 2), "problems": problems}
 
 
 def _summary(cls: type) -> str:

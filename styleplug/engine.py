@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ._lazy import tf
+from .lazy import tf
 from .errors import PluginError, ResourceError, UnknownNameError, UsageError
 from .image import ImageInput, load_image, resize_long_side
 from .losses import LayerWeights, Loss

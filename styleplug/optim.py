@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._lazy import tf
+from .lazy import tf
 
 
 def _first_step(gradient: Any) -> Any:

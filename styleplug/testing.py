@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._lazy import keras, tf
+from .lazy import keras, tf
 from .hookspecs import hookimpl
 from .losses import Loss
 from .networks import Network

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._lazy import tf
+from ..lazy import tf
 
 
 def gram_matrix(features: Any) -> Any:

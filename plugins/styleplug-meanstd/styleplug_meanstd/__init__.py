@@ -1,8 +1,7 @@
 """A style loss that matches the mean and standard deviation of each feature channel."""
 
-import tensorflow as tf
-
 import styleplug
+from styleplug.lazy import tf  # imports TensorFlow on first use, so listing plugins stays instant
 from styleplug.losses.functional import mean_squared_error
 
 

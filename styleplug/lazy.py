@@ -1,4 +1,9 @@
-"""Deferred imports, so that ``import styleplug`` and plugin listings stay free of TensorFlow."""
+"""Deferred imports of TensorFlow and Keras.
+
+``from styleplug.lazy import tf`` gives a module that imports TensorFlow on first use. styleplug
+uses it everywhere so that ``import styleplug``, ``styleplug --help`` and ``styleplug plugins``
+stay instant; plugins should use it too, since the host imports every plugin to list it.
+"""
 
 from __future__ import annotations
 
