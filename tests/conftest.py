@@ -7,16 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from support import SHARED_IMAGES, TEST_PLUGINS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_IMAGES = REPO.parent / "shared" / "images"
-EXAMPLES = REPO / "examples"
-TEST_PLUGINS = Path(__file__).parent / "plugin_packages" / "styleplug-testplugins"
 
 
 @pytest.fixture(scope="session")
@@ -43,19 +38,3 @@ def with_test_plugins(installed_test_plugins: Path, monkeypatch: pytest.MonkeyPa
     for variable in ("STYLEPLUG_LOAD_PLUGINS", "STYLEPLUG_DISABLE_PLUGINS", "STYLEPLUG_STRICT_PLUGINS"):
         monkeypatch.delenv(variable, raising=False)
     return installed_test_plugins
-
-
-def gradient_image(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A small colourful test picture: smooth gradients plus a little noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    pixels = np.stack([x, y, 1 - x * y], axis=-1) * 200 + rng.uniform(0, 55, (height, width, 3))
-    return Image.fromarray(pixels.astype(np.uint8), "RGB")
-
-
-def stripes_image(width: int, height: int) -> Image.Image:
-    """A high-contrast 'painting': diagonal stripes in two colours."""
-    y, x = np.mgrid[0:height, 0:width]
-    mask = ((x + y) // 4) % 2 == 0
-    pixels = np.where(mask[..., None], [230, 40, 30], [20, 60, 200]).astype(np.uint8)
-    return Image.fromarray(pixels, "RGB")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from styleplug.cli import cli
 
-from conftest import gradient_image, stripes_image
+from support import gradient_image, stripes_image
 
 FAST = ["--size", "40", "--steps", "4", "--weights", "none", "--quiet"]
 

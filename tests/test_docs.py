@@ -12,7 +12,7 @@ import pytest
 from styleplug import hookspecs
 from styleplug.plugins import PluginHost
 
-from conftest import REPO
+from support import REPO
 
 DOCS = REPO / "docs"
 HOOKS = [name for name, value in vars(hookspecs).items() if inspect.isfunction(value) and hasattr(value, "styleplug_spec")]

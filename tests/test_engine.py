@@ -11,7 +11,7 @@ import styleplug
 from styleplug.errors import PluginError, UnknownNameError, UsageError
 from styleplug.plugins import PluginHost
 
-from conftest import gradient_image, stripes_image
+from support import gradient_image, stripes_image
 
 CONTENT = gradient_image(48, 40)
 STYLE = stripes_image(48, 48)

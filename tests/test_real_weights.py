@@ -13,7 +13,7 @@ from styleplug.image import load_image, resize_long_side
 from styleplug.losses.functional import gram_matrix, mean_squared_error
 from styleplug.plugins import PluginHost
 
-from conftest import REPO
+from support import REPO
 
 SIZE = 192
 ARTIFACTS = REPO / "test-artifacts"

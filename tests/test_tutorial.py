@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from conftest import REPO, gradient_image, stripes_image
+from support import REPO, gradient_image, stripes_image
 from test_docs import code_blocks
 
 NAME = "stranger"  # the tutorial says: replace 'meanstd' with your own name everywhere
