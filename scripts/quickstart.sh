@@ -4,4 +4,4 @@ set -e
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 mkdir -p out
-.venv/bin/styleplug run examples/tubingen.jpg examples/starry_night.jpg --output out/tubingen_starry_night.png --size 256 --steps 150
+.venv/bin/styleplug run styleplug/examples/tubingen.jpg styleplug/examples/starry_night.jpg --output out/tubingen_starry_night.png --size 256 --steps 150

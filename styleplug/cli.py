@@ -261,8 +261,23 @@ def networks() -> None:
             click.echo(f"    layers: {', '.join(cls.layers)}")
 
 
-def main() -> None:
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=None, help="Port (default: the first free one from 7860).")
+@click.option("--share", is_flag=True, help="Also open a public share link (off by default).")
+def demo(host: str, port: int | None, share: bool) -> None:
+    """Start the web demo (needs the 'demo' extra: pip install 'styleplug[demo]')."""
+    with _reported_errors():
+        _import_tensorflow_quietly()
+        try:
+            from .webapp import launch
+        except ImportError as error:
+            raise UsageError(f"the demo needs Gradio ({error}); install it with: pip install 'styleplug[demo]'") from None
+        launch(host=host, port=port, share=share)
+
+
+def main(args: list[str] | None = None) -> None:
     # TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise for CLI users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING, format="styleplug: warning: %(message)s")
-    cli(prog_name="styleplug")
+    cli(args, prog_name="styleplug")
