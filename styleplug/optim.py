@@ -77,8 +77,9 @@ class LBFGS:
 class Adam:
     """Adam (Kingma & Ba 2014) on pixel values, clipped to 0..255 after each step."""
 
-    def __init__(self, shape: tuple[int, ...], learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999) -> None:
-        self.learning_rate, self.beta1, self.beta2 = learning_rate, beta1, beta2
+    def __init__(self, shape: tuple[int, ...], learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999,
+                 epsilon: float = 1e-8) -> None:
+        self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
         self.m = tf.Variable(tf.zeros(shape), trainable=False)
         self.v = tf.Variable(tf.zeros(shape), trainable=False)
         self.t = tf.Variable(0.0, trainable=False)
@@ -89,4 +90,4 @@ class Adam:
         self.v.assign(self.beta2 * self.v + (1 - self.beta2) * tf.square(gradient))
         m_hat = self.m / (1 - self.beta1**self.t)
         v_hat = self.v / (1 - self.beta2**self.t)
-        x.assign(tf.clip_by_value(x - self.learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-8), 0.0, 255.0))
+        x.assign(tf.clip_by_value(x - self.learning_rate * m_hat / (tf.sqrt(v_hat) + self.epsilon), 0.0, 255.0))
