@@ -4,6 +4,7 @@ compiled chunks of steps, and reports progress (and checks cancellation) between
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import threading
 import time
@@ -168,7 +169,7 @@ class Engine:
         self.precision = resolve_precision(precision)
         self.jit_compile = jit_compile
         self._models: dict[tuple[str, ...], Any] = {}
-        self._features: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        self._targets: dict[tuple[str, type, str], Any] = {}
 
     @property
     def weights_source(self) -> str | None:
@@ -235,10 +236,7 @@ class Engine:
         model = self._model(layers)
         self._check_memory(model, content_image, optimizer, history)
         for term in terms:
-            reference = {"content": content_image, "style": style_image}.get(term.loss.role)
-            features = self._image_features(model, layers, reference) if reference is not None else None
-            self._guarded(term, "set_target", lambda: term.loss.set_target(
-                None if features is None else {layer: features[layer] for layer in term.loss.layers}))
+            self._set_target(model, term, {"content": content_image, "style": style_image}.get(term.loss.role))
 
         variable = tf.Variable(start[None], dtype=tf.float32)
         step_fn = self._compile(model, terms, variable, optimizer, rate, history)
@@ -298,14 +296,24 @@ class Engine:
             self._models[layers] = _with_dtype_policy(model, "mixed_bfloat16") if self.precision == "bfloat16" else model
         return self._models[layers]
 
-    def _image_features(self, model: Any, layers: tuple[str, ...], image: Image.Image) -> dict[str, Any]:
-        key = (hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest(), layers)
-        if key not in self._features:
-            if len(self._features) >= 8:  # keep memory bounded for long-lived engines
-                self._features.pop(next(iter(self._features)))
-            batch = tf.constant(np.asarray(image, dtype=np.float32)[None])
-            self._features[key] = model(self.network.preprocess(batch))
-        return self._features[key]
+    def _set_target(self, model: Any, term: Term, reference: Image.Image | None) -> None:
+        """Give a loss its target, reusing the one computed before for the same image and loss config.
+
+        Only targets are cached (Gram matrices are small), never raw features, which at 1024² would
+        hold about half a gigabyte per image.
+        """
+        if reference is None:
+            self._guarded(term, "set_target", lambda: term.loss.set_target(None))
+            return
+        config = json.dumps(term.loss.get_config(), sort_keys=True, default=str)
+        key = (hashlib.sha1(reference.tobytes() + repr(reference.size).encode()).hexdigest(), type(term.loss), config)
+        if key not in self._targets:
+            outputs = model(self.network.preprocess(tf.constant(np.asarray(reference, dtype=np.float32)[None])))
+            self._guarded(term, "set_target", lambda: term.loss.set_target({layer: outputs[layer] for layer in term.loss.layers}))
+            if len(self._targets) >= 8:  # keep memory bounded for long-lived engines
+                self._targets.pop(next(iter(self._targets)))
+            self._targets[key] = term.loss.target
+        term.loss.target = self._targets[key]
 
     def _check_memory(self, model: Any, content: Image.Image, optimizer: str, history: int) -> None:
         available = available_memory()

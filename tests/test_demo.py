@@ -116,6 +116,12 @@ def test_gradio_client_end_to_end(server, tmp_path):
     assert _call(client, CONTENT, STYLE, steps=10)[1].startswith("Done: 10 steps")
 
 
+def _set_number(page, elem_id: str, value: int) -> None:
+    field = page.locator(f"#{elem_id} input[type=number]")
+    field.fill(str(value))
+    field.press("Enter")
+
+
 def test_browser_run_stop_and_generated_controls(server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -138,10 +144,8 @@ def test_browser_run_stop_and_generated_controls(server):
 
         page.locator("#content input[type=file]").set_input_files(str(CONTENT))
         page.locator("#style input[type=file]").set_input_files(str(STYLE))
-        page.locator("#size input[type=number]").fill("96")
-        page.locator("#size input[type=number]").press("Enter")
-        page.locator("#steps input[type=number]").fill("60")
-        page.locator("#steps input[type=number]").press("Enter")
+        _set_number(page, "size", 96)
+        _set_number(page, "steps", 60)
         started = time.perf_counter()
         page.locator("#run").click()
         expect(status).to_contain_text("Step", timeout=120_000)
@@ -153,16 +157,14 @@ def test_browser_run_stop_and_generated_controls(server):
         page.screenshot(path=ARTIFACTS / "demo-done.png", full_page=True)
 
         # A long run, stopped: the job ends within a chunk, the preview stays, the page stays usable.
-        page.locator("#steps input[type=number]").fill("1000")
-        page.locator("#steps input[type=number]").press("Enter")
+        _set_number(page, "steps", 1000)
         page.locator("#run").click()
         expect(status).to_contain_text("Step 20/1000", timeout=120_000)
         page.locator("#stop").click()
         expect(status).to_contain_text("Stopped", timeout=30_000)
         expect(page.locator("#result img")).to_be_visible()
         page.screenshot(path=ARTIFACTS / "demo-stopped.png", full_page=True)
-        page.locator("#steps input[type=number]").fill("20")
-        page.locator("#steps input[type=number]").press("Enter")
+        _set_number(page, "steps", 20)
         page.locator("#run").click()
         expect(status).to_contain_text("Done: 20 steps", timeout=120_000)
         browser.close()
