@@ -9,9 +9,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from .engine import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TOLERANCE, DEFAULT_TV_WEIGHT
 from .errors import StyleplugError, UsageError
@@ -171,6 +173,35 @@ def run(content: str, style: str, output: str, quiet: bool, debug: bool, network
         save_image(image, output, inputs=[content, style])
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
+
+
+@cli.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-O", "--output", type=click.Path(dir_okay=False), help="Where to write the replay [default: IMAGE.replay.png].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
+    """Re-run the job recorded in IMAGE (a styleplug output) and say whether it reproduced."""
+    with _reported_errors(debug):
+        from .engine import Engine
+        from .image import check_output, load_image, save_image
+        from .record import read_record, replay_options
+
+        record = read_record(image)
+        output = output or str(Path(image).with_suffix(".replay.png"))
+        check_output(output, [image])
+        if not debug:
+            _import_tensorflow_quietly()
+        engine_options, run_options = replay_options(record)
+        check_output(output, [image, run_options["content"], run_options["style"]])
+        engine = Engine(host=default_host(), **engine_options)
+        result = engine.stylize(callback=_progress_bar(engine, run_options["steps"], quiet), **run_options)
+        save_image(result, output, inputs=[image, run_options["content"], run_options["style"]])
+        # Compare the files as written, so that lossy formats compare like with like.
+        same = np.array_equal(np.asarray(load_image(output, "replay")), np.asarray(load_image(image, "image to replay")))
+        if not quiet:
+            verdict = "identical to the original" if same else "different from the original (another machine or version?)"
+            click.echo(f"styleplug: wrote {output}: {verdict}", err=True)
 
 
 def _progress_bar(engine: Any, total: int, quiet: bool) -> Any:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from .errors import PluginError, ResourceError, UnknownNameError, UsageError
 from .image import ImageInput, load_image, resize_long_side
 from .losses import LayerWeights, Loss
 from .optim import LBFGS, Adam
-from .plugins import PluginHost, Provider, default_host
+from .plugins import PluginHost, Provider, default_host, styleplug_version
 
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -57,6 +59,13 @@ class Term:
     loss: Loss
     weight: float
     provider: Provider
+
+
+def _source(source: Any, image: Image.Image | None) -> dict[str, Any]:
+    """Where an input came from: its absolute path when it was a file, and a digest of its pixels."""
+    path = str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else None
+    pixels = image if image is not None else (load_image(source, "init image") if path else None)
+    return {"path": path, "sha256": hashlib.sha256(pixels.tobytes()).hexdigest() if pixels is not None else None}
 
 
 def _to_image(variable: Any) -> Image.Image:
@@ -170,6 +179,7 @@ class Engine:
         self.jit_compile = jit_compile
         self._models: dict[tuple[str, ...], Any] = {}
         self._targets: dict[tuple[str, type, str], Any] = {}
+        self._digests: dict[tuple[str, ...], str] = {}
 
     @property
     def weights_source(self) -> str | None:
@@ -228,8 +238,8 @@ class Engine:
         _positive_number("learning_rate", rate, allow_zero=False)
 
         terms = self._terms(content_weight, style_weight, tv_weight, content_layers, style_layers, losses or {})
-        content_image = resize_long_side(load_image(content, "content image", max_pixels), size)
-        style_image = resize_long_side(load_image(style, "style image", max_pixels), size)
+        content_original, style_original = load_image(content, "content image", max_pixels), load_image(style, "style image", max_pixels)
+        content_image, style_image = resize_long_side(content_original, size), resize_long_side(style_original, size)
         start = self._initial(init, content_image, seed, max_pixels)
 
         layers = tuple(sorted({layer for term in terms for layer in term.loss.layers}, key=self.network.layers.index))
@@ -240,7 +250,21 @@ class Engine:
 
         variable = tf.Variable(start[None], dtype=tf.float32)
         step_fn = self._compile(model, terms, variable, optimizer, rate, history)
-        return self._optimise(step_fn, variable, terms, steps, chunk_size, tolerance, window, callback, cancel)
+        result, steps_run = self._optimise(step_fn, variable, terms, steps, chunk_size, tolerance, window, callback, cancel)
+        # The run record: everything needed to replay this run (see styleplug.record).
+        result.info["styleplug"] = json.dumps({
+            "styleplug": styleplug_version(), "tensorflow": tf.__version__,
+            "network": self.network.name, "network_options": self.network.options, "weights": self.network.weights,
+            "weights_source": self.weights_source, "weights_sha256": self._weights_digest(layers), "precision": self.precision,
+            "content": _source(content, content_original), "style": _source(style, style_original),
+            "init": init if isinstance(init, str) and init in ("content", "noise") else _source(init, None),
+            "size": size, "output_size": list(result.size), "steps": steps, "steps_run": steps_run, "optimizer": optimizer,
+            "learning_rate": rate, "history": history, "seed": seed, "chunk_size": chunk_size, "tolerance": tolerance,
+            "window": window,
+            "losses": {t.loss.name: {"weight": t.weight, **t.loss.get_config()} for t in terms},
+            "plugins": {t.loss.name: f"{t.provider.package} {t.provider.version}" for t in terms},
+        }, default=str)
+        return result
 
     # -- job set-up ----------------------------------------------------------------------------
 
@@ -289,6 +313,15 @@ class Engine:
             return np.random.default_rng(seed).uniform(0, 255, pixels.shape).astype(np.float32)
         image = load_image(init, "init image", max_pixels).resize(content.size, Image.Resampling.LANCZOS)
         return np.asarray(image, dtype=np.float32)
+
+    def _weights_digest(self, layers: tuple[str, ...]) -> str:
+        """SHA-256 of the weights of the model for ``layers``, for the run record (computed once)."""
+        if layers not in self._digests:
+            digest = hashlib.sha256()
+            for weights in self._model(layers).get_weights():
+                digest.update(np.ascontiguousarray(weights).tobytes())
+            self._digests[layers] = digest.hexdigest()
+        return self._digests[layers]
 
     def _model(self, layers: tuple[str, ...]) -> Any:
         if layers not in self._models:
@@ -376,7 +409,8 @@ class Engine:
         return run_chunk
 
     def _optimise(self, run_chunk: Any, variable: Any, terms: list[Term], steps: int, chunk_size: int, tolerance: float,
-                  window: int, callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None) -> Image.Image:
+                  window: int, callback: Callable[[Progress], bool | None] | None,
+                  cancel: threading.Event | None) -> tuple[Image.Image, int]:
         started, done = time.perf_counter(), 0
         totals: list[tuple[int, float]] = []  # (step, total loss) at each chunk boundary, for the early stop
         while done < steps and not (cancel is not None and cancel.is_set()):
@@ -400,7 +434,7 @@ class Engine:
                     break
             if converged:
                 break
-        return _to_image(variable)
+        return _to_image(variable), done
 
 
 def stylize(content: ImageInput, style: ImageInput, *, network: str = "vgg19", weights: str = "auto", precision: str = "auto",

@@ -19,10 +19,10 @@ import secrets
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, UsageError
 
@@ -148,15 +148,29 @@ def check_output(path: str | os.PathLike[str], inputs: Iterable[object]) -> str:
     return image_format
 
 
-def save_image(image: Image.Image, path: str | os.PathLike[str], inputs: Iterable[object] = (), **save_options: object) -> None:
-    """Write ``image`` atomically (temporary file, then rename), never over one of ``inputs``."""
+def save_image(image: Image.Image, path: str | os.PathLike[str], inputs: Iterable[object] = (), **save_options: Any) -> None:
+    """Write ``image`` atomically (temporary file, then rename), never over one of ``inputs``.
+
+    A run record in ``image.info["styleplug"]`` goes into a PNG text chunk, or for JPEG and WebP
+    into a JSON sidecar file next to the image (``OUT.jpg.json``).
+    """
     output = Path(path)
     image_format = check_output(output, inputs)
+    record = image.info.get("styleplug")
+    if record and image_format == "PNG":
+        save_options["pnginfo"] = PngImagePlugin.PngInfo()
+        save_options["pnginfo"].add_text("styleplug", record)
+    elif record:
+        _write_atomically(output.with_name(output.name + ".json"), lambda stream: stream.write(record.encode()))
+    _write_atomically(output, lambda stream: image.save(stream, format=image_format, **save_options))
+
+
+def _write_atomically(output: Path, write: Any) -> None:
     # A fresh name opened with "x" (not mkstemp, whose 0600 mode would stick to the output).
     temporary = output.with_name(f".{output.name}.{secrets.token_hex(6)}.tmp")
     try:
         with open(temporary, "xb") as stream:
-            image.save(stream, format=image_format, **save_options)
+            write(stream)
         os.replace(temporary, output)
     except BaseException:
         temporary.unlink(missing_ok=True)

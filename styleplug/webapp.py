@@ -6,7 +6,6 @@ embedders use, on the GPU when TensorFlow sees one and on the CPU otherwise.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import tempfile
@@ -20,13 +19,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
-from PIL import Image, PngImagePlugin  # noqa: E402
 
 from .engine import PRECISIONS, Engine  # noqa: E402
 from .errors import StyleplugError  # noqa: E402
+from .image import save_image  # noqa: E402
 from .lazy import tf  # noqa: E402
 from .params import Param  # noqa: E402
-from .plugins import PluginHost, default_host, styleplug_version  # noqa: E402
+from .plugins import PluginHost, default_host  # noqa: E402
 
 EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_PAIRS = [("tubingen", "starry_night"), ("hoovertowernight", "shipwreck"), ("tubingen", "woman_with_hat_matisse")]
@@ -60,14 +59,6 @@ def _upload_path(payload: Any, what: str) -> str:
     path = payload.get("path") if isinstance(payload, dict) else payload
     if not path:
         raise gr.Error(f"Upload a {what} first.")
-    return str(path)
-
-
-def _png_with_settings(image: Image.Image, settings: dict[str, Any], folder: Path) -> str:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("styleplug", json.dumps(settings))
-    path = folder / f"styleplug-{int(time.time() * 1000)}.png"
-    image.save(path, pnginfo=info)
     return str(path)
 
 
@@ -189,11 +180,10 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                     if kind == "error":
                         raise gr.Error(payload)
                     if kind == "done":
-                        settings = {"styleplug": styleplug_version(), "network": network_name, "weights": engine.weights_source,
-                                    "device": device, "precision": engine.precision, **options}
-                        path = _png_with_settings(payload, settings, results)
+                        path = results / f"styleplug-{int(time.time() * 1000)}.png"
+                        save_image(payload, path)  # with the engine's run record in a PNG text chunk
                         yield (payload, f"Done: {options['steps']} steps in {time.perf_counter() - started:.1f} s on {device}, "
-                               f"{engine.precision}, weights: {engine.weights_source}.", gr.update(value=path, visible=True))
+                               f"{engine.precision}, weights: {engine.weights_source}.", gr.update(value=str(path), visible=True))
                         return
                     step, total, terms, elapsed, preview = payload
                     text = ", ".join(f"{k} {v:.3g}" for k, v in terms.items())

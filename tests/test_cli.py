@@ -152,3 +152,34 @@ def test_the_result_depends_on_the_style(pair, tmp_path):
     invoke("run", content, other, "-O", tmp_path / "b.png", *FAST)
     a, b = (np.asarray(Image.open(tmp_path / name), float) for name in ("a.png", "b.png"))
     assert np.abs(a - b).mean() > 1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_outputs_carry_their_run_and_replay_reproduces_them(pair, tmp_path, suffix):
+    content, style = pair
+    output = tmp_path / f"out{suffix}"
+    code, text = invoke("run", content, style, "-O", output, *FAST, "--init", "noise", "--seed", "3", "-o", "tv.exponent", "1.5")
+    assert code == 0, text
+    from styleplug.record import read_record
+
+    record = read_record(output)
+    assert (output.with_name(output.name + ".json").exists()) == (suffix == ".jpg")  # sidecar where no text chunks
+    assert record["network"] == "vgg19" and record["weights"] == "none" and len(record["weights_sha256"]) == 64
+    assert record["losses"]["tv"] == {"weight": 1e5, "exponent": 1.5} and record["seed"] == 3
+    assert record["content"]["path"] == str(content.resolve()) and record["tensorflow"]
+    replayed = tmp_path / f"again{suffix}"
+    code, text = invoke("replay", output, "-O", replayed)
+    assert code == 0, text
+    assert "identical to the original" in text
+    assert np.array_equal(np.asarray(Image.open(replayed)), np.asarray(Image.open(output)))
+
+
+def test_replay_refuses_changed_inputs_and_foreign_images(pair, tmp_path):
+    content, style = pair
+    output = tmp_path / "out.png"
+    assert invoke("run", content, style, "-O", output, *FAST)[0] == 0
+    gradient_image(60, 40, seed=9).save(content)
+    code, text = invoke("replay", output)
+    assert code == 2 and "has changed since the run; replay needs the original" in text
+    code, text = invoke("replay", style)
+    assert code == 2 and "has no styleplug run record" in text

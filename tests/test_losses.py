@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from styleplug.errors import UnknownNameError, UsageError
 from styleplug.losses.content import ContentLoss
-from styleplug.losses.functional import gram_matrix, mean_squared_error, total_variation
+from styleplug.losses.functional import gram_matrix, total_variation
 from styleplug.losses.style import GramStyleLoss
 from styleplug.losses.variation import TotalVariationLoss
 
