@@ -97,6 +97,13 @@ def parse_layers(text: str) -> dict[str, float]:
     return layers
 
 
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated numbers, e.g. 0.7,0.3; got {text!r}.") from None
+
+
 def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
     losses: dict[str, dict[str, Any]] = {host.loss(name).cls.name: {} for name in names}
     for key, value in options:
@@ -122,8 +129,10 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("content", type=click.Path(dir_okay=False))
-@click.argument("style", type=click.Path(dir_okay=False))
+@click.argument("style", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .jpg, .webp).")
+@click.option("--style-weights", help="Blend of several STYLE images, e.g. 0.7,0.3 [default: equal].")
+@click.option("--style-scale", type=float, help="Size of the style images relative to the output; smaller gives finer strokes [default: 1].")
 @click.option("--size", default=512, show_default=True, help="Long side of the output in pixels.")
 @click.option("--steps", default=300, show_default=True, help="Optimisation steps.")
 @click.option("--optimizer", default="lbfgs", show_default=True, help="lbfgs or adam.")
@@ -140,7 +149,7 @@ def cli() -> None:
 @click.option("--style-layers", help="Style layers with optional weights, e.g. block1_conv1:2,block2_conv1.")
 @click.option("--loss", "loss_names", multiple=True, metavar="NAME", help="Add a loss (see `styleplug losses`).")
 @click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE", help="Set a loss option.")
-@click.option("--init", default="content", show_default=True, help="content, noise, or an image file to start from.")
+@click.option("--init", default="content", show_default=True, help="content, noise, style, or an image file to start from.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (noise init).")
 @click.option("--tolerance", type=float, default=None,
               help=f"Stop early when the loss improves by less than this fraction over 50 steps [default: {DEFAULT_TOLERANCE:g}].")
@@ -148,18 +157,20 @@ def cli() -> None:
 @click.option("--max-pixels", type=int, default=None, help=f"Refuse input images above this many pixels [default: {DEFAULT_MAX_PIXELS}].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def run(content: str, style: str, output: str, quiet: bool, debug: bool, network: str, weights: str, precision: str,
-        content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
+def run(content: str, style: tuple[str, ...], output: str, style_weights: str | None, quiet: bool, debug: bool, network: str,
+        weights: str, precision: str, content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
         loss_options: tuple[tuple[str, str], ...], **options: Any) -> None:
-    """Paint CONTENT in the style of STYLE and write the result to --output."""
+    """Paint CONTENT in the style of STYLE (one or more images) and write the result to --output."""
     with _reported_errors(debug):
         from .engine import Engine
         from .image import check_output, save_image
 
-        check_output(output, [content, style])
+        check_output(output, [content, *style])
         if not debug:
             _import_tensorflow_quietly()
         host = default_host()
+        if style_weights:
+            options["style_blend"] = _numbers(style_weights, "--style-weights")
         options = {key: value for key, value in options.items() if value is not None}
         if options.pop("no_early_stop"):
             options["tolerance"] = 0.0
@@ -169,8 +180,8 @@ def run(content: str, style: str, output: str, quiet: bool, debug: bool, network
             options["style_layers"] = parse_layers(style_layers)
         options["losses"] = _loss_options(host, loss_names, loss_options)
         engine = Engine(network, weights, precision=precision, host=host)
-        image = engine.stylize(content, style, callback=_progress_bar(engine, options["steps"], quiet), **options)
-        save_image(image, output, inputs=[content, style])
+        image = engine.stylize(content, list(style), callback=_progress_bar(engine, options["steps"], quiet), **options)
+        save_image(image, output, inputs=[content, *style])
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
 
@@ -193,10 +204,11 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
         if not debug:
             _import_tensorflow_quietly()
         engine_options, run_options = replay_options(record)
-        check_output(output, [image, run_options["content"], run_options["style"]])
+        inputs = [image, run_options["content"], *run_options["style"]]
+        check_output(output, inputs)
         engine = Engine(host=default_host(), **engine_options)
         result = engine.stylize(callback=_progress_bar(engine, run_options["steps"], quiet), **run_options)
-        save_image(result, output, inputs=[image, run_options["content"], run_options["style"]])
+        save_image(result, output, inputs=inputs)
         # Compare the files as written, so that lossy formats compare like with like.
         same = np.array_equal(np.asarray(load_image(output, "replay")), np.asarray(load_image(image, "image to replay")))
         if not quiet:

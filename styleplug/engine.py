@@ -9,7 +9,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,32 @@ class Term:
     loss: Loss
     weight: float
     provider: Provider
+
+
+def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
+    """Validated blend weights for ``count`` style images, normalised to sum to 1."""
+    weights = [1.0] * count if blend is None else list(blend)
+    if len(weights) != count:
+        raise UsageError(f"got {len(weights)} style blend weights for {count} style images; give one weight per style image.")
+    for weight in weights:
+        _positive_number("a style blend weight", weight)
+    if not sum(weights) > 0:
+        raise UsageError("the style blend weights are all zero; give at least one style image a positive weight.")
+    return [weight / sum(weights) for weight in weights]
+
+
+def _per_reference(terms: list[Term], content: Image.Image, styles: list[Image.Image],
+                   blend: list[float]) -> Iterator[tuple[Term, Image.Image | None]]:
+    """Each term with the image its target comes from. A style loss becomes one term per style
+    image (a fresh loss of the same config for each), weighted by that image's blend share."""
+    for term in terms:
+        if term.loss.role != "style":
+            yield term, content if term.loss.role == "content" else None
+            continue
+        shares = [(image, share) for image, share in zip(styles, blend) if share > 0]
+        for index, (image, share) in enumerate(shares):
+            loss = term.loss if index == 0 else type(term.loss).from_config(term.loss.get_config())
+            yield Term(loss, term.weight * share, term.provider), image
 
 
 def _source(source: Any, image: Image.Image | None) -> dict[str, Any]:
@@ -189,8 +215,10 @@ class Engine:
     def stylize(
         self,
         content: ImageInput,
-        style: ImageInput,
+        style: ImageInput | Sequence[ImageInput],
         *,
+        style_blend: Sequence[float] | None = None,
+        style_scale: float = 1.0,
         size: int = 512,
         steps: int = 300,
         optimizer: str = "lbfgs",
@@ -213,7 +241,10 @@ class Engine:
     ) -> Image.Image:
         """Paint ``content`` in the style of ``style``; return the result as an RGB ``PIL.Image``.
 
-        ``size`` is the long side of the output in pixels. ``losses`` adds or configures losses by
+        ``style`` may be several images, mixed by ``style_blend`` (relative weights, equal by
+        default). ``style_scale`` resizes the style images relative to the output (0.5: half the
+        size, so brush strokes look smaller). ``init`` is ``"content"``, ``"noise"``, ``"style"``
+        (the first style image) or any image. ``size`` is the long side of the output in pixels. ``losses`` adds or configures losses by
         name, e.g. ``{"tv": {"weight": 10, "exponent": 1.25}}``; ``weight`` and ``layers`` are
         accepted by every loss, the rest are the loss's declared parameters. ``layers`` may be a
         list or a ``{layer: weight}`` mapping. ``callback`` gets a ``Progress`` after every chunk of
@@ -237,16 +268,25 @@ class Engine:
         rate = DEFAULT_LEARNING_RATES[optimizer] if learning_rate is None else learning_rate
         _positive_number("learning_rate", rate, allow_zero=False)
 
-        terms = self._terms(content_weight, style_weight, tv_weight, content_layers, style_layers, losses or {})
-        content_original, style_original = load_image(content, "content image", max_pixels), load_image(style, "style image", max_pixels)
-        content_image, style_image = resize_long_side(content_original, size), resize_long_side(style_original, size)
-        start = self._initial(init, content_image, seed, max_pixels)
+        styles = list(style) if isinstance(style, (list, tuple)) else [style]
+        blend = _blend_weights(style_blend, len(styles))
+        _positive_number("style_scale", style_scale, allow_zero=False)
+        base_terms = self._terms(content_weight, style_weight, tv_weight, content_layers, style_layers, losses or {})
+        content_original = load_image(content, "content image", max_pixels)
+        styles_original = [load_image(s, f"style image {i + 1}" if len(styles) > 1 else "style image", max_pixels)
+                           for i, s in enumerate(styles)]
+        content_image = resize_long_side(content_original, size)
+        # style_scale sizes the style relative to the output, which sets the size of the brush strokes.
+        style_images = [resize_long_side(s, max(16, round(size * style_scale))) for s in styles_original]
+        start = self._initial(init, content_image, style_images[0], seed, max_pixels)
 
-        layers = tuple(sorted({layer for term in terms for layer in term.loss.layers}, key=self.network.layers.index))
+        layers = tuple(sorted({layer for term in base_terms for layer in term.loss.layers}, key=self.network.layers.index))
         model = self._model(layers)
         self._check_memory(model, content_image, optimizer, history)
-        for term in terms:
-            self._set_target(model, term, {"content": content_image, "style": style_image}.get(term.loss.role))
+        terms = []
+        for term, reference in _per_reference(base_terms, content_image, style_images, blend):
+            self._set_target(model, term, reference)
+            terms.append(term)
 
         variable = tf.Variable(start[None], dtype=tf.float32)
         step_fn = self._compile(model, terms, variable, optimizer, rate, history)
@@ -256,13 +296,15 @@ class Engine:
             "styleplug": styleplug_version(), "tensorflow": tf.__version__,
             "network": self.network.name, "network_options": self.network.options, "weights": self.network.weights,
             "weights_source": self.weights_source, "weights_sha256": self._weights_digest(layers), "precision": self.precision,
-            "content": _source(content, content_original), "style": _source(style, style_original),
-            "init": init if isinstance(init, str) and init in ("content", "noise") else _source(init, None),
+            "content": _source(content, content_original),
+            "style": [_source(s, original) for s, original in zip(styles, styles_original)],
+            "style_blend": blend, "style_scale": style_scale,
+            "init": init if isinstance(init, str) and init in ("content", "noise", "style") else _source(init, None),
             "size": size, "output_size": list(result.size), "steps": steps, "steps_run": steps_run, "optimizer": optimizer,
             "learning_rate": rate, "history": history, "seed": seed, "chunk_size": chunk_size, "tolerance": tolerance,
             "window": window,
-            "losses": {t.loss.name: {"weight": t.weight, **t.loss.get_config()} for t in terms},
-            "plugins": {t.loss.name: f"{t.provider.package} {t.provider.version}" for t in terms},
+            "losses": {t.loss.name: {"weight": t.weight, **t.loss.get_config()} for t in base_terms},
+            "plugins": {t.loss.name: f"{t.provider.package} {t.provider.version}" for t in base_terms},
         }, default=str)
         return result
 
@@ -305,14 +347,15 @@ class Engine:
             raise UsageError("every loss weight is zero, so there is nothing to optimise; give a loss a positive weight.")
         return terms
 
-    def _initial(self, init: str | ImageInput, content: Image.Image, seed: int, max_pixels: int | None) -> np.ndarray:
+    def _initial(self, init: str | ImageInput, content: Image.Image, style: Image.Image, seed: int,
+                 max_pixels: int | None) -> np.ndarray:
         pixels = np.asarray(content, dtype=np.float32)
         if isinstance(init, str) and init == "content":
             return pixels
         if isinstance(init, str) and init == "noise":
             return np.random.default_rng(seed).uniform(0, 255, pixels.shape).astype(np.float32)
-        image = load_image(init, "init image", max_pixels).resize(content.size, Image.Resampling.LANCZOS)
-        return np.asarray(image, dtype=np.float32)
+        image = style if isinstance(init, str) and init == "style" else load_image(init, "init image", max_pixels)
+        return np.asarray(image.resize(content.size, Image.Resampling.LANCZOS), dtype=np.float32)
 
     def _weights_digest(self, layers: tuple[str, ...]) -> str:
         """SHA-256 of the weights of the model for ``layers``, for the run record (computed once)."""
@@ -427,7 +470,9 @@ class Engine:
             earlier = [loss for step, loss in totals if step <= done - window]
             converged = bool(tolerance and earlier and (earlier[-1] - total) < tolerance * earlier[-1])
             if callback is not None:
-                report = {term.loss.name: float(v) for term, v in zip(terms, values)}
+                report: dict[str, float] = {}
+                for term, value in zip(terms, values):  # several style images: one total per loss
+                    report[term.loss.name] = report.get(term.loss.name, 0.0) + float(value)
                 report["total"] = total
                 progress = Progress(done, steps, report, time.perf_counter() - started, variable, converged)
                 if callback(progress) is False:

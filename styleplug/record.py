@@ -37,13 +37,12 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UsageError(f"the run record of '{output}' is damaged ({error}); it cannot be replayed.") from None
 
 
-def _input(record: dict[str, Any], key: str) -> str:
-    source = record[key]
+def _input(source: dict[str, Any], what: str) -> str:
     if not source.get("path"):
-        raise UsageError(f"the {key} image of this run was not a file, so it cannot be replayed.")
-    image = load_image(source["path"], f"{key} image")
+        raise UsageError(f"the {what} of this run was not a file, so it cannot be replayed.")
+    image = load_image(source["path"], what)
     if hashlib.sha256(image.tobytes()).hexdigest() != source["sha256"]:
-        raise ImageError(f"{key} image '{source['path']}' has changed since the run; replay needs the original.")
+        raise ImageError(f"{what} '{source['path']}' has changed since the run; replay needs the original.")
     return source["path"]
 
 
@@ -51,12 +50,13 @@ def replay_options(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     """Engine arguments and ``stylize`` arguments that repeat the recorded run."""
     engine = {"network": record["network"], "weights": record["weights"], "precision": record["precision"],
               **record["network_options"]}
-    init = record["init"] if isinstance(record["init"], str) else _input(record, "init")
+    init = record["init"] if isinstance(record["init"], str) else _input(record["init"], "init image")
     run = {
-        "content": _input(record, "content"), "style": _input(record, "style"), "init": init,
+        "content": _input(record["content"], "content image"), "init": init,
+        "style": [_input(source, "style image") for source in record["style"]],
         # Every term is in `losses` with its weight, so the defaults of the built-in weights are off.
         "content_weight": 0.0, "style_weight": 0.0, "tv_weight": 0.0, "losses": record["losses"],
         **{key: record[key] for key in ("size", "steps", "optimizer", "learning_rate", "history", "seed", "chunk_size",
-                                        "tolerance", "window")},
+                                        "tolerance", "window", "style_blend", "style_scale")},
     }
     return engine, run

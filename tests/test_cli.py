@@ -183,3 +183,20 @@ def test_replay_refuses_changed_inputs_and_foreign_images(pair, tmp_path):
     assert code == 2 and "has changed since the run; replay needs the original" in text
     code, text = invoke("replay", style)
     assert code == 2 and "has no styleplug run record" in text
+
+
+def test_several_styles_with_blend_weights_and_scale(pair, tmp_path):
+    content, style = pair
+    second = tmp_path / "second.png"
+    gradient_image(50, 50, seed=4).save(second)
+    output = tmp_path / "blend.png"
+    code, text = invoke("run", content, style, second, "-O", output, *FAST, "--style-weights", "0.7,0.3", "--style-scale", "0.5")
+    assert code == 0, text
+    from styleplug.record import read_record
+
+    record = read_record(output)
+    assert record["style_blend"] == [0.7, 0.3] and record["style_scale"] == 0.5 and len(record["style"]) == 2
+    code, text = invoke("replay", output, "-O", tmp_path / "again.png")
+    assert code == 0 and "identical to the original" in text, text
+    code, text = invoke("run", content, style, second, "-O", tmp_path / "x.png", *FAST, "--style-weights", "0.7,abc")
+    assert code == 2 and "--style-weights takes comma-separated numbers" in text

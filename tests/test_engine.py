@@ -180,3 +180,38 @@ def test_early_stop_when_the_loss_stops_improving(engine):
     assert not any(report.converged for report in reports[:-1])
     _, full = _run(engine, steps=30, tolerance=0.0, window=10)
     assert [r.step for r in full][-1] == 30 and not any(r.converged for r in full)
+
+
+def test_two_styles_blended_one_and_zero_equal_the_single_style_run(engine):
+    other = gradient_image(48, 48, seed=5)
+    single, _ = _run(engine, steps=10)
+    blended = engine.stylize(CONTENT, [STYLE, other], style_blend=[1, 0], steps=10, **SMALL)
+    assert np.array_equal(np.asarray(single), np.asarray(blended))
+    reports = []
+    mixed = engine.stylize(CONTENT, [STYLE, other], style_blend=[0.5, 0.5], steps=10, callback=reports.append, **SMALL)
+    assert not np.array_equal(np.asarray(single), np.asarray(mixed))
+    assert set(reports[-1].losses) == {"content", "gram", "tv", "total"}  # one total per loss, not per image
+
+
+def test_style_scale_and_style_init_change_the_result(engine):
+    single, _ = _run(engine, steps=10)
+    scaled = engine.stylize(CONTENT, STYLE, style_scale=0.5, steps=10, **SMALL)
+    assert not np.array_equal(np.asarray(single), np.asarray(scaled))
+    from_style = engine.stylize(CONTENT, STYLE, init="style", steps=1, **{**SMALL, "chunk_size": 1})
+    # One step from the style image stays far closer to the stripes than to the content photo.
+    stripes = np.asarray(STYLE.resize(CONTENT.size), float)
+    assert np.abs(np.asarray(from_style, float) - stripes).mean() < np.abs(np.asarray(from_style, float) - np.asarray(CONTENT, float)).mean()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"style_blend": [1.0]}, "got 1 style blend weights for 2 style images"),
+        ({"style_blend": [0, 0]}, "the style blend weights are all zero"),
+        ({"style_blend": [1, -1]}, "a style blend weight must be >= 0"),
+        ({"style_scale": 0}, "style_scale must be > 0"),
+    ],
+)
+def test_bad_style_options(engine, options, message):
+    with pytest.raises(UsageError, match=message):
+        engine.stylize(CONTENT, [STYLE, STYLE], steps=1, **SMALL, **options)
