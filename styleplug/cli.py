@@ -133,6 +133,7 @@ def cli() -> None:
 @click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .jpg, .webp).")
 @click.option("--style-weights", help="Blend of several STYLE images, e.g. 0.7,0.3 [default: equal].")
 @click.option("--style-scale", type=float, help="Size of the style images relative to the output; smaller gives finer strokes [default: 1].")
+@click.option("--colors", help="style, luminance (keep the photo's colours) or match (recolour the style first) [default: style].")
 @click.option("--size", default=512, show_default=True, help="Long side of the output in pixels.")
 @click.option("--steps", default=300, show_default=True, help="Optimisation steps.")
 @click.option("--optimizer", default="lbfgs", show_default=True, help="lbfgs or adam.")

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .lazy import tf
+from .colors import COLOR_MODES, keep_content_chroma, match_colors
 from .errors import PluginError, ResourceError, UnknownNameError, UsageError
 from .image import ImageInput, load_image, resize_long_side
 from .losses import LayerWeights, Loss
@@ -219,6 +220,7 @@ class Engine:
         *,
         style_blend: Sequence[float] | None = None,
         style_scale: float = 1.0,
+        colors: str = "style",
         size: int = 512,
         steps: int = 300,
         optimizer: str = "lbfgs",
@@ -244,7 +246,9 @@ class Engine:
         ``style`` may be several images, mixed by ``style_blend`` (relative weights, equal by
         default). ``style_scale`` resizes the style images relative to the output (0.5: half the
         size, so brush strokes look smaller). ``init`` is ``"content"``, ``"noise"``, ``"style"``
-        (the first style image) or any image. ``size`` is the long side of the output in pixels. ``losses`` adds or configures losses by
+        (the first style image) or any image. ``colors`` is ``"style"``, ``"luminance"`` (keep the
+        content's chroma) or ``"match"`` (recolour the styles to the content's palette first; see
+        ``styleplug.colors``). ``size`` is the long side of the output in pixels. ``losses`` adds or configures losses by
         name, e.g. ``{"tv": {"weight": 10, "exponent": 1.25}}``; ``weight`` and ``layers`` are
         accepted by every loss, the rest are the loss's declared parameters. ``layers`` may be a
         list or a ``{layer: weight}`` mapping. ``callback`` gets a ``Progress`` after every chunk of
@@ -271,6 +275,8 @@ class Engine:
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
         blend = _blend_weights(style_blend, len(styles))
         _positive_number("style_scale", style_scale, allow_zero=False)
+        if colors not in COLOR_MODES:
+            raise UnknownNameError("colour mode", colors, COLOR_MODES)
         base_terms = self._terms(content_weight, style_weight, tv_weight, content_layers, style_layers, losses or {})
         content_original = load_image(content, "content image", max_pixels)
         styles_original = [load_image(s, f"style image {i + 1}" if len(styles) > 1 else "style image", max_pixels)
@@ -278,6 +284,8 @@ class Engine:
         content_image = resize_long_side(content_original, size)
         # style_scale sizes the style relative to the output, which sets the size of the brush strokes.
         style_images = [resize_long_side(s, max(16, round(size * style_scale))) for s in styles_original]
+        if colors == "match":
+            style_images = [match_colors(s, content_image) for s in style_images]
         start = self._initial(init, content_image, style_images[0], seed, max_pixels)
 
         layers = tuple(sorted({layer for term in base_terms for layer in term.loss.layers}, key=self.network.layers.index))
@@ -291,6 +299,8 @@ class Engine:
         variable = tf.Variable(start[None], dtype=tf.float32)
         step_fn = self._compile(model, terms, variable, optimizer, rate, history)
         result, steps_run = self._optimise(step_fn, variable, terms, steps, chunk_size, tolerance, window, callback, cancel)
+        if colors == "luminance":
+            result = keep_content_chroma(result, content_image)
         # The run record: everything needed to replay this run (see styleplug.record).
         result.info["styleplug"] = json.dumps({
             "styleplug": styleplug_version(), "tensorflow": tf.__version__,
@@ -298,7 +308,7 @@ class Engine:
             "weights_source": self.weights_source, "weights_sha256": self._weights_digest(layers), "precision": self.precision,
             "content": _source(content, content_original),
             "style": [_source(s, original) for s, original in zip(styles, styles_original)],
-            "style_blend": blend, "style_scale": style_scale,
+            "style_blend": blend, "style_scale": style_scale, "colors": colors,
             "init": init if isinstance(init, str) and init in ("content", "noise", "style") else _source(init, None),
             "size": size, "output_size": list(result.size), "steps": steps, "steps_run": steps_run, "optimizer": optimizer,
             "learning_rate": rate, "history": history, "seed": seed, "chunk_size": chunk_size, "tolerance": tolerance,

@@ -200,3 +200,17 @@ def test_several_styles_with_blend_weights_and_scale(pair, tmp_path):
     assert code == 0 and "identical to the original" in text, text
     code, text = invoke("run", content, style, second, "-O", tmp_path / "x.png", *FAST, "--style-weights", "0.7,abc")
     assert code == 2 and "--style-weights takes comma-separated numbers" in text
+
+
+def test_colour_mode_from_the_command_line_is_recorded_and_replayed(pair, tmp_path):
+    content, style = pair
+    output = tmp_path / "lum.png"
+    code, text = invoke("run", content, style, "-O", output, *FAST, "--colors", "luminance")
+    assert code == 0, text
+    from styleplug.record import read_record
+
+    assert read_record(output)["colors"] == "luminance"
+    code, text = invoke("replay", output, "-O", tmp_path / "again.png")
+    assert code == 0 and "identical to the original" in text, text
+    code, text = invoke("run", content, style, "-O", tmp_path / "x.png", *FAST, "--colors", "grey")
+    assert code == 2 and "unknown colour mode 'grey'" in text

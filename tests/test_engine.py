@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import styleplug
 from styleplug.errors import PluginError, UnknownNameError, UsageError
@@ -215,3 +216,33 @@ def test_style_scale_and_style_init_change_the_result(engine):
 def test_bad_style_options(engine, options, message):
     with pytest.raises(UsageError, match=message):
         engine.stylize(CONTENT, [STYLE, STYLE], steps=1, **SMALL, **options)
+
+
+def test_luminance_transfer_keeps_the_content_chroma(engine):
+    image = engine.stylize(CONTENT, STYLE, colors="luminance", steps=10, **SMALL)
+    _, cb, cr = image.convert("YCbCr").split()
+    _, content_cb, content_cr = CONTENT.convert("YCbCr").split()
+    # Equal up to 8-bit rounding, except where the new luminance pushes a colour out of the RGB gamut.
+    for ours, theirs in ((cb, content_cb), (cr, content_cr)):
+        difference = np.abs(np.asarray(ours, int) - np.asarray(theirs, int))
+        assert difference.mean() < 1.0 and np.mean(difference <= 2) > 0.95
+    plain, _ = _run(engine, steps=10)
+    assert not np.array_equal(np.asarray(image), np.asarray(plain))
+
+
+def test_colour_matching_gives_the_style_the_content_palette():
+    from styleplug.colors import match_colors
+
+    # A dull, greyish-green 'painting' with independent channel noise (a full-rank colour covariance).
+    painting = np.random.default_rng(3).normal([90, 120, 80], [10, 15, 8], (48, 48, 3)).clip(0, 255).astype(np.uint8)
+    matched = np.asarray(match_colors(Image.fromarray(painting), CONTENT), float).reshape(-1, 3)
+    content = np.asarray(CONTENT, float).reshape(-1, 3)
+    np.testing.assert_allclose(matched.mean(0), content.mean(0), atol=3.0)
+    np.testing.assert_allclose(np.cov(matched, rowvar=False), np.cov(content, rowvar=False), rtol=0.15, atol=30)
+
+
+def test_colour_match_runs_and_bad_mode_is_refused(engine):
+    image = engine.stylize(CONTENT, STYLE, colors="match", steps=5, **SMALL)
+    assert image.size == CONTENT.size
+    with pytest.raises(UnknownNameError, match="unknown colour mode 'lum'. Did you mean 'luminance'"):
+        engine.stylize(CONTENT, STYLE, colors="lum", steps=5, **SMALL)
