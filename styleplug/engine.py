@@ -17,16 +17,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .lazy import tf
+from .lazy import keras, tf
 from .colors import COLOR_MODES, keep_content_chroma, match_colors
 from .errors import PluginError, ResourceError, UnknownNameError, UsageError
-from .image import ImageInput, load_image, resize_long_side
+from .image import ImageInput, load_image, pixel_digest, resize_long_side
 from .losses import LayerWeights, Loss
 from .optim import LBFGS, Adam
 from .plugins import PluginHost, Provider, default_host, styleplug_version
 
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "float32", "bfloat16")
+INIT_MODES = ("content", "noise", "style")
 DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
 # Defaults for the built-in terms. All terms are means, so these hold across image sizes.
 DEFAULT_CONTENT_WEIGHT = 1.0
@@ -88,11 +89,10 @@ def _per_reference(terms: list[Term], content: Image.Image, styles: list[Image.I
             yield Term(loss, term.weight * share, term.provider), image
 
 
-def _source(source: Any, image: Image.Image | None) -> dict[str, Any]:
+def _source(source: Any, image: Image.Image) -> dict[str, Any]:
     """Where an input came from: its absolute path when it was a file, and a digest of its pixels."""
     path = str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else None
-    pixels = image if image is not None else (load_image(source, "init image") if path else None)
-    return {"path": path, "sha256": hashlib.sha256(pixels.tobytes()).hexdigest() if pixels is not None else None}
+    return {"path": path, "sha256": pixel_digest(image)}
 
 
 def _to_image(variable: Any) -> Image.Image:
@@ -169,8 +169,6 @@ def _with_dtype_policy(model: Any, policy: str) -> Any:
     Under ``mixed_bfloat16`` the convolutions run in bfloat16 while the weights stay float32; the
     losses cast features back to float32, and the image and optimiser state never leave float32.
     """
-    from .lazy import keras
-
     def clone(layer: Any) -> Any:
         return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
 
@@ -286,7 +284,9 @@ class Engine:
         style_images = [resize_long_side(s, max(16, round(size * style_scale))) for s in styles_original]
         if colors == "match":
             style_images = [match_colors(s, content_image) for s in style_images]
-        start = self._initial(init, content_image, style_images[0], seed, max_pixels)
+        is_mode = isinstance(init, str) and init in INIT_MODES
+        init_original = None if is_mode else load_image(init, "init image", max_pixels)
+        start = self._initial(init, init_original, content_image, style_images[0], seed)
 
         layers = tuple(sorted({layer for term in base_terms for layer in term.loss.layers}, key=self.network.layers.index))
         model = self._model(layers)
@@ -309,7 +309,7 @@ class Engine:
             "content": _source(content, content_original),
             "style": [_source(s, original) for s, original in zip(styles, styles_original)],
             "style_blend": blend, "style_scale": style_scale, "colors": colors,
-            "init": init if isinstance(init, str) and init in ("content", "noise", "style") else _source(init, None),
+            "init": init if init_original is None else _source(init, init_original),
             "size": size, "output_size": list(result.size), "steps": steps, "steps_run": steps_run, "optimizer": optimizer,
             "learning_rate": rate, "history": history, "seed": seed, "chunk_size": chunk_size, "tolerance": tolerance,
             "window": window,
@@ -357,14 +357,15 @@ class Engine:
             raise UsageError("every loss weight is zero, so there is nothing to optimise; give a loss a positive weight.")
         return terms
 
-    def _initial(self, init: str | ImageInput, content: Image.Image, style: Image.Image, seed: int,
-                 max_pixels: int | None) -> np.ndarray:
+    def _initial(self, init: str | ImageInput, init_image: Image.Image | None, content: Image.Image, style: Image.Image,
+                 seed: int) -> np.ndarray:
+        """The starting image: ``init_image`` when one was given, else the ``init`` mode."""
         pixels = np.asarray(content, dtype=np.float32)
-        if isinstance(init, str) and init == "content":
+        if init_image is None and init == "content":
             return pixels
-        if isinstance(init, str) and init == "noise":
+        if init_image is None and init == "noise":
             return np.random.default_rng(seed).uniform(0, 255, pixels.shape).astype(np.float32)
-        image = style if isinstance(init, str) and init == "style" else load_image(init, "init image", max_pixels)
+        image = style if init_image is None else init_image
         return np.asarray(image.resize(content.size, Image.Resampling.LANCZOS), dtype=np.float32)
 
     def _weights_digest(self, layers: tuple[str, ...]) -> str:
@@ -392,7 +393,7 @@ class Engine:
             self._guarded(term, "set_target", lambda: term.loss.set_target(None))
             return
         config = json.dumps(term.loss.get_config(), sort_keys=True, default=str)
-        key = (hashlib.sha1(reference.tobytes() + repr(reference.size).encode()).hexdigest(), type(term.loss), config)
+        key = (pixel_digest(reference), type(term.loss), config)
         if key not in self._targets:
             outputs = model(self.network.preprocess(tf.constant(np.asarray(reference, dtype=np.float32)[None])))
             self._guarded(term, "set_target", lambda: term.loss.set_target({layer: outputs[layer] for layer in term.loss.layers}))

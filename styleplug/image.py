@@ -14,6 +14,7 @@ environment variable) are refused from their header, before any pixel is decoded
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import warnings
@@ -124,6 +125,11 @@ def _from_array(array: np.ndarray, what: str, limit: int) -> Image.Image:
         raise ImageError(f"{what} array has dtype {array.dtype}; expected uint8, uint16 or float in 0..1.")
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[pixels.ndim if pixels.ndim == 2 else pixels.shape[2]]
     return _to_rgb(Image.fromarray(np.ascontiguousarray(pixels), mode))
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """SHA-256 of an image's mode, size and pixels: the identity of an input, whatever its file."""
+    return hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode() + image.tobytes()).hexdigest()
 
 
 def resize_long_side(image: Image.Image, size: int) -> Image.Image:

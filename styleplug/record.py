@@ -7,7 +7,6 @@ the image exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import ImageError, UsageError
-from .image import load_image
+from .image import load_image, pixel_digest
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -41,7 +40,7 @@ def _input(source: dict[str, Any], what: str) -> str:
     if not source.get("path"):
         raise UsageError(f"the {what} of this run was not a file, so it cannot be replayed.")
     image = load_image(source["path"], what)
-    if hashlib.sha256(image.tobytes()).hexdigest() != source["sha256"]:
+    if pixel_digest(image) != source["sha256"]:
         raise ImageError(f"{what} '{source['path']}' has changed since the run; replay needs the original.")
     return source["path"]
 
