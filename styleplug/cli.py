@@ -104,6 +104,15 @@ def _numbers(text: str, option: str) -> list[float]:
         raise UsageError(f"{option} takes comma-separated numbers, e.g. 0.7,0.3; got {text!r}.") from None
 
 
+def _scales(text: str) -> str | list[int]:
+    if text in ("auto", "none"):
+        return text
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--scales takes auto, none or comma-separated sizes, e.g. 256,512; got {text!r}.") from None
+
+
 def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
     losses: dict[str, dict[str, Any]] = {host.loss(name).cls.name: {} for name in names}
     for key, value in options:
@@ -135,7 +144,8 @@ def cli() -> None:
 @click.option("--style-scale", type=float, help="Size of the style images relative to the output; smaller gives finer strokes [default: 1].")
 @click.option("--colors", help="style, luminance (keep the photo's colours) or match (recolour the style first) [default: style].")
 @click.option("--size", default=512, show_default=True, help="Long side of the output in pixels.")
-@click.option("--steps", default=300, show_default=True, help="Optimisation steps.")
+@click.option("--scales", help="Coarse-to-fine sizes before --size: auto (halve down to 256), none, or e.g. 256,512 [default: auto].")
+@click.option("--steps", default=300, show_default=True, help="Most optimisation steps per scale.")
 @click.option("--optimizer", default="lbfgs", show_default=True, help="lbfgs or adam.")
 @click.option("--learning-rate", type=float, help="Step size (default: 1 for lbfgs, 5 for adam).")
 @click.option("--history", default=20, show_default=True, help="L-BFGS history length (memory: 2 images per entry).")
@@ -173,6 +183,8 @@ def run(content: str, style: tuple[str, ...], output: str, style_weights: str | 
         if style_weights:
             options["style_blend"] = _numbers(style_weights, "--style-weights")
         options = {key: value for key, value in options.items() if value is not None}
+        if options.get("scales"):
+            options["scales"] = _scales(options["scales"])
         if options.pop("no_early_stop"):
             options["tolerance"] = 0.0
         if content_layers:
@@ -181,7 +193,7 @@ def run(content: str, style: tuple[str, ...], output: str, style_weights: str | 
             options["style_layers"] = parse_layers(style_layers)
         options["losses"] = _loss_options(host, loss_names, loss_options)
         engine = Engine(network, weights, precision=precision, host=host)
-        image = engine.stylize(content, list(style), callback=_progress_bar(engine, options["steps"], quiet), **options)
+        image = engine.stylize(content, list(style), callback=_progress_bar(engine, quiet), **options)
         save_image(image, output, inputs=[content, *style])
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
@@ -208,7 +220,7 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
         inputs = [image, run_options["content"], *run_options["style"]]
         check_output(output, inputs)
         engine = Engine(host=default_host(), **engine_options)
-        result = engine.stylize(callback=_progress_bar(engine, run_options["steps"], quiet), **run_options)
+        result = engine.stylize(callback=_progress_bar(engine, quiet), **run_options)
         save_image(result, output, inputs=inputs)
         # Compare the files as written, so that lossy formats compare like with like.
         same = np.array_equal(np.asarray(load_image(output, "replay")), np.asarray(load_image(image, "image to replay")))
@@ -217,7 +229,7 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
             click.echo(f"styleplug: wrote {output}: {verdict}", err=True)
 
 
-def _progress_bar(engine: Any, total: int, quiet: bool) -> Any:
+def _progress_bar(engine: Any, quiet: bool) -> Any:
     """A progress callback drawing a tqdm bar, created at the first report so that errors found
     while setting up are not preceded by an empty bar."""
     from tqdm import tqdm
@@ -230,8 +242,9 @@ def _progress_bar(engine: Any, total: int, quiet: bool) -> Any:
             return
         if bar is None:
             click.echo(f"styleplug: {engine.network.name} in {engine.precision}, weights: {engine.weights_source}", err=True)
-            bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
-        bar.set_postfix(loss=f"{progress.losses['total']:.4g}", refresh=False)
+            bar = tqdm(total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.total = progress.total  # shrinks when a coarse scale stops early
+        bar.set_postfix(size=f"{progress.size}px", loss=f"{progress.losses['total']:.4g}", refresh=False)
         bar.update(progress.step - bar.n)
         if progress.converged:
             bar.write(f"styleplug: converged at step {progress.step}: the loss improved by less than the tolerance "

@@ -36,6 +36,8 @@ DEFAULT_TV_WEIGHT = 1e5
 # Early stop: less than this relative improvement of the total loss over `window` steps.
 DEFAULT_TOLERANCE = 0.01
 MAX_SIZE = 8192
+# Automatic multi-scale halves the size down to this long side (so sizes below twice it run at one scale).
+MIN_AUTO_SCALE = 256
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Progress:
     elapsed: float  # seconds since optimisation started
     _variable: Any = field(repr=False)
     converged: bool = False  # True on the last report when the early stop ended the run
+    size: int = 0  # long side of the image being optimised now (smaller than the output at coarse scales)
 
     def image(self) -> Image.Image:
         """The current image (a copy; computing it costs one device-to-host transfer)."""
@@ -87,6 +90,39 @@ def _per_reference(terms: list[Term], content: Image.Image, styles: list[Image.I
         for index, (image, share) in enumerate(shares):
             loss = term.loss if index == 0 else type(term.loss).from_config(term.loss.get_config())
             yield Term(loss, term.weight * share, term.provider), image
+
+
+def plan_scales(scales: str | Sequence[int], size: int) -> list[int]:
+    """The long side of each coarse-to-fine stage, ending at ``size``.
+
+    ``"auto"`` halves ``size`` while the result stays at least ``MIN_AUTO_SCALE`` (512 -> 256, 512;
+    1024 -> 256, 512, 1024); ``"none"`` is a single stage; a list gives the coarse sizes.
+    """
+    if scales == "auto":
+        sizes = [size]
+        while sizes[0] // 2 >= MIN_AUTO_SCALE:
+            sizes.insert(0, sizes[0] // 2)
+        return sizes
+    if scales == "none":
+        return [size]
+    if isinstance(scales, str) or not isinstance(scales, Sequence):
+        raise UsageError(f"scales must be 'auto', 'none' or a list of sizes such as [256, 512]; got {scales!r}.")
+    coarse = [_positive_number("a scale", value, allow_zero=False, integer=True) for value in scales]
+    coarse = coarse[:-1] if coarse and coarse[-1] == size else coarse  # the final size may be listed too
+    if any(not 16 <= value < size for value in coarse) or coarse != sorted(set(coarse)):
+        raise UsageError(f"scales must be increasing sizes from 16 up to below the output size {size}; got {list(scales)}.")
+    return [*coarse, size]
+
+
+@dataclass
+class _Stage:
+    """Where one scale sits in the whole run, for progress reports."""
+
+    size: int
+    offset: int  # steps run at earlier scales
+    planned: int  # steps of the whole run if no stage stops early
+    final: bool
+    started: float  # perf_counter() when the first stage started
 
 
 def _source(source: Any, image: Image.Image) -> dict[str, Any]:
@@ -220,6 +256,7 @@ class Engine:
         style_scale: float = 1.0,
         colors: str = "style",
         size: int = 512,
+        scales: str | Sequence[int] = "auto",
         steps: int = 300,
         optimizer: str = "lbfgs",
         learning_rate: float | None = None,
@@ -246,7 +283,10 @@ class Engine:
         size, so brush strokes look smaller). ``init`` is ``"content"``, ``"noise"``, ``"style"``
         (the first style image) or any image. ``colors`` is ``"style"``, ``"luminance"`` (keep the
         content's chroma) or ``"match"`` (recolour the styles to the content's palette first; see
-        ``styleplug.colors``). ``size`` is the long side of the output in pixels. ``losses`` adds or configures losses by
+        ``styleplug.colors``). ``size`` is the long side of the output in pixels. ``scales`` runs
+        coarse to fine: the image is optimised at each smaller size first (up to ``steps`` steps
+        each), then upsampled; ``"auto"`` halves down to 256 px, ``"none"`` is one scale, or give
+        the sizes, e.g. ``[256, 512]``. ``losses`` adds or configures losses by
         name, e.g. ``{"tv": {"weight": 10, "exponent": 1.25}}``; ``weight`` and ``layers`` are
         accepted by every loss, the rest are the loss's declared parameters. ``layers`` may be a
         list or a ``{layer: weight}`` mapping. ``callback`` gets a ``Progress`` after every chunk of
@@ -275,30 +315,45 @@ class Engine:
         _positive_number("style_scale", style_scale, allow_zero=False)
         if colors not in COLOR_MODES:
             raise UnknownNameError("colour mode", colors, COLOR_MODES)
+        sizes = plan_scales(scales, size)
         base_terms = self._terms(content_weight, style_weight, tv_weight, content_layers, style_layers, losses or {})
         content_original = load_image(content, "content image", max_pixels)
         styles_original = [load_image(s, f"style image {i + 1}" if len(styles) > 1 else "style image", max_pixels)
                            for i, s in enumerate(styles)]
-        content_image = resize_long_side(content_original, size)
-        # style_scale sizes the style relative to the output, which sets the size of the brush strokes.
-        style_images = [resize_long_side(s, max(16, round(size * style_scale))) for s in styles_original]
-        if colors == "match":
-            style_images = [match_colors(s, content_image) for s in style_images]
         is_mode = isinstance(init, str) and init in INIT_MODES
         init_original = None if is_mode else load_image(init, "init image", max_pixels)
-        start = self._initial(init, init_original, content_image, style_images[0], seed)
+        content_image = resize_long_side(content_original, size)
 
         layers = tuple(sorted({layer for term in base_terms for layer in term.loss.layers}, key=self.network.layers.index))
         model = self._model(layers)
         self._check_memory(model, content_image, optimizer, history)
-        terms = []
-        for term, reference in _per_reference(base_terms, content_image, style_images, blend):
-            self._set_target(model, term, reference)
-            terms.append(term)
-
-        variable = tf.Variable(start[None], dtype=tf.float32)
-        step_fn = self._compile(model, terms, variable, optimizer, rate, history)
-        result, steps_run = self._optimise(step_fn, variable, terms, steps, chunk_size, tolerance, window, callback, cancel)
+        result: Image.Image | None = None
+        started, steps_run = time.perf_counter(), 0
+        for index, stage_size in enumerate(sizes):
+            stage_content = resize_long_side(content_original, stage_size)
+            # style_scale sizes the style relative to the output, which sets the size of the brush strokes.
+            style_images = [resize_long_side(s, max(16, round(stage_size * style_scale))) for s in styles_original]
+            if colors == "match":
+                style_images = [match_colors(s, stage_content) for s in style_images]
+            if result is None:
+                start = self._initial(init, init_original, stage_content, style_images[0], seed)
+            else:  # continue from the coarser result
+                start = np.asarray(result.resize(stage_content.size, Image.Resampling.LANCZOS), dtype=np.float32)
+            terms = []
+            for term, reference in _per_reference(base_terms, stage_content, style_images, blend):
+                self._set_target(model, term, reference)
+                terms.append(term)
+            variable = tf.Variable(start[None], dtype=tf.float32)
+            step_fn = self._compile(model, terms, variable, optimizer, rate, history)
+            stage = _Stage(stage_size, steps_run, steps_run + steps * (len(sizes) - index), index == len(sizes) - 1, started)
+            result, ran, stopped = self._optimise(step_fn, variable, terms, steps, chunk_size, tolerance, window,
+                                                  callback, cancel, stage)
+            steps_run += ran
+            if stopped:
+                break
+        assert result is not None
+        if result.size != content_image.size:  # stopped at a coarse scale
+            result = result.resize(content_image.size, Image.Resampling.LANCZOS)
         if colors == "luminance":
             result = keep_content_chroma(result, content_image)
         # The run record: everything needed to replay this run (see styleplug.record).
@@ -310,7 +365,7 @@ class Engine:
             "style": [_source(s, original) for s, original in zip(styles, styles_original)],
             "style_blend": blend, "style_scale": style_scale, "colors": colors,
             "init": init if init_original is None else _source(init, init_original),
-            "size": size, "output_size": list(result.size), "steps": steps, "steps_run": steps_run, "optimizer": optimizer,
+            "size": size, "scales": sizes, "output_size": list(result.size), "steps": steps, "steps_run": steps_run, "optimizer": optimizer,
             "learning_rate": rate, "history": history, "seed": seed, "chunk_size": chunk_size, "tolerance": tolerance,
             "window": window,
             "losses": {t.loss.name: {"weight": t.weight, **t.loss.get_config()} for t in base_terms},
@@ -463,11 +518,15 @@ class Engine:
         return run_chunk
 
     def _optimise(self, run_chunk: Any, variable: Any, terms: list[Term], steps: int, chunk_size: int, tolerance: float,
-                  window: int, callback: Callable[[Progress], bool | None] | None,
-                  cancel: threading.Event | None) -> tuple[Image.Image, int]:
-        started, done = time.perf_counter(), 0
+                  window: int, callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None,
+                  stage: _Stage) -> tuple[Image.Image, int, bool]:
+        """Run one scale; return its image, the steps run and whether the user stopped the run."""
+        done, stopped = 0, False
         totals: list[tuple[int, float]] = []  # (step, total loss) at each chunk boundary, for the early stop
-        while done < steps and not (cancel is not None and cancel.is_set()):
+        while done < steps:
+            if cancel is not None and cancel.is_set():
+                stopped = True
+                break
             count = min(chunk_size, steps - done)
             try:
                 values = run_chunk(tf.constant(count)).numpy()
@@ -485,12 +544,16 @@ class Engine:
                 for term, value in zip(terms, values):  # several style images: one total per loss
                     report[term.loss.name] = report.get(term.loss.name, 0.0) + float(value)
                 report["total"] = total
-                progress = Progress(done, steps, report, time.perf_counter() - started, variable, converged)
+                # An early-stopped coarse scale hands its unused steps back: the planned total shrinks.
+                planned = stage.planned - (steps - done if converged else 0)
+                progress = Progress(stage.offset + done, planned, report, time.perf_counter() - stage.started, variable,
+                                    converged and stage.final, stage.size)
                 if callback(progress) is False:
+                    stopped = True
                     break
             if converged:
                 break
-        return _to_image(variable), done
+        return _to_image(variable), done, stopped
 
 
 def stylize(content: ImageInput, style: ImageInput, *, network: str = "vgg19", weights: str = "auto", precision: str = "auto",

@@ -56,6 +56,6 @@ def replay_options(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
         # Every term is in `losses` with its weight, so the defaults of the built-in weights are off.
         "content_weight": 0.0, "style_weight": 0.0, "tv_weight": 0.0, "losses": record["losses"],
         **{key: record[key] for key in ("size", "steps", "optimizer", "learning_rate", "history", "seed", "chunk_size",
-                                        "tolerance", "window", "style_blend", "style_scale", "colors")},
+                                        "tolerance", "window", "style_blend", "style_scale", "colors", "scales")},
     }
     return engine, run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -246,3 +247,45 @@ def test_colour_match_runs_and_bad_mode_is_refused(engine):
     assert image.size == CONTENT.size
     with pytest.raises(UnknownNameError, match="unknown colour mode 'lum'. Did you mean 'luminance'"):
         engine.stylize(CONTENT, STYLE, colors="lum", steps=5, **SMALL)
+
+
+@pytest.mark.parametrize(
+    ("scales", "size", "expected"),
+    [("auto", 512, [256, 512]), ("auto", 1024, [256, 512, 1024]), ("auto", 700, [350, 700]), ("auto", 511, [511]),
+     ("none", 1024, [1024]), ([128, 256], 512, [128, 256, 512]), ([128, 512], 512, [128, 512])],
+)
+def test_scale_plans(scales, size, expected):
+    from styleplug.engine import plan_scales
+
+    assert plan_scales(scales, size) == expected
+
+
+@pytest.mark.parametrize("scales", [[512], [300, 200], [8], "fine", 256])
+def test_bad_scales_are_refused(engine, scales):
+    with pytest.raises(UsageError, match="scales must be|a scale must be"):
+        engine.stylize(CONTENT, STYLE, scales=scales, steps=1, **SMALL)
+
+
+def test_multiscale_runs_coarse_to_fine_and_reports_each_scale(engine):
+    reports = []
+    image = engine.stylize(CONTENT, STYLE, scales=[24], steps=10, tolerance=0, callback=reports.append, **SMALL)
+    assert image.size == CONTENT.size
+    assert [r.size for r in reports] == [24] * 2 + [48] * 2
+    assert [r.step for r in reports] == [5, 10, 15, 20] and {r.total for r in reports} == {20}
+    assert json.loads(image.info["styleplug"])["scales"] == [24, 48]
+    single, _ = _run(engine, steps=10, tolerance=0)
+    assert not np.array_equal(np.asarray(image), np.asarray(single))
+
+
+def test_an_early_stopped_coarse_scale_hands_back_its_steps(engine):
+    reports = []
+    engine.stylize(CONTENT, STYLE, scales=[24], steps=200, tolerance=0.5, window=10, callback=reports.append, **SMALL)
+    coarse = [r for r in reports if r.size == 24]
+    assert coarse[-1].step < 200 and not any(r.converged for r in coarse)  # only the final scale reports converged
+    assert reports[0].total == 400 and coarse[-1].total == coarse[-1].step + 200
+    assert reports[-1].converged and reports[-1].total == reports[-1].step
+
+
+def test_stopping_at_a_coarse_scale_still_gives_a_full_size_image(engine):
+    image = engine.stylize(CONTENT, STYLE, scales=[24], steps=50, callback=lambda p: False, **SMALL)
+    assert image.size == CONTENT.size
