@@ -142,6 +142,9 @@ def cli() -> None:
 @click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .jpg, .webp).")
 @click.option("--style-weights", help="Blend of several STYLE images, e.g. 0.7,0.3 [default: equal].")
 @click.option("--style-scale", type=float, help="Size of the style images relative to the output; smaller gives finer strokes [default: 1].")
+@click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False),
+              help="Greyscale image over the content photo: white where a STYLE applies. Give one per STYLE, in order; "
+                   "black everywhere keeps the photo unstyled there.")
 @click.option("--colors", help="style, luminance (keep the photo's colours) or match (recolour the style first) [default: style].")
 @click.option("--size", default=512, show_default=True, help="Long side of the output in pixels.")
 @click.option("--scales", help="Coarse-to-fine sizes before --size: auto (halve down to 256), none, or e.g. 256,512 [default: auto].")
@@ -169,7 +172,7 @@ def cli() -> None:
 @click.option("--max-pixels", type=int, default=None, help=f"Refuse input images above this many pixels [default: {DEFAULT_MAX_PIXELS}].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def run(content: str, style: tuple[str, ...], output: str, style_weights: str | None, quiet: bool, debug: bool, network: str,
+def run(content: str, style: tuple[str, ...], output: str, style_weights: str | None, masks: tuple[str, ...], quiet: bool, debug: bool, network: str,
         weights: str, pooling: str | None, precision: str, content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
         loss_options: tuple[tuple[str, str], ...], **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (one or more images) and write the result to --output."""
@@ -177,10 +180,12 @@ def run(content: str, style: tuple[str, ...], output: str, style_weights: str | 
         from .engine import Engine
         from .image import check_output, save_image
 
-        check_output(output, [content, *style])
+        check_output(output, [content, *style, *masks])
         if not debug:
             _import_tensorflow_quietly()
         host = default_host()
+        if masks:
+            options["masks"] = list(masks)
         if style_weights:
             options["style_blend"] = _numbers(style_weights, "--style-weights")
         options = {key: value for key, value in options.items() if value is not None}
@@ -196,7 +201,7 @@ def run(content: str, style: tuple[str, ...], output: str, style_weights: str | 
         network_options = {} if pooling is None else {"pooling": pooling}
         engine = Engine(network, weights, precision=precision, host=host, **network_options)
         image = engine.stylize(content, list(style), callback=_progress_bar(engine, quiet), **options)
-        save_image(image, output, inputs=[content, *style])
+        save_image(image, output, inputs=[content, *style, *masks])
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
 
@@ -219,7 +224,7 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
         if not debug:
             _import_tensorflow_quietly()
         engine_options, run_options = replay_options(record)
-        inputs = [image, run_options["content"], *run_options["style"]]
+        inputs = [image, run_options["content"], *run_options["style"], *(run_options["masks"] or [])]
         check_output(output, inputs)
         engine = Engine(host=default_host(), **engine_options)
         result = engine.stylize(callback=_progress_bar(engine, quiet), **run_options)

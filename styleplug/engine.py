@@ -64,10 +64,13 @@ class Term:
     loss: Loss
     weight: float
     provider: Provider
+    mask: np.ndarray | None = None  # (H, W) in 0..1: where a style term applies (spatial control)
 
 
-def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
-    """Validated blend weights for ``count`` style images, normalised to sum to 1."""
+def _blend_weights(blend: Sequence[float] | None, count: int, masked: bool = False) -> list[float]:
+    """Validated blend weights for ``count`` style images, normalised to sum to 1, or, when each
+    style has its own region (``masked``), to a largest weight of 1 so that every region gets the
+    full style weight."""
     weights = [1.0] * count if blend is None else list(blend)
     if len(weights) != count:
         raise UsageError(f"got {len(weights)} style blend weights for {count} style images; give one weight per style image.")
@@ -75,21 +78,51 @@ def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
         _positive_number("a style blend weight", weight)
     if not sum(weights) > 0:
         raise UsageError("the style blend weights are all zero; give at least one style image a positive weight.")
-    return [weight / sum(weights) for weight in weights]
+    scale = max(weights) if masked else sum(weights)
+    return [weight / scale for weight in weights]
 
 
-def _per_reference(terms: list[Term], content: Image.Image, styles: list[Image.Image],
-                   blend: list[float]) -> Iterator[tuple[Term, Image.Image | None]]:
+def _per_reference(terms: list[Term], content: Image.Image, styles: list[Image.Image], blend: list[float],
+                   masks: list[np.ndarray] | None) -> Iterator[tuple[Term, Image.Image | None]]:
     """Each term with the image its target comes from. A style loss becomes one term per style
-    image (a fresh loss of the same config for each), weighted by that image's blend share."""
+    image (a fresh loss of the same config for each), weighted by that image's blend share and
+    limited to that image's mask, if any."""
     for term in terms:
         if term.loss.role != "style":
             yield term, content if term.loss.role == "content" else None
             continue
-        shares = [(image, share) for image, share in zip(styles, blend) if share > 0]
-        for index, (image, share) in enumerate(shares):
+        regions = masks or [None] * len(styles)
+        shares = [(image, share, mask) for image, share, mask in zip(styles, blend, regions) if share > 0]
+        for index, (image, share, mask) in enumerate(shares):
             loss = term.loss if index == 0 else type(term.loss).from_config(term.loss.get_config())
-            yield Term(loss, term.weight * share, term.provider), image
+            yield Term(loss, term.weight * share, term.provider, mask), image
+
+
+def _load_masks(masks: Sequence[ImageInput], count: int, content: Image.Image, max_pixels: int | None) -> list[Image.Image]:
+    """One greyscale mask per style image, each drawn over the content photo (same aspect ratio)."""
+    if len(masks) != count:
+        raise UsageError(f"got {len(masks)} masks for {count} style images; give one mask per style image, in the same order.")
+    loaded = []
+    for index, source in enumerate(masks, start=1):
+        mask = load_image(source, f"mask {index}", max_pixels).convert("L")
+        if abs(mask.width / mask.height - content.width / content.height) > 0.01 * content.width / content.height:
+            raise UsageError(f"mask {index} is {mask.width}x{mask.height} but the content image is {content.width}x{content.height}; "
+                             "draw each mask over the content photo, at its aspect ratio.")
+        if mask.getextrema()[1] == 0:
+            raise UsageError(f"mask {index} is all black, so its style would apply nowhere; white marks where a style goes.")
+        loaded.append(mask)
+    return loaded
+
+
+def masked_features(features: Any, mask: Any) -> Any:
+    """``features`` limited to ``mask`` (``(H, W)`` in 0..1 at the image's size), resized to their grid.
+
+    Dividing by the square root of the mask's mean area makes a Gram matrix of the result the Gram
+    matrix of the masked region alone (Gatys et al. 2017), whatever the region's size.
+    """
+    grid = tf.image.resize(tf.constant(mask, tf.float32)[None, :, :, None], tf.shape(features)[1:3], method="area")
+    grid = grid / tf.sqrt(tf.maximum(tf.reduce_mean(grid), 1e-6))
+    return features * tf.cast(grid, features.dtype)
 
 
 def plan_scales(scales: str | Sequence[int], size: int) -> list[int]:
@@ -254,6 +287,7 @@ class Engine:
         *,
         style_blend: Sequence[float] | None = None,
         style_scale: float = 1.0,
+        masks: Sequence[ImageInput] | None = None,
         colors: str = "style",
         size: int = 512,
         scales: str | Sequence[int] = "auto",
@@ -279,7 +313,9 @@ class Engine:
         """Paint ``content`` in the style of ``style``; return the result as an RGB ``PIL.Image``.
 
         ``style`` may be several images, mixed by ``style_blend`` (relative weights, equal by
-        default). ``style_scale`` resizes the style images relative to the output (0.5: half the
+        default). ``masks`` (one greyscale image per style, drawn over the content photo) limits each
+        style to the white part of its mask; where no mask is white the photo stays unstyled.
+        ``style_scale`` resizes the style images relative to the output (0.5: half the
         size, so brush strokes look smaller). ``init`` is ``"content"``, ``"noise"``, ``"style"``
         (the first style image) or any image. ``colors`` is ``"style"``, ``"luminance"`` (keep the
         content's chroma) or ``"match"`` (recolour the styles to the content's palette first; see
@@ -311,7 +347,7 @@ class Engine:
         _positive_number("learning_rate", rate, allow_zero=False)
 
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
-        blend = _blend_weights(style_blend, len(styles))
+        blend = _blend_weights(style_blend, len(styles), masked=masks is not None)
         _positive_number("style_scale", style_scale, allow_zero=False)
         if colors not in COLOR_MODES:
             raise UnknownNameError("colour mode", colors, COLOR_MODES)
@@ -322,6 +358,7 @@ class Engine:
                            for i, s in enumerate(styles)]
         is_mode = isinstance(init, str) and init in INIT_MODES
         init_original = None if is_mode else load_image(init, "init image", max_pixels)
+        masks_original = None if masks is None else _load_masks(masks, len(styles), content_original, max_pixels)
         content_image = resize_long_side(content_original, size)
 
         layers = tuple(sorted({layer for term in base_terms for layer in term.loss.layers}, key=self.network.layers.index))
@@ -339,8 +376,10 @@ class Engine:
                 start = self._initial(init, init_original, stage_content, style_images[0], seed)
             else:  # continue from the coarser result
                 start = np.asarray(result.resize(stage_content.size, Image.Resampling.LANCZOS), dtype=np.float32)
+            stage_masks = None if masks_original is None else [
+                np.asarray(mask.resize(stage_content.size, Image.Resampling.BILINEAR), np.float32) / 255 for mask in masks_original]
             terms = []
-            for term, reference in _per_reference(base_terms, stage_content, style_images, blend):
+            for term, reference in _per_reference(base_terms, stage_content, style_images, blend, stage_masks):
                 self._set_target(model, term, reference)
                 terms.append(term)
             variable = tf.Variable(start[None], dtype=tf.float32)
@@ -364,6 +403,7 @@ class Engine:
             "content": _source(content, content_original),
             "style": [_source(s, original) for s, original in zip(styles, styles_original)],
             "style_blend": blend, "style_scale": style_scale, "colors": colors,
+            "masks": None if masks is None else [_source(m, original) for m, original in zip(masks, masks_original or [])],
             "init": init if init_original is None else _source(init, init_original),
             "size": size, "scales": sizes, "output_size": list(result.size), "steps": steps, "steps_run": steps_run, "optimizer": optimizer,
             "learning_rate": rate, "history": history, "seed": seed, "chunk_size": chunk_size, "tolerance": tolerance,
@@ -485,18 +525,19 @@ class Engine:
     def _compile(self, model: Any, terms: list[Term], variable: Any, optimizer: str, rate: float, history: int) -> Any:
         network = self.network
 
+        def inputs(term: Term, features: Mapping[str, Any]) -> dict[str, Any]:
+            if term.mask is None:
+                return {layer: features[layer] for layer in term.loss.layers}
+            return {layer: masked_features(features[layer], term.mask) for layer in term.loss.layers}
+
         def weighted_terms(image: Any) -> Any:
             features = model(network.preprocess(image))
-            return tf.stack([
-                term.weight * tf.cast(term.loss.call({layer: features[layer] for layer in term.loss.layers}, image), tf.float32)
-                for term in terms
-            ])
+            return tf.stack([term.weight * tf.cast(term.loss.call(inputs(term, features), image), tf.float32) for term in terms])
 
         # Dry run, eagerly, so a broken loss fails here with its name instead of deep inside tracing.
         features = model(network.preprocess(variable))
         for term in terms:
-            value = self._guarded(term, "call", lambda term=term: term.loss.call(
-                {layer: features[layer] for layer in term.loss.layers}, variable))
+            value = self._guarded(term, "call", lambda term=term: term.loss.call(inputs(term, features), variable))
             value = np.asarray(value)
             if value.shape != () or not np.isfinite(value):
                 provider = term.provider

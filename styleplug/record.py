@@ -53,6 +53,7 @@ def replay_options(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     run = {
         "content": _input(record["content"], "content image"), "init": init,
         "style": [_input(source, "style image") for source in record["style"]],
+        "masks": None if record["masks"] is None else [_input(source, "mask") for source in record["masks"]],
         # Every term is in `losses` with its weight, so the defaults of the built-in weights are off.
         "content_weight": 0.0, "style_weight": 0.0, "tv_weight": 0.0, "losses": record["losses"],
         **{key: record[key] for key in ("size", "steps", "optimizer", "learning_rate", "history", "seed", "chunk_size",

@@ -289,3 +289,41 @@ def test_an_early_stopped_coarse_scale_hands_back_its_steps(engine):
 def test_stopping_at_a_coarse_scale_still_gives_a_full_size_image(engine):
     image = engine.stylize(CONTENT, STYLE, scales=[24], steps=50, callback=lambda p: False, **SMALL)
     assert image.size == CONTENT.size
+
+
+def test_masked_features_give_the_gram_matrix_of_the_region():
+    from styleplug.engine import masked_features
+    from styleplug.losses.functional import gram_matrix
+
+    features = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float32)
+    mask = np.zeros((16, 16), np.float32)
+    mask[:, :8] = 1  # the left half, at twice the feature grid's resolution
+    region = gram_matrix(features[:, :, :4])
+    np.testing.assert_allclose(gram_matrix(masked_features(features, mask)).numpy(), region.numpy(), rtol=1e-5)
+
+
+def test_a_masked_out_region_stays_close_to_the_content(engine):
+    content = gradient_image(64, 48, seed=2)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, 32:] = 255  # style the right half only
+    options = {"size": 64, "steps": 30, "style_weight": 1e-2, "style_layers": ["block1_conv1", "block2_conv1"]}
+    masked = np.asarray(engine.stylize(content, STYLE, masks=[mask], **options), float)
+    unmasked = np.asarray(engine.stylize(content, STYLE, **options), float)
+    original = np.asarray(content, float)
+    left, right = slice(0, 20), slice(44, 64)  # away from the mask's edge
+    kept = np.abs(masked[:, left] - original[:, left]).mean()
+    assert kept < 0.25 * np.abs(unmasked[:, left] - original[:, left]).mean()
+    assert np.abs(masked[:, right] - original[:, right]).mean() > 10 * kept  # the masked-in half is styled
+
+
+@pytest.mark.parametrize(
+    ("masks", "message"),
+    [
+        ([np.full((40, 48), 255, np.uint8)] * 2, "got 2 masks for 1 style images"),
+        ([np.zeros((40, 48), np.uint8)], "mask 1 is all black"),
+        ([np.full((48, 48), 255, np.uint8)], "mask 1 is 48x48 but the content image is 48x40"),
+    ],
+)
+def test_bad_masks(engine, masks, message):
+    with pytest.raises(UsageError, match=message):
+        engine.stylize(CONTENT, STYLE, masks=masks, steps=1, **SMALL)
