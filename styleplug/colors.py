@@ -29,12 +29,16 @@ def _sqrt_and_inverse_sqrt(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return (vectors * np.sqrt(values)) @ vectors.T, (vectors / np.sqrt(values)) @ vectors.T
 
 
-def match_colors(style: Image.Image, content: Image.Image) -> Image.Image:
-    """``style`` with its pixel colours' mean and covariance replaced by ``content``'s."""
-    source = np.asarray(style, np.float64).reshape(-1, 3)
-    target = np.asarray(content, np.float64).reshape(-1, 3)
+def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
+    """``image`` with its pixel colours' mean and covariance replaced by ``reference``'s.
+
+    The engine recolours style images to the photo's palette with it (``colors="match"``); the
+    other way round, ``match_colors(photo, painting)`` transfers the painting's colours alone.
+    """
+    source = np.asarray(image, np.float64).reshape(-1, 3)
+    target = np.asarray(reference, np.float64).reshape(-1, 3)
     _, source_inverse_sqrt = _sqrt_and_inverse_sqrt(np.cov(source, rowvar=False))
     target_sqrt, _ = _sqrt_and_inverse_sqrt(np.cov(target, rowvar=False))
     matched = (source - source.mean(0)) @ source_inverse_sqrt @ target_sqrt + target.mean(0)
-    pixels = np.clip(matched, 0, 255).round().astype(np.uint8).reshape(style.height, style.width, 3)
+    pixels = np.clip(matched, 0, 255).round().astype(np.uint8).reshape(image.height, image.width, 3)
     return Image.fromarray(pixels, "RGB")

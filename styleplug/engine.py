@@ -104,11 +104,11 @@ def _load_masks(masks: Sequence[ImageInput], count: int, content: Image.Image, m
         raise UsageError(f"got {len(masks)} masks for {count} style images; give one mask per style image, in the same order.")
     loaded = []
     for index, source in enumerate(masks, start=1):
-        mask = load_image(source, f"mask {index}", max_pixels).convert("L")
+        mask = load_image(source, f"mask {index}", max_pixels)  # RGB, like every input, so records compare alike
         if abs(mask.width / mask.height - content.width / content.height) > 0.01 * content.width / content.height:
             raise UsageError(f"mask {index} is {mask.width}x{mask.height} but the content image is {content.width}x{content.height}; "
                              "draw each mask over the content photo, at its aspect ratio.")
-        if mask.getextrema()[1] == 0:
+        if mask.convert("L").getextrema()[1] == 0:
             raise UsageError(f"mask {index} is all black, so its style would apply nowhere; white marks where a style goes.")
         loaded.append(mask)
     return loaded
@@ -377,7 +377,8 @@ class Engine:
             else:  # continue from the coarser result
                 start = np.asarray(result.resize(stage_content.size, Image.Resampling.LANCZOS), dtype=np.float32)
             stage_masks = None if masks_original is None else [
-                np.asarray(mask.resize(stage_content.size, Image.Resampling.BILINEAR), np.float32) / 255 for mask in masks_original]
+                np.asarray(mask.convert("L").resize(stage_content.size, Image.Resampling.BILINEAR), np.float32) / 255
+                for mask in masks_original]
             terms = []
             for term, reference in _per_reference(base_terms, stage_content, style_images, blend, stage_masks):
                 self._set_target(model, term, reference)
@@ -536,6 +537,11 @@ class Engine:
 
         # Dry run, eagerly, so a broken loss fails here with its name instead of deep inside tracing.
         features = model(network.preprocess(variable))
+        for layer, value in features.items():
+            if 0 in value.shape:
+                height, width = variable.shape[1:3]
+                raise UsageError(f"a {width}x{height} image is too small for layer '{layer}' (it pools it away); "
+                                 "use a larger --size or --scales, or leave out the deepest layers.")
         for term in terms:
             value = self._guarded(term, "call", lambda term=term: term.loss.call(inputs(term, features), variable))
             value = np.asarray(value)

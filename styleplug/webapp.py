@@ -20,10 +20,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 
+from .colors import COLOR_MODES  # noqa: E402
 from .engine import PRECISIONS, Engine  # noqa: E402
 from .errors import StyleplugError  # noqa: E402
 from .image import save_image  # noqa: E402
 from .lazy import tf  # noqa: E402
+from .networks.vgg import POOLINGS  # noqa: E402
 from .params import Param  # noqa: E402
 from .plugins import PluginHost, default_host  # noqa: E402
 
@@ -54,12 +56,12 @@ def _param_control(param: Param, label: str) -> Any:
     return gr.Textbox(value=param.default, label=label, info=info)
 
 
-def _upload_path(payload: Any, what: str) -> str:
+def _upload_path(payload: Any, what: str, optional: bool = False) -> str | None:
     """The server-side path of an upload (events run with preprocess=False, so styleplug reads it)."""
     path = payload.get("path") if isinstance(payload, dict) else payload
-    if not path:
+    if not path and not optional:
         raise gr.Error(f"Upload a {what} first.")
-    return str(path)
+    return str(path) if path else None
 
 
 def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr.Blocks:
@@ -67,7 +69,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
     host = host or default_host()
     device = device_label()
     max_size = max_size or (2048 if device.startswith("GPU") else 1024)
-    engines: dict[tuple[str, str], Engine] = {}  # one per (network, precision), built on first use, owned by this app
+    engines: dict[tuple[str, ...], Engine] = {}  # one per (network, precision, pooling), built on first use, owned by this app
     active: dict[str, Any] = {}  # the running job's cancel event and worker thread
 
     def stop_active() -> None:
@@ -107,6 +109,24 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                     network = gr.Dropdown(list(host.networks), value="vgg19", label="Network", elem_id="network")
                     precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
                                          info="auto: bfloat16 where this hardware runs it fast")
+                with gr.Accordion("Several styles, masks, colours, scales", open=False, elem_id="more"):
+                    with gr.Row():
+                        style2 = gr.Image(type="filepath", label="Second style (optional)", elem_id="style2", height=180)
+                        mask1 = gr.Image(type="filepath", label="Mask of the first style (optional)", elem_id="mask1", height=180)
+                        mask2 = gr.Image(type="filepath", label="Mask of the second style", elem_id="mask2", height=180)
+                    gr.Markdown("A mask is drawn over the content photo: white where its style applies. "
+                                "With masks, give one per style; where no mask is white the photo stays unstyled.")
+                    with gr.Row():
+                        blend = gr.Slider(0, 1, value=0.5, step=0.05, label="Share of the first style", elem_id="blend",
+                                          info="with a second style and no masks")
+                        style_scale = gr.Slider(0.25, 2, value=1, step=0.05, label="Style scale",
+                                                info="smaller: finer brush strokes")
+                    with gr.Row():
+                        colors = gr.Radio(list(COLOR_MODES), value="style", label="Colours", elem_id="colors",
+                                          info="luminance: keep the photo's colours; match: recolour the styles first")
+                        multiscale = gr.Checkbox(value=True, label="Coarse to fine", elem_id="multiscale",
+                                                 info="from 512 px up: start at half size or less, then refine")
+                        pooling = gr.Radio(list(POOLINGS), value="max", label="Pooling (VGG networks)", elem_id="pooling")
                 with gr.Row():
                     style_weight = gr.Slider(-6, 0, value=-3, step=0.25, label="Style weight (log10)")
                     content_weight = gr.Number(value=1.0, minimum=0, label="Content weight")
@@ -134,10 +154,16 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
         for name, group in zip(extra_losses, groups):
             selected.change(lambda chosen, name=name: gr.update(visible=name in chosen), selected, group)
 
-        def run(content_file: Any, style_file: Any, size_px: float, step_count: float, optimizer_name: str, network_name: str,
-                precision_name: str, style_log10: float, content_w: float, tv_log10: float, seed_value: float, chosen: list[str],
-                *values: Any, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, str, Any]]:
-            content_path, style_path = _upload_path(content_file, "content photo"), _upload_path(style_file, "style painting")
+        def run(content_file: Any, style_file: Any, style2_file: Any, mask1_file: Any, mask2_file: Any, share: float,
+                scale: float, colour_mode: str, coarse_to_fine: bool, pooling_name: str, size_px: float, step_count: float,
+                optimizer_name: str, network_name: str, precision_name: str, style_log10: float, content_w: float,
+                tv_log10: float, seed_value: float, chosen: list[str], *values: Any,
+                progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, str, Any]]:
+            content_path = _upload_path(content_file, "content photo")
+            styles = [_upload_path(style_file, "style painting"), _upload_path(style2_file, "second style", optional=True)]
+            masks = [_upload_path(mask1_file, "mask", optional=True), _upload_path(mask2_file, "mask", optional=True)]
+            styles = [path for path in styles if path]
+            masks = [path for path in masks if path]
             losses: dict[str, dict[str, Any]] = {name: {} for name in chosen or []}
             for (name, option, _), value in zip(controls, values):
                 if name in losses:
@@ -145,22 +171,27 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
             options = {
                 "size": int(size_px), "steps": int(step_count), "optimizer": optimizer_name, "seed": int(seed_value or 0),
                 "style_weight": 10.0 ** style_log10, "content_weight": float(content_w or 0), "tv_weight": 10.0 ** tv_log10,
-                "losses": losses, "max_pixels": MAX_PIXELS,
+                "losses": losses, "max_pixels": MAX_PIXELS, "style_scale": float(scale), "colors": colour_mode,
+                "scales": "auto" if coarse_to_fine else "none", "masks": masks or None,
+                "style_blend": [float(share), 1 - float(share)] if len(styles) == 2 else None,
             }
             try:
-                key = (network_name, precision_name)
-                engine = engines.get(key) or engines.setdefault(key, Engine(network_name, precision=precision_name, host=host))
+                # Only networks that declare a pooling option (the VGGs) get one.
+                network_options = {"pooling": pooling_name} if "pooling" in [p.name for p in host.network(network_name).cls.params] else {}
+                key = (network_name, precision_name, *network_options.values())
+                engine = engines.get(key) or engines.setdefault(key, Engine(network_name, precision=precision_name, host=host,
+                                                                            **network_options))
             except StyleplugError as error:
                 raise gr.Error(str(error)) from None
             events: queue.Queue[tuple[str, Any]] = queue.Queue()
             cancel = threading.Event()
 
             def report(p: Any) -> None:
-                events.put(("progress", (p.step, p.total, p.losses, p.elapsed, p.image())))
+                events.put(("progress", (p.step, p.total, p.losses, p.elapsed, p.image(), p.size)))
 
             def work() -> None:
                 try:
-                    events.put(("done", engine.stylize(content_path, style_path, callback=report, cancel=cancel, **options)))
+                    events.put(("done", engine.stylize(content_path, styles, callback=report, cancel=cancel, **options)))
                 except StyleplugError as error:
                     events.put(("error", str(error)))
                 except Exception as error:  # keep serving; say what happened in one line
@@ -170,7 +201,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
             worker = threading.Thread(target=work, daemon=True)
             active.update(cancel=cancel, worker=worker)
             worker.start()
-            started = time.perf_counter()
+            started, step = time.perf_counter(), 0
             try:
                 yield None, f"Preparing {network_name} on {device} in {engine.precision}...", gr.update(visible=False)
                 while True:
@@ -182,18 +213,19 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                     if kind == "done":
                         path = results / f"styleplug-{int(time.time() * 1000)}.png"
                         save_image(payload, path)  # with the engine's run record in a PNG text chunk
-                        yield (payload, f"Done: {options['steps']} steps in {time.perf_counter() - started:.1f} s on {device}, "
+                        yield (payload, f"Done: {step} steps in {time.perf_counter() - started:.1f} s on {device}, "
                                f"{engine.precision}, weights: {engine.weights_source}.", gr.update(value=str(path), visible=True))
                         return
-                    step, total, terms, elapsed, preview = payload
+                    step, total, terms, elapsed, preview, scale_px = payload
                     text = ", ".join(f"{k} {v:.3g}" for k, v in terms.items())
-                    yield preview, f"Step {step}/{total}, {elapsed:.1f} s. Loss: {text}", gr.update(visible=False)
+                    yield preview, f"Step {step}/{total} at {scale_px} px, {elapsed:.1f} s. Loss: {text}", gr.update(visible=False)
                     progress(step / total, desc=f"step {step}/{total}")
             finally:
                 cancel.set()  # also reached when Stop cancels this generator at a yield
                 worker.join()
 
-        inputs = [content, style, size, steps, optimizer, network, precision, style_weight, content_weight, tv_weight, seed, selected]
+        inputs = [content, style, style2, mask1, mask2, blend, style_scale, colors, multiscale, pooling, size, steps, optimizer,
+                  network, precision, style_weight, content_weight, tv_weight, seed, selected]
         job = run_button.click(run, inputs + [c for _, _, c in controls], [output, status, download],
                                preprocess=False, show_progress_on=[status], concurrency_limit=1)
         def stop() -> str:

@@ -96,6 +96,11 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("-o=exponent=2", 2, "must be written LOSS.OPTION"),
         ("--optimizer=sgd", 2, "unknown optimizer 'sgd'"),
         ("--precision=fp16", 2, "unknown precision 'fp16'"),
+        ("--scales=30,20", 2, "scales must be increasing sizes from 16 up to below the output size 40"),
+        ("--scales=20", 2, "a 20x13 image is too small for layer 'block5_conv1'"),
+        ("--scales=fine", 2, "--scales takes auto, none or comma-separated sizes"),
+        ("--pooling=mean", 2, "invalid value 'mean' for option 'pooling' of network 'vgg19'"),
+        ("--mask=/nowhere/mask.png", 2, "mask 1 '/nowhere/mask.png' does not exist"),
         ("--weights=/nowhere/vgg.h5", 1, "weights file '/nowhere/vgg.h5' does not exist"),
         ("--size=8192", 1, "GiB is free; use --size"),
         ("output=out.gif", 2, "has no supported extension"),
@@ -214,3 +219,23 @@ def test_colour_mode_from_the_command_line_is_recorded_and_replayed(pair, tmp_pa
     assert code == 0 and "identical to the original" in text, text
     code, text = invoke("run", content, style, "-O", tmp_path / "x.png", *FAST, "--colors", "grey")
     assert code == 2 and "unknown colour mode 'grey'" in text
+
+
+def test_mask_pooling_and_scales_are_recorded_and_replayed(pair, tmp_path):
+    content, style = pair
+    mask = tmp_path / "mask.png"
+    half = np.zeros((40, 60), np.uint8)
+    half[:, 30:] = 255
+    Image.fromarray(half).save(mask)
+    output = tmp_path / "masked.png"
+    code, text = invoke("run", content, style, "-O", output, *FAST, "--mask", mask, "--pooling", "avg", "--scales", "24")
+    assert code == 0, text
+    from styleplug.record import read_record
+
+    record = read_record(output)
+    assert record["masks"][0]["path"] == str(mask.resolve()) and record["scales"] == [24, 40]
+    assert record["network_options"] == {"pooling": "avg"}
+    code, text = invoke("replay", output, "-O", tmp_path / "again.png")
+    assert code == 0 and "identical to the original" in text, text
+    code, text = invoke("run", content, style, "-O", mask, *FAST, "--mask", mask)
+    assert code == 2 and "is one of the input images" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -69,11 +70,16 @@ def _controls(brightness: bool = False) -> list:
     return [1e7 if brightness else 10.0, 0.1]
 
 
-def _call(client, content, style, size=64, steps=20, extra=(), brightness=False):
+def _call(client, content, style, size=64, steps=20, extra=(), brightness=False, style2=None, masks=(None, None), share=0.5):
+    """One run through the API, with the page's inputs in page order."""
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(content)), handle_file(str(style)), size, steps, "lbfgs", "vgg19", "auto", -3.0, 1.0, 5.0, 0,
-                          list(extra), *_controls(brightness), api_name="/run")
+    def upload(path):
+        return handle_file(str(path)) if path else None
+
+    return client.predict(upload(content), upload(style), upload(style2), *map(upload, masks), share, 1.0, "style", True, "max",
+                          size, steps, "lbfgs", "vgg19", "auto", -3.0, 1.0, 5.0, 0, list(extra), *_controls(brightness),
+                          api_name="/run")
 
 
 def test_gradio_client_end_to_end(server, tmp_path):
@@ -116,6 +122,24 @@ def test_gradio_client_end_to_end(server, tmp_path):
     assert _call(client, CONTENT, STYLE, steps=10)[1].startswith("Done: 10 steps")
 
 
+def test_two_styles_with_masks_through_the_demo(server, tmp_path):
+    from gradio_client import Client
+
+    width, height = Image.open(CONTENT).size
+    left = np.zeros((height, width), np.uint8)
+    left[:, : width // 2] = 255
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(255 - left).save(tmp_path / "right.png")
+    client = Client(server, analytics_enabled=False, verbose=False, download_files=str(tmp_path))
+    second = SHARED_IMAGES / "woman-with-hat-matisse.jpg"
+    _, status, download = _call(client, CONTENT, STYLE, steps=10, style2=second, masks=(tmp_path / "left.png", tmp_path / "right.png"))
+    assert status.startswith("Done: 10 steps")
+    with Image.open(download["value"] if isinstance(download, dict) else download) as saved:
+        record = json.loads(saved.text["styleplug"])
+    assert [Path(s["path"]).name for s in record["style"]] == ["starry_night.jpg", "woman-with-hat-matisse.jpg"]
+    assert len(record["masks"]) == 2 and record["style_blend"] == [1.0, 1.0]  # with masks each region gets full weight
+
+
 def _set_number(page, elem_id: str, value: int) -> None:
     field = page.locator(f"#{elem_id} input[type=number]")
     field.fill(str(value))
@@ -141,6 +165,10 @@ def test_browser_run_stop_and_generated_controls(server):
         expect(page.locator("#loss-brightness").first).to_contain_text("target mean brightness")
         page.screenshot(path=ARTIFACTS / "demo-controls.png", full_page=True)
         page.locator("#extra-losses").get_by_label("brightness").uncheck()
+        page.locator("#more").get_by_text("Several styles, masks, colours, scales").click()
+        expect(page.locator("#style2")).to_be_visible()
+        expect(page.locator("#colors")).to_contain_text("luminance")
+        page.screenshot(path=ARTIFACTS / "demo-more.png", full_page=True)
 
         page.locator("#content input[type=file]").set_input_files(str(CONTENT))
         page.locator("#style input[type=file]").set_input_files(str(STYLE))
