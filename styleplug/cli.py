@@ -170,6 +170,8 @@ def cli() -> None:
               help=f"Stop early when the loss improves by less than this fraction over 50 steps [default: {DEFAULT_TOLERANCE:g}].")
 @click.option("--no-early-stop", is_flag=True, help="Always run all --steps.")
 @click.option("--max-pixels", type=int, default=None, help=f"Refuse input images above this many pixels [default: {DEFAULT_MAX_PIXELS}].")
+@click.option("--max-memory", type=float, help="GiB of memory a job may plan for on CPU [default: what is free].")
+@click.option("--fit-memory", is_flag=True, help="If the job would not fit, shrink the L-BFGS history, then switch to Adam.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(content: str, style: tuple[str, ...], output: str, style_weights: str | None, masks: tuple[str, ...], quiet: bool, debug: bool, network: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
@@ -25,6 +26,8 @@ from .losses import LayerWeights, Loss
 from .optim import LBFGS, Adam
 from .plugins import PluginHost, Provider, default_host, styleplug_version
 
+log = logging.getLogger("styleplug")
+
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "float32", "bfloat16")
 INIT_MODES = ("content", "noise", "style")
@@ -38,6 +41,8 @@ DEFAULT_TOLERANCE = 0.01
 MAX_SIZE = 8192
 # Automatic multi-scale halves the size down to this long side (so sizes below twice it run at one scale).
 MIN_AUTO_SCALE = 256
+# fit_memory shrinks the L-BFGS history down to this length before it switches to Adam.
+MIN_FIT_HISTORY = 5
 
 
 @dataclass
@@ -309,6 +314,8 @@ class Engine:
         callback: Callable[[Progress], bool | None] | None = None,
         cancel: threading.Event | None = None,
         max_pixels: int | None = None,
+        max_memory: float | None = None,
+        fit_memory: bool = False,
     ) -> Image.Image:
         """Paint ``content`` in the style of ``style``; return the result as an RGB ``PIL.Image``.
 
@@ -330,6 +337,11 @@ class Engine:
         Either way the image reached so far is returned. The run also stops early once the total
         loss improved by less than ``tolerance`` (relative) over the last ``window`` steps;
         ``tolerance=0`` turns that off.
+
+        Before it starts, a job's peak memory is estimated (on CPU) against the memory free now,
+        or ``max_memory`` GiB if that is lower. A job that would not fit is refused with the largest
+        size that fits; with ``fit_memory=True`` the engine first halves the L-BFGS history (down to
+        5), then switches to Adam at its default learning rate, and logs what it changed.
         """
         _positive_number("size", size, allow_zero=False, integer=True)
         if not 16 <= size <= MAX_SIZE:
@@ -343,8 +355,10 @@ class Engine:
             raise UsageError(f"seed must be a whole number; got {seed!r}.")
         if optimizer not in OPTIMIZERS:
             raise UnknownNameError("optimizer", optimizer, OPTIMIZERS)
-        rate = DEFAULT_LEARNING_RATES[optimizer] if learning_rate is None else learning_rate
-        _positive_number("learning_rate", rate, allow_zero=False)
+        if learning_rate is not None:
+            _positive_number("learning_rate", learning_rate, allow_zero=False)
+        if max_memory is not None:
+            _positive_number("max_memory", max_memory, allow_zero=False)
 
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
         blend = _blend_weights(style_blend, len(styles), masked=masks is not None)
@@ -363,7 +377,11 @@ class Engine:
 
         layers = tuple(sorted({layer for term in base_terms for layer in term.loss.layers}, key=self.network.layers.index))
         model = self._model(layers)
-        self._check_memory(model, content_image, optimizer, history)
+        planned = self._plan_memory(model, content_image, optimizer, history, max_memory, fit_memory)
+        if planned != (optimizer, history):
+            learning_rate = None if planned[0] != optimizer else learning_rate  # a rate for L-BFGS would not suit Adam
+            optimizer, history = planned
+        rate = DEFAULT_LEARNING_RATES[optimizer] if learning_rate is None else learning_rate
         result: Image.Image | None = None
         started, steps_run = time.perf_counter(), 0
         for index, stage_size in enumerate(sizes):
@@ -498,19 +516,37 @@ class Engine:
             self._targets[key] = term.loss.target
         term.loss.target = self._targets[key]
 
-    def _check_memory(self, model: Any, content: Image.Image, optimizer: str, history: int) -> None:
+    def _plan_memory(self, model: Any, content: Image.Image, optimizer: str, history: int, max_memory: float | None,
+                     fit: bool) -> tuple[str, int]:
+        """The optimiser and history to run with: as asked, or, with ``fit``, the first cheaper
+        setting whose estimated peak fits. Raises ``ResourceError`` when none fits."""
         available = available_memory()
+        if max_memory is not None:
+            available = min(available or math.inf, max_memory * 2**30)
         if available is None or tf.config.list_physical_devices("GPU"):
-            return
+            return optimizer, history
+        plans = [(optimizer, history)]
+        if fit and optimizer == "lbfgs":
+            while plans[-1][1] > MIN_FIT_HISTORY:
+                plans.append(("lbfgs", max(MIN_FIT_HISTORY, plans[-1][1] // 2)))
+            plans.append(("adam", history))
         width, height = content.size
-        needed = estimate_memory(model, height, width, optimizer, history)
-        if needed > available:
-            fixed = estimate_memory(model, 1, 1, optimizer, history)
-            fits = int(max(width, height) * math.sqrt(max(available - fixed, 0) / (needed - fixed)))
-            raise ResourceError(
-                f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free; "
-                f"use --size {fits} or less, or --optimizer adam / a smaller --history to save memory."
-            )
+        for plan in plans:
+            needed = estimate_memory(model, height, width, *plan)
+            if needed <= available:
+                if plan != plans[0]:
+                    log.warning("a %dx%d job with L-BFGS history %d would not fit in %.1f GiB; running with %s instead",
+                                width, height, history, available / 2**30,
+                                f"history {plan[1]}" if plan[0] == "lbfgs" else "Adam")
+                return plan
+        first = estimate_memory(model, height, width, *plans[0])
+        fixed, lowest = estimate_memory(model, 1, 1, *plans[-1]), estimate_memory(model, height, width, *plans[-1])
+        fits = int(max(width, height) * math.sqrt(max(available - fixed, 0) / (lowest - fixed)))
+        where = "allowed (max_memory)" if max_memory is not None and available == max_memory * 2**30 else "free"
+        advice = ", or --fit-memory to shrink the L-BFGS history or switch to Adam" if optimizer == "lbfgs" and not fit else ""
+        fix = f"use --size {fits} or less{advice}" if fits >= 16 else "that is too little for any job with this network"
+        raise ResourceError(f"a {width}x{height} job needs about {first / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is "
+                            f"{where}; {fix}.")
 
     def _guarded(self, term: Term, phase: str, action: Callable[[], Any]) -> Any:
         """Run a plugin's code so that any failure names the loss and the plugin that provided it."""

@@ -171,7 +171,7 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
             options = {
                 "size": int(size_px), "steps": int(step_count), "optimizer": optimizer_name, "seed": int(seed_value or 0),
                 "style_weight": 10.0 ** style_log10, "content_weight": float(content_w or 0), "tv_weight": 10.0 ** tv_log10,
-                "losses": losses, "max_pixels": MAX_PIXELS, "style_scale": float(scale), "colors": colour_mode,
+                "losses": losses, "max_pixels": MAX_PIXELS, "fit_memory": True, "style_scale": float(scale), "colors": colour_mode,
                 "scales": "auto" if coarse_to_fine else "none", "masks": masks or None,
                 "style_blend": [float(share), 1 - float(share)] if len(styles) == 2 else None,
             }

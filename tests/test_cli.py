@@ -103,6 +103,7 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("--mask=/nowhere/mask.png", 2, "mask 1 '/nowhere/mask.png' does not exist"),
         ("--weights=/nowhere/vgg.h5", 1, "weights file '/nowhere/vgg.h5' does not exist"),
         ("--size=8192", 1, "GiB is free; use --size"),
+        ("--max-memory=1", 1, "GiB is allowed (max_memory); that is too little for any job"),
         ("output=out.gif", 2, "has no supported extension"),
         ("output=nodir/out.png", 2, "output folder"),
         ("output=content", 2, "is one of the input images"),

@@ -327,3 +327,30 @@ def test_a_masked_out_region_stays_close_to_the_content(engine):
 def test_bad_masks(engine, masks, message):
     with pytest.raises(UsageError, match=message):
         engine.stylize(CONTENT, STYLE, masks=masks, steps=1, **SMALL)
+
+
+def test_memory_plan_shrinks_the_history_then_switches_to_adam(engine, caplog):
+    from styleplug.engine import estimate_memory
+    from styleplug.errors import ResourceError
+
+    network = engine.network
+    model = engine._model(tuple(sorted({*network.default_content_layers, *network.default_style_layers}, key=network.layers.index)))
+    width, height = CONTENT.size
+
+    def gib(optimizer, history):
+        return estimate_memory(model, height, width, optimizer, history) / 2**30
+
+    def planned(max_memory):
+        record = json.loads(engine.stylize(CONTENT, STYLE, steps=2, max_memory=max_memory, fit_memory=True, **SMALL).info["styleplug"])
+        return record["optimizer"], record["history"], record["learning_rate"]
+
+    assert planned(gib("lbfgs", 20)) == ("lbfgs", 20, 1.0)
+    assert planned(gib("lbfgs", 10)) == ("lbfgs", 10, 1.0)
+    assert "would not fit" in caplog.text and "running with history 10" in caplog.text
+    assert planned(gib("adam", 20)) == ("adam", 20, 5.0)
+    with pytest.raises(ResourceError, match=r"GiB is allowed \(max_memory\); use --size \d+ or less, or --fit-memory"):
+        engine.stylize(CONTENT, STYLE, steps=2, max_memory=gib("lbfgs", 10), **SMALL)
+    with pytest.raises(ResourceError, match=r"use --size \d+ or less\.$"):
+        engine.stylize(CONTENT, STYLE, steps=2, max_memory=gib("adam", 20) * 0.999, fit_memory=True, **SMALL)
+    with pytest.raises(ResourceError, match="0.5 GiB is allowed .* too little for any job with this network"):
+        engine.stylize(CONTENT, STYLE, steps=2, max_memory=0.5, **SMALL)
