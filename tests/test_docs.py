@@ -62,3 +62,11 @@ def test_readme_links_the_plugin_docs():
     readme = (REPO / "README.md").read_text()
     for page in ("tutorial.md", "hooks.md", "contracts.md", "managing-plugins.md", "testing-plugins.md"):
         assert f"docs/{page}" in readme
+
+
+def test_readme_documents_every_stylize_option():
+    from styleplug.engine import Engine
+
+    readme = (REPO / "README.md").read_text()
+    options = [name for name in inspect.signature(Engine.stylize).parameters if name not in ("self", "content")]
+    assert [name for name in options if f"`{name}`" not in readme] == []
