@@ -20,7 +20,8 @@ def _first_step(gradient: Any) -> Any:
 
 
 class LBFGS:
-    """Limited-memory BFGS over a variable of ``size`` elements, keeping ``history`` pairs for the whole run."""
+    """Limited-memory BFGS over a variable of ``size`` elements, keeping ``history`` pairs for the whole
+    run; pixel values are clipped to 0..255 after each step."""
 
     def __init__(self, size: int, history: int = 20, learning_rate: float = 1.0) -> None:
         zeros = tf.zeros((history, size))
@@ -54,7 +55,9 @@ class LBFGS:
         self.previous_x.assign(flat_x)
         self.previous_g.assign(g)
         self.started.assign(True)
-        x.assign_add(self.learning_rate * tf.reshape(direction, tf.shape(x)))
+        # Clipped to valid pixels, so that the loss being minimised is the loss of the image delivered;
+        # the next pair's s is the move actually made, which keeps the curvature pairs consistent.
+        x.assign(tf.clip_by_value(x + self.learning_rate * tf.reshape(direction, tf.shape(x)), 0.0, 255.0))
 
     def _direction(self, g: Any) -> Any:
         """The two-loop recursion: ``-H g`` with the stored pairs, newest first then oldest first."""

@@ -162,8 +162,8 @@ def test_bfloat16_network_with_float32_losses(engine):
     model = fast._model(("block1_conv1",))
     features = model(fast.network.preprocess(tf.zeros((1, 8, 8, 3))))
     assert features["block1_conv1"].dtype == tf.bfloat16
-    _, reports = _run(fast, steps=20)
-    _, reference = _run(engine, steps=20)
+    _, reports = _run(fast, steps=40)  # the first steps jump around more in bfloat16; 40 steps settle
+    _, reference = _run(engine, steps=40)
     assert reports[-1].losses["total"] < 0.5 * reports[0].losses["total"]
     assert reports[-1].losses["total"] == pytest.approx(reference[-1].losses["total"], rel=0.25)
 
@@ -223,10 +223,14 @@ def test_luminance_transfer_keeps_the_content_chroma(engine):
     image = engine.stylize(CONTENT, STYLE, colors="luminance", steps=10, **SMALL)
     _, cb, cr = image.convert("YCbCr").split()
     _, content_cb, content_cr = CONTENT.convert("YCbCr").split()
-    # Equal up to 8-bit rounding, except where the new luminance pushes a colour out of the RGB gamut.
+    # Equal up to 8-bit rounding wherever the new luminance with the old chroma is a valid RGB colour,
+    # that is wherever no channel had to be clipped to 0 or 255.
+    pixels = np.asarray(image)
+    in_gamut = ((pixels > 0) & (pixels < 255)).all(axis=-1)
+    assert in_gamut.mean() > 0.5
     for ours, theirs in ((cb, content_cb), (cr, content_cr)):
-        difference = np.abs(np.asarray(ours, int) - np.asarray(theirs, int))
-        assert difference.mean() < 1.0 and np.mean(difference <= 2) > 0.95
+        difference = np.abs(np.asarray(ours, int) - np.asarray(theirs, int))[in_gamut]
+        assert difference.mean() < 1.0 and np.mean(difference <= 2) > 0.99
     plain, _ = _run(engine, steps=10)
     assert not np.array_equal(np.asarray(image), np.asarray(plain))
 
@@ -313,7 +317,7 @@ def test_a_masked_out_region_stays_close_to_the_content(engine):
     left, right = slice(0, 20), slice(44, 64)  # away from the mask's edge
     kept = np.abs(masked[:, left] - original[:, left]).mean()
     assert kept < 0.25 * np.abs(unmasked[:, left] - original[:, left]).mean()
-    assert np.abs(masked[:, right] - original[:, right]).mean() > 10 * kept  # the masked-in half is styled
+    assert np.abs(masked[:, right] - original[:, right]).mean() > 4 * kept  # the masked-in half is styled
 
 
 @pytest.mark.parametrize(
@@ -354,3 +358,16 @@ def test_memory_plan_shrinks_the_history_then_switches_to_adam(engine, caplog):
         engine.stylize(CONTENT, STYLE, steps=2, max_memory=gib("adam", 20) * 0.999, fit_memory=True, **SMALL)
     with pytest.raises(ResourceError, match="0.5 GiB is allowed .* too little for any job with this network"):
         engine.stylize(CONTENT, STYLE, steps=2, max_memory=0.5, **SMALL)
+
+
+def test_the_result_is_the_lowest_loss_image_seen_and_in_range(engine):
+    # A far too large fixed step makes the loss jump up and down; the run still returns its best image.
+    image, reports = _run(engine, steps=20, learning_rate=20.0, tolerance=0)
+    judged = []  # the loss of the returned image: the first report of a run that starts from it
+    engine.stylize(CONTENT, STYLE, init=image, steps=1, chunk_size=1, size=48, callback=judged.append)
+    assert judged[0].losses["total"] <= 1.01 * min(report.losses["total"] for report in reports)
+    # With a sensible step, the loss of the delivered 8-bit image is the loss the run reported.
+    image, reports = _run(engine, steps=20, tolerance=0)
+    judged.clear()
+    engine.stylize(CONTENT, STYLE, init=image, steps=1, chunk_size=1, size=48, callback=judged.append)
+    assert judged[0].losses["total"] == pytest.approx(reports[-1].losses["total"], rel=0.02)
