@@ -189,7 +189,8 @@ def test_browser_run_stop_and_generated_controls(server):
         page.locator("#run").click()
         expect(status).to_contain_text("Step 20/1000", timeout=120_000)
         page.locator("#stop").click()
-        expect(status).to_contain_text("Stopped", timeout=30_000)
+        # Within a chunk when the machine is idle; allow for a machine busy with other work.
+        expect(status).to_contain_text("Stopped", timeout=120_000)
         expect(page.locator("#result img")).to_be_visible()
         page.screenshot(path=ARTIFACTS / "demo-stopped.png", full_page=True)
         _set_number(page, "steps", 20)
