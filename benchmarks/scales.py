@@ -69,8 +69,8 @@ def compare(engine: styleplug.Engine, size: int, steps: int, out: Path) -> None:
     multi_losses = judge(engine, multi, size)
     single.save(out / f"single_{size}.png")
     multi.save(out / f"multiscale_{size}.png")
-    final_steps = multi_reports[-1].step - max((r.step for r in multi_reports if r.size != size), default=0)
-    coarse_steps = multi_reports[-1].step - final_steps
+    coarse_steps = max((r.step for r in multi_reports if r.size != size), default=0)
+    final_steps = multi_reports[-1].step - coarse_steps
     print(f"\n1. Multi-scale against single-scale at {size} px ({WEIGHTS} weights), loss terms judged at {size} px")
     print(f"   single-scale   {single_reports[-1].step:4d} steps at {size}: {single_time:7.1f} s   {terms(single_losses)}")
     print(f"   multi-scale    {coarse_steps:4d} coarse + {final_steps} at {size}: {multi_time:7.1f} s   {terms(multi_losses)}")
