@@ -1,12 +1,13 @@
 """Speed and memory of styleplug against the machine's limits and a plain Adam recipe.
 
-Run: .venv/bin/python benchmarks/step_time.py [--sizes 256 512] [--precisions float32 bfloat16]
+Run: .venv/bin/python benchmarks/step_time.py [--sizes 256 512] [--precisions float32 [bfloat16]]
                                                [--ttl-size 512] [--ttl-steps 60] [--rss-sizes 512 1024]
 
 Prints, all measured in one process so that ratios are fair on a noisy machine:
 1. the float32 matmul peak of this machine;
 2. seconds per L-BFGS step and achieved GFLOP/s (counted from the conv shapes) per size and
-   precision, next to a bare TensorFlow step (same network and losses, plain gradient step);
+   precision, next to a bare TensorFlow step (same network and losses, plain gradient step),
+   timed in alternating chunks;
 3. time to fixed total losses (those styleplug's defaults reach along the way): styleplug against
    the TensorFlow tutorial's Adam recipe (lr 0.02, beta_1 0.99, epsilon 0.1 on 0..1 pixels, from
    the content image) on the same losses. styleplug's time includes its tracing, Adam's does not;
@@ -98,21 +99,30 @@ def loop(loss, x: tf.Variable, update):
     return run
 
 
-def styleplug_step(engine: styleplug.Engine, image: np.ndarray, steps: int) -> float:
-    marks: dict[int, float] = {}
-    engine.stylize(image, image[::-1], size=image.shape[0], steps=steps + 10, chunk_size=10, tolerance=0, scales="none",
-                   callback=lambda p: marks.__setitem__(p.step, time.perf_counter()))
-    return (marks[steps + 10] - marks[10]) / steps  # the first chunk includes tracing
-
-
-def bare_step(engine: styleplug.Engine, image: np.ndarray, steps: int) -> float:
+def step_times(engine: styleplug.Engine, image: np.ndarray, chunks: int) -> tuple[float, float]:
+    """Seconds per step of styleplug's L-BFGS and of a bare TensorFlow gradient step, each the fastest
+    of ``chunks`` chunks of 10 steps. A bare chunk runs between each two of styleplug's chunks (in
+    the progress callback), so that both see the same load on a noisy machine."""
     x = tf.Variable(image[None].astype(np.float32))
-    run = loop(plain_losses(engine, image.astype(np.float32), image[::-1].astype(np.float32)), x,
-               lambda x, g: x.assign_sub(1e-3 * g))
-    run(tf.constant(2)).numpy()
-    started = time.perf_counter()
-    run(tf.constant(steps)).numpy()
-    return (time.perf_counter() - started) / steps
+    bare = loop(plain_losses(engine, image.astype(np.float32), image[::-1].astype(np.float32)), x,
+                lambda x, g: x.assign_sub(1e-3 * g))
+    bare(tf.constant(2)).numpy()  # trace
+    ours: list[float] = []
+    theirs: list[float] = []
+    resumed = 0.0
+
+    def run_bare_chunk(progress: styleplug.Progress) -> None:
+        nonlocal resumed
+        if progress.step > 10:  # the first chunk includes tracing
+            ours.append(time.perf_counter() - resumed)
+        started = time.perf_counter()
+        bare(tf.constant(10)).numpy()
+        theirs.append(time.perf_counter() - started)
+        resumed = time.perf_counter()
+
+    engine.stylize(image / 255, image[::-1] / 255, size=image.shape[0], steps=10 * (chunks + 1), chunk_size=10,
+                   tolerance=0, scales="none", callback=run_bare_chunk)
+    return min(ours) / 10, min(theirs) / 10
 
 
 def time_to_loss(size: int, steps: int, checkpoints: int, cap_ratio: float) -> None:
@@ -173,8 +183,11 @@ def peak_rss(size: int, steps: int = 5) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512], help="step-time sizes (none skips them)")
-    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--steps", type=int, default=20)
+    # Emulated bfloat16 is about 10x slower than float32: timed by default only where it is fast.
+    parser.add_argument("--precisions", nargs="+",
+                        default=["float32", "bfloat16"] if styleplug.engine.fast_bfloat16() else ["float32"],
+                        help="default: float32, and bfloat16 where the hardware runs it fast")
+    parser.add_argument("--chunks", type=int, default=3, help="chunks of 10 steps timed per size and precision")
     parser.add_argument("--ttl-size", type=int, default=512, help="size for the time-to-loss comparison (0 skips it)")
     parser.add_argument("--ttl-steps", type=int, default=60, help="styleplug's L-BFGS steps per scale")
     parser.add_argument("--ttl-checkpoints", type=int, default=3, help="losses to compare, evenly spaced")
@@ -192,8 +205,7 @@ def main() -> None:
         image = np.random.default_rng(0).uniform(0, 1, (size, size, 3)) * 255
         for precision in args.precisions:
             engine = styleplug.Engine("vgg19", WEIGHTS, precision=precision)
-            ours = styleplug_step(engine, image / 255, args.steps)
-            bare = bare_step(engine, image, args.steps)
+            ours, bare = step_times(engine, image, args.chunks)
             flops = 2 * conv_flops(engine.network.build(("block5_conv1",)), size)  # forward + backward to the input
             print(f"{size:>5}² {precision:>9} {ours:>17.3f} {bare:>15.3f} {ours / bare - 1:>+8.1%} {flops / 1e9:>11.1f} "
                   f"{flops / ours / 1e9:>8.1f} {flops / ours / 1e9 / peak:>8.0%}", flush=True)
