@@ -60,20 +60,24 @@ class LBFGS:
         x.assign(tf.clip_by_value(x + self.learning_rate * tf.reshape(direction, tf.shape(x)), 0.0, 255.0))
 
     def _direction(self, g: Any) -> Any:
-        """The two-loop recursion: ``-H g`` with the stored pairs, newest first then oldest first."""
+        """The two-loop recursion: ``-H g`` with the stored pairs, newest first then oldest first.
+
+        The loops run over the whole history and skip the slots holding no pair (tf.where, so that
+        stale values there cannot turn into NaN): XLA needs loop bounds known at compile time, and
+        the extra work is a few vector operations per slot."""
         q = g
-        for i in tf.range(self.count):
+        for i in tf.range(self.history):
             j = (self.head - 1 - i) % self.history
-            a = tf.gather(self.rho, j) * tf.tensordot(tf.gather(self.s, j), q, 1)
+            a = tf.where(i < self.count, tf.gather(self.rho, j) * tf.tensordot(tf.gather(self.s, j), q, 1), 0.0)
             self.alpha.scatter_nd_update([[j]], [a])
             q -= a * tf.gather(self.y, j)
         newest = (self.head - 1) % self.history
         y_newest = tf.gather(self.y, newest)
         r = q / (tf.gather(self.rho, newest) * tf.tensordot(y_newest, y_newest, 1))  # q · (s·y)/(y·y)
-        for i in tf.range(self.count):
+        for i in tf.range(self.history):
             j = (self.head - self.count + i) % self.history
             b = tf.gather(self.rho, j) * tf.tensordot(tf.gather(self.y, j), r, 1)
-            r += tf.gather(self.s, j) * (tf.gather(self.alpha, j) - b)
+            r += tf.where(i < self.count, tf.gather(self.s, j) * (tf.gather(self.alpha, j) - b), 0.0)
         return -r
 
 

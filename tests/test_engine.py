@@ -168,6 +168,15 @@ def test_bfloat16_network_with_float32_losses(engine):
     assert reports[-1].losses["total"] == pytest.approx(reference[-1].losses["total"], rel=0.25)
 
 
+def test_xla_compiled_run_matches_the_plain_one(engine):
+    """jit_compile=True (the XLA path, meant for GPUs) runs the same optimisation: same losses reported."""
+    compiled = styleplug.Engine("vgg19", "none", precision="float32", jit_compile=True, host=PluginHost(entrypoints=False))
+    _, reports = _run(compiled, steps=10)
+    _, reference = _run(engine, steps=10)
+    assert [r.step for r in reports] == [r.step for r in reference]
+    assert reports[-1].losses["total"] == pytest.approx(reference[-1].losses["total"], rel=0.02)
+
+
 def test_auto_precision_follows_the_hardware():
     from styleplug.engine import fast_bfloat16, resolve_precision
 
