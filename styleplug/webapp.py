@@ -206,15 +206,18 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                 yield None, f"Preparing {network_name} on {device} in {engine.precision}...", gr.update(visible=False)
                 while True:
                     kind, payload = events.get()
-                    if cancel.is_set():  # stopped: leave the last preview and the Stop message in place
-                        return
                     if kind == "error":
                         raise gr.Error(payload)
                     if kind == "done":
                         path = results / f"styleplug-{int(time.time() * 1000)}.png"
                         save_image(payload, path)  # with the engine's run record in a PNG text chunk
-                        yield (payload, f"Done: {step} steps in {time.perf_counter() - started:.1f} s on {device}, "
-                               f"{engine.precision}, weights: {engine.weights_source}.", gr.update(value=str(path), visible=True))
+                        seconds = time.perf_counter() - started
+                        if cancel.is_set():
+                            text = f"Stopped after {step} steps ({seconds:.1f} s). The result is the best image reached."
+                        else:
+                            text = (f"Done: {step} steps in {seconds:.1f} s on {device}, {engine.precision}, "
+                                    f"weights: {engine.weights_source}.")
+                        yield payload, text, gr.update(value=str(path), visible=True)
                         return
                     step, total, terms, elapsed, preview, scale_px = payload
                     text = ", ".join(f"{k} {v:.3g}" for k, v in terms.items())
@@ -226,13 +229,17 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
 
         inputs = [content, style, style2, mask1, mask2, blend, style_scale, colors, multiscale, pooling, size, steps, optimizer,
                   network, precision, style_weight, content_weight, tv_weight, seed, selected]
-        job = run_button.click(run, inputs + [c for _, _, c in controls], [output, status, download],
-                               preprocess=False, show_progress_on=[status], concurrency_limit=1)
-        def stop() -> str:
-            stop_active()
-            return "Stopped. The result shows the last image reached."
+        run_button.click(run, inputs + [c for _, _, c in controls], [output, status, download],
+                         preprocess=False, show_progress_on=[status], concurrency_limit=1)
 
-        stop_button.click(stop, None, status, cancels=[job])
+        def stop() -> None:
+            # Only signal: the job ends within a chunk and writes the final status itself, so no two
+            # events race to update the page.
+            cancel = active.get("cancel")
+            if cancel is not None:
+                cancel.set()
+
+        stop_button.click(stop, None, None, queue=False)
     return app
 
 
