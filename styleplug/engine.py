@@ -23,7 +23,7 @@ from .colors import COLOR_MODES, keep_content_chroma, match_colors
 from .errors import PluginError, ResourceError, UnknownNameError, UsageError
 from .image import ImageInput, load_image, pixel_digest, resize_long_side
 from .losses import LayerWeights, Loss
-from .optim import LBFGS, Adam
+from .compiled import MAX_COMPILED, CompiledStep, masked_features, signature
 from .plugins import PluginHost, Provider, default_host, styleplug_version
 
 log = logging.getLogger("styleplug")
@@ -56,6 +56,8 @@ class Progress:
     _variable: Any = field(repr=False)
     converged: bool = False  # True on the last report when the early stop ended the run
     size: int = 0  # long side of the image being optimised now (smaller than the output at coarse scales)
+    step_losses: tuple[float, ...] = ()  # the total loss at each step of this chunk, as the optimiser saw it
+    accepted: tuple[bool, ...] = ()  # whether the optimiser accepted each of those steps (see styleplug.optim)
 
     def image(self) -> Image.Image:
         """The best image so far: the one with the lowest total loss (a copy; computing it costs one
@@ -118,17 +120,6 @@ def _load_masks(masks: Sequence[ImageInput], count: int, content: Image.Image, m
             raise UsageError(f"mask {index} is all black, so its style would apply nowhere; white marks where a style goes.")
         loaded.append(mask)
     return loaded
-
-
-def masked_features(features: Any, mask: Any) -> Any:
-    """``features`` limited to ``mask`` (``(H, W)`` in 0..1 at the image's size), resized to their grid.
-
-    Dividing by the square root of the mask's mean area makes a Gram matrix of the result the Gram
-    matrix of the masked region alone (Gatys et al. 2017), whatever the region's size.
-    """
-    grid = tf.image.resize(tf.constant(mask, tf.float32)[None, :, :, None], tf.shape(features)[1:3], method="area")
-    grid = grid / tf.sqrt(tf.maximum(tf.reduce_mean(grid), 1e-6))
-    return features * tf.cast(grid, features.dtype)
 
 
 def plan_scales(scales: str | Sequence[int], size: int) -> list[int]:
@@ -280,6 +271,7 @@ class Engine:
         self._models: dict[tuple[str, ...], Any] = {}
         self._targets: dict[tuple[str, type, str], Any] = {}
         self._digests: dict[tuple[str, ...], str] = {}
+        self._compiled_steps: dict[str, CompiledStep] = {}
 
     @property
     def weights_source(self) -> str | None:
@@ -402,11 +394,9 @@ class Engine:
             for term, reference in _per_reference(base_terms, stage_content, style_images, blend, stage_masks):
                 self._set_target(model, term, reference)
                 terms.append(term)
-            variable = tf.Variable(start[None], dtype=tf.float32)
-            step_fn, best = self._compile(model, terms, variable, optimizer, rate, history)
+            compiled = self._compiled(model, terms, start[None], optimizer, rate, history)
             stage = _Stage(stage_size, steps_run, steps_run + steps * (len(sizes) - index), index == len(sizes) - 1, started)
-            result, ran, stopped = self._optimise(step_fn, best, terms, steps, chunk_size, tolerance, window,
-                                                  callback, cancel, stage)
+            result, ran, stopped = self._optimise(compiled, steps, chunk_size, tolerance, window, callback, cancel, stage)
             steps_run += ran
             if stopped:
                 break
@@ -560,57 +550,33 @@ class Engine:
 
     # -- optimisation --------------------------------------------------------------------------
 
-    def _compile(self, model: Any, terms: list[Term], variable: Any, optimizer: str, rate: float, history: int) -> Any:
-        network = self.network
-
-        def inputs(term: Term, features: Mapping[str, Any]) -> dict[str, Any]:
-            if term.mask is None:
-                return {layer: features[layer] for layer in term.loss.layers}
-            return {layer: masked_features(features[layer], term.mask) for layer in term.loss.layers}
-
-        def weighted_terms(image: Any) -> Any:
-            features = model(network.preprocess(image))
-            return tf.stack([term.weight * tf.cast(term.loss.call(inputs(term, features), image), tf.float32) for term in terms])
-
-        # Dry run, eagerly, so a broken loss fails here with its name instead of deep inside tracing.
-        features = model(network.preprocess(variable))
-        for layer, value in features.items():
-            if 0 in value.shape:
-                height, width = variable.shape[1:3]
-                raise UsageError(f"a {width}x{height} image is too small for layer '{layer}' (it pools it away); "
-                                 "use a larger --size or --scales, or leave out the deepest layers.")
+    def _compiled(self, model: Any, terms: list[Term], start: np.ndarray, optimizer: str, rate: float,
+                  history: int) -> CompiledStep:
+        """The compiled chunk for this job: reused from an earlier job with the same signature, else
+        built (after a dry run that names a broken loss) and traced on its first run."""
+        key = signature(terms, start.shape, optimizer, rate, history)
+        if key in self._compiled_steps:
+            compiled = self._compiled_steps.pop(key)
+            self._compiled_steps[key] = compiled  # most recently used last
+            compiled.load(terms, start)
+            return compiled
+        features = model(self.network.preprocess(tf.constant(start)))
         for term in terms:
-            value = self._guarded(term, "call", lambda term=term: term.loss.call(inputs(term, features), variable))
-            value = np.asarray(value)
+            inputs = {layer: features[layer] if term.mask is None else masked_features(features[layer], term.mask)
+                      for layer in term.loss.layers}
+            value = np.asarray(self._guarded(term, "call", lambda term=term, inputs=inputs: term.loss.call(inputs, start)))
             if value.shape != () or not np.isfinite(value):
                 provider = term.provider
                 raise PluginError(provider.name, provider.package, provider.version, f"call of loss '{term.loss.name}'",
                                   f"expected a finite scalar; received shape {value.shape} value {value.ravel()[:3]}")
+        compiled = CompiledStep(model, self.network, terms, start, optimizer, rate, history, self.precision, self.jit_compile)
+        if len(self._compiled_steps) >= MAX_COMPILED:
+            self._compiled_steps.pop(next(iter(self._compiled_steps)))
+        self._compiled_steps[key] = compiled
+        return compiled
 
-        state = LBFGS(int(np.prod(variable.shape)), history, rate) if optimizer == "lbfgs" else Adam(tuple(variable.shape), rate)
-
-        # The fixed-step optimisers can overshoot, so the run keeps the lowest-loss image it has seen.
-        # A step knows the loss of the image before its update: the last update's result is never chosen.
-        best = tf.Variable(variable)
-        lowest = tf.Variable(np.inf, dtype=tf.float32)
-
-        @tf.function(jit_compile=self.jit_compile)
-        def run_chunk(count: Any) -> Any:
-            values = tf.zeros((len(terms),))
-            for _ in tf.range(count):
-                with tf.GradientTape() as tape:
-                    values = weighted_terms(variable)
-                    total = tf.reduce_sum(values)
-                if total < lowest:
-                    lowest.assign(total)
-                    best.assign(variable)
-                state.step(variable, tape.gradient(total, variable))
-            return values
-
-        return run_chunk, best
-
-    def _optimise(self, run_chunk: Any, best: Any, terms: list[Term], steps: int, chunk_size: int, tolerance: float,
-                  window: int, callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None,
+    def _optimise(self, compiled: CompiledStep, steps: int, chunk_size: int, tolerance: float, window: int,
+                  callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None,
                   stage: _Stage) -> tuple[Image.Image, int, bool]:
         """Run one scale; return its best image, the steps run and whether the user stopped the run."""
         done, stopped = 0, False
@@ -621,31 +587,35 @@ class Engine:
                 break
             count = min(chunk_size, steps - done)
             try:
-                values = run_chunk(tf.constant(count)).numpy()
+                result = compiled.run(count)
             except tf.errors.ResourceExhaustedError as error:
-                raise ResourceError("the device ran out of memory; use a smaller --size, or --optimizer adam.") from error
+                raise ResourceError("the device ran out of memory; use a smaller size, or the adam optimizer.") from error
             done += count
-            if not np.isfinite(values).all():
-                raise UsageError("the loss became NaN or infinite; lower the learning rate or the loss weights.")
-            total = float(values.sum())
+            broken = [term.loss.name for term, value in zip(compiled.terms, result.last_values) if not np.isfinite(value)]
+            if broken and not result.accepted.any():
+                raise UsageError(f"loss {', '.join(repr(name) for name in dict.fromkeys(broken))} became NaN or infinite "
+                                 f"by step {stage.offset + done} and the optimiser could not step around it; "
+                                 "lower the learning rate or that loss's weight.")
+            total = float(result.values.sum())
             totals.append((done, total))
             earlier = [loss for step, loss in totals if step <= done - window]
             converged = bool(tolerance and earlier and (earlier[-1] - total) < tolerance * earlier[-1])
             if callback is not None:
                 report: dict[str, float] = {}
-                for term, value in zip(terms, values):  # several style images: one total per loss
+                for term, value in zip(compiled.terms, result.values):  # several style images: one total per loss
                     report[term.loss.name] = report.get(term.loss.name, 0.0) + float(value)
                 report["total"] = total
                 # An early-stopped coarse scale hands its unused steps back: the planned total shrinks.
                 planned = stage.planned - (steps - done if converged else 0)
-                progress = Progress(stage.offset + done, planned, report, time.perf_counter() - stage.started, best,
-                                    converged and stage.final, stage.size)
+                progress = Progress(stage.offset + done, planned, report, time.perf_counter() - stage.started,
+                                    compiled.best, converged and stage.final, stage.size,
+                                    tuple(float(value) for value in result.totals), tuple(bool(flag) for flag in result.accepted))
                 if callback(progress) is False:
                     stopped = True
                     break
             if converged:
                 break
-        return _to_image(best), done, stopped
+        return _to_image(compiled.best), done, stopped
 
 
 def stylize(content: ImageInput, style: ImageInput, *, network: str = "vgg19", weights: str = "auto", precision: str = "auto",
