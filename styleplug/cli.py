@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from .engine import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TOLERANCE, DEFAULT_TV_WEIGHT
-from .errors import StyleplugError, UsageError
+from .errors import StyleplugError, UsageError, one_line
 from .image import DEFAULT_MAX_PIXELS
 from .plugins import PluginHost, Registered, default_host
 
@@ -66,7 +66,7 @@ def _reported_errors(debug: bool = False) -> Iterator[None]:
     except Exception as error:
         if debug:
             raise
-        raise _ReportedError(f"unexpected {type(error).__name__}: {error} (run again with --debug for the traceback)", 1) from None
+        raise _ReportedError(f"unexpected {type(error).__name__}: {one_line(error)} (run again with --debug for the traceback)", 1) from None
 
 
 def _import_tensorflow_quietly() -> None:

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from PIL import Image
 
 from .lazy import keras, tf
 from .colors import COLOR_MODES, keep_content_chroma, match_colors
-from .errors import PluginError, ResourceError, UnknownNameError, UsageError
-from .image import ImageInput, load_image, pixel_digest, resize_long_side
+from .errors import PluginError, ResourceError, StyleplugError, UnknownNameError, UsageError, one_line
+from .image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
 from .losses import LayerWeights, Loss
 from .compiled import MAX_COMPILED, CompiledStep, masked_features, signature
 from .plugins import PluginHost, Provider, default_host, styleplug_version
@@ -144,6 +145,11 @@ def plan_scales(scales: str | Sequence[int], size: int) -> list[int]:
     return [*coarse, size]
 
 
+def _style_side(size: int, style_scale: float) -> int:
+    """The long side style images get at an output size: ``style_scale`` sets the brush strokes' size."""
+    return max(16, round(size * style_scale))
+
+
 @dataclass
 class _Stage:
     """Where one scale sits in the whole run, for progress reports."""
@@ -244,6 +250,55 @@ def _with_dtype_policy(model: Any, policy: str) -> Any:
     return copy
 
 
+def _fits(model: Any, width: int, height: int) -> bool | None:
+    """Whether an image of this size keeps every output of ``model`` at least one pixel wide,
+    from shape inference alone (no kernel runs: oneDNN fails on such inputs with raw errors).
+    None when the model cannot infer shapes."""
+    try:
+        shapes = model.compute_output_shape((1, height, width, 3))
+    except ValueError:  # Keras: "Computed output size would be zero or negative"
+        return False
+    except Exception:
+        return None
+    shapes = shapes.values() if isinstance(shapes, Mapping) else shapes
+    return all(0 not in tuple(shape)[1:3] for shape in shapes)
+
+
+def smallest_side(model: Any) -> int | None:
+    """The smallest square image side that ``model`` accepts (binary search on shape inference)."""
+    if not _fits(model, MAX_SIZE, MAX_SIZE):
+        return None
+    low, high = 0, MAX_SIZE  # low fails (or is 0), high fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _fits(model, middle, middle) else (middle, high)
+    return high
+
+
+def _smallest_long_side(model: Any, size: tuple[int, int], smallest: int) -> int | None:
+    """The smallest long side at which an image of ``size`` keeps every layer of ``model`` (None above MAX_SIZE)."""
+    ratio = max(size) / min(size)
+    side = max(smallest, math.floor((smallest - 0.5) * ratio))
+    while side <= MAX_SIZE:
+        if _fits(model, *long_side_size(size, side)):
+            return side
+        side += 1
+    return None
+
+
+@contextmanager
+def _stage(description: str) -> Iterator[None]:
+    """Turn a TensorFlow error that escapes ``description`` into one ``StyleplugError`` line."""
+    try:
+        yield
+    except StyleplugError:
+        raise
+    except tf.errors.ResourceExhaustedError as error:
+        raise ResourceError(f"the device ran out of memory while {description}; use a smaller size, or the adam optimizer.") from error
+    except tf.errors.OpError as error:
+        raise StyleplugError(f"TensorFlow failed while {description}: {one_line(error)}") from error
+
+
 class Engine:
     """Style transfer with one feature network, built once and reused across runs.
 
@@ -272,6 +327,12 @@ class Engine:
         self._targets: dict[tuple[str, type, str], Any] = {}
         self._digests: dict[tuple[str, ...], str] = {}
         self._compiled_steps: dict[str, CompiledStep] = {}
+
+    @property
+    def traces(self) -> int:
+        """How many times this engine has compiled an optimisation chunk (of those it keeps): one per
+        job shape and loss setup, not one per job."""
+        return sum(compiled.tracing_count() for compiled in self._compiled_steps.values())
 
     @property
     def weights_source(self) -> str | None:
@@ -370,6 +431,8 @@ class Engine:
 
         layers = tuple(sorted({layer for term in base_terms for layer in term.loss.layers}, key=self.network.layers.index))
         model = self._model(layers)
+        style_labels = [f"style image {i + 1}" if len(styles) > 1 else "style image" for i in range(len(styles))]
+        self._check_sizes(model, layers, content_original, list(zip(style_labels, styles_original)), sizes, style_scale)
         planned = self._plan_memory(model, content_image, optimizer, history, max_memory, fit_memory)
         if planned != (optimizer, history):
             learning_rate = None if planned[0] != optimizer else learning_rate  # a rate for L-BFGS would not suit Adam
@@ -380,7 +443,7 @@ class Engine:
         for index, stage_size in enumerate(sizes):
             stage_content = resize_long_side(content_original, stage_size)
             # style_scale sizes the style relative to the output, which sets the size of the brush strokes.
-            style_images = [resize_long_side(s, max(16, round(stage_size * style_scale))) for s in styles_original]
+            style_images = [resize_long_side(s, _style_side(stage_size, style_scale)) for s in styles_original]
             if colors == "match":
                 style_images = [match_colors(s, stage_content) for s in style_images]
             if result is None:
@@ -391,12 +454,15 @@ class Engine:
                 np.asarray(mask.convert("L").resize(stage_content.size, Image.Resampling.BILINEAR), np.float32) / 255
                 for mask in masks_original]
             terms = []
-            for term, reference in _per_reference(base_terms, stage_content, style_images, blend, stage_masks):
-                self._set_target(model, term, reference)
-                terms.append(term)
-            compiled = self._compiled(model, terms, start[None], optimizer, rate, history)
+            with _stage(f"computing the loss targets at {stage_size} px"):
+                for term, reference in _per_reference(base_terms, stage_content, style_images, blend, stage_masks):
+                    self._set_target(model, term, reference)
+                    terms.append(term)
+            with _stage(f"preparing the optimisation at {stage_size} px"):
+                compiled = self._compiled(model, terms, start[None], optimizer, rate, history)
             stage = _Stage(stage_size, steps_run, steps_run + steps * (len(sizes) - index), index == len(sizes) - 1, started)
-            result, ran, stopped = self._optimise(compiled, steps, chunk_size, tolerance, window, callback, cancel, stage)
+            with _stage(f"optimising at {stage_size} px"):
+                result, ran, stopped = self._optimise(compiled, steps, chunk_size, tolerance, window, callback, cancel, stage)
             steps_run += ran
             if stopped:
                 break
@@ -507,6 +573,32 @@ class Engine:
             self._targets[key] = term.loss.target
         term.loss.target = self._targets[key]
 
+    def _check_sizes(self, model: Any, layers: tuple[str, ...], content: Image.Image,
+                     styles: list[tuple[str, Image.Image]], sizes: list[int], style_scale: float) -> None:
+        """Refuse, before the network sees them, images that the network would pool away at any
+        scale: the content at every scale, and each style image at its own scale."""
+        smallest = smallest_side(model)
+        if smallest is None:
+            return
+        deepest = self.network.deepest(layers)
+        needs = f"too small for layer '{deepest}' of network '{self.network.name}', which needs at least {smallest} px on each side"
+        for size in sizes:
+            width, height = long_side_size(content.size, size)
+            if not _fits(model, width, height):
+                fix = _smallest_long_side(model, content.size, smallest)
+                advice = "crop it to a less extreme aspect ratio" if fix is None else (
+                    f"use a size of at least {fix}" if size == sizes[-1] else f"use scales of at least {fix} px")
+                raise UsageError(f"the content image at {size} px is {width}x{height}, {needs}; {advice}.")
+            for label, style in styles:
+                side = _style_side(size, style_scale)
+                width, height = long_side_size(style.size, side)
+                if not _fits(model, width, height):
+                    fix = _smallest_long_side(model, style.size, smallest)
+                    advice = "use a style image of a less extreme aspect ratio" if fix is None else (
+                        f"use a style_scale of at least {math.ceil(fix / size * 100) / 100:g}, or a style image of a "
+                        "less extreme aspect ratio")
+                    raise UsageError(f"{label} at {size} px × style_scale {style_scale:g} is {width}x{height}, {needs}; {advice}.")
+
     def _plan_memory(self, model: Any, content: Image.Image, optimizer: str, history: int, max_memory: float | None,
                      fit: bool) -> tuple[str, int]:
         """The optimiser and history to run with: as asked, or, with ``fit``, the first cheaper
@@ -586,10 +678,7 @@ class Engine:
                 stopped = True
                 break
             count = min(chunk_size, steps - done)
-            try:
-                result = compiled.run(count)
-            except tf.errors.ResourceExhaustedError as error:
-                raise ResourceError("the device ran out of memory; use a smaller size, or the adam optimizer.") from error
+            result = compiled.run(count)
             done += count
             broken = [term.loss.name for term, value in zip(compiled.terms, result.last_values) if not np.isfinite(value)]
             if broken and not result.accepted.any():

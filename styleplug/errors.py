@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -50,3 +51,12 @@ class PluginError(StyleplugError):
         where = f"plugin '{plugin}'" + (f" ({package} {version})" if package else "")
         super().__init__(f"{where} failed at {stage}: {message}")
         self.plugin, self.package, self.version, self.stage = plugin, package, version, stage
+
+
+def one_line(error: BaseException) -> str:
+    """The informative line of an error message: terminal escape codes, TensorFlow op dumps and
+    Keras's "Exception encountered when calling" wrapper removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m|\{\{[^}]*\}\}", "", str(error))
+    lines = [line.strip(" •") for line in text.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(("Exception encountered", "Arguments received", "inputs="))]
+    return (useful[0] if useful else type(error).__name__)[:300]

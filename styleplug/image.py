@@ -4,7 +4,8 @@ Every input becomes an 8-bit RGB ``PIL.Image``:
 
 - EXIF orientation is applied, so a rotated phone photo is upright;
 - transparency (RGBA, LA, PA, P with a transparent colour) is composited onto white;
-- 16-bit images (``I;16``, ``I``) are scaled to 8 bits, CMYK is converted to RGB;
+- 16-bit and 32-bit grey images (``I;16``, ``I``, ``F``) are scaled to 8 bits from the range
+  their values show (0..1 for float, 0..255, 0..65535); CMYK is converted to RGB;
 - numpy arrays may be ``uint8`` (0..255), ``uint16`` (0..65535) or float (0..1), shaped
   ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``.
 
@@ -49,7 +50,7 @@ def load_image(source: ImageInput, what: str, max_pixels: int | None = None) -> 
         return _from_array(source, what, limit)
     if isinstance(source, Image.Image):
         _check_pixels(source.size, what, limit)
-        return _to_rgb(source)
+        return _to_rgb(source, what)
     if not isinstance(source, (str, os.PathLike)):
         raise UsageError(f"{what} must be a file path, a PIL image or a numpy array; got {type(source).__name__}.")
     return _from_file(Path(source), what, limit)
@@ -70,7 +71,7 @@ def _from_file(path: Path, what: str, limit: int) -> Image.Image:
         with image:
             _check_pixels(image.size, what, limit)  # from the header, before decoding
             image.load()
-            return _to_rgb(image)
+            return _to_rgb(image, what)
     except Image.DecompressionBombError:
         raise ImageError(f"{what} '{path}' has too many pixels to decode safely; resize it first.") from None
     except UnidentifiedImageError:
@@ -90,12 +91,29 @@ def _check_pixels(size: tuple[int, int], what: str, limit: int) -> None:
         raise ImageError(f"{what} has no pixels ({width}x{height}); pass a real image.")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_8_bits(pixels: np.ndarray, mode: str, what: str) -> np.ndarray:
+    """Integer or float grey levels as 8 bits, their range inferred from the values: Pillow gives
+    the same mode ``I`` to 8-bit images converted to it and to 16-bit ones, and mode ``F`` to
+    images in 0..1 and in 0..255."""
+    if not np.isfinite(pixels).all():
+        raise ImageError(f"{what} (mode {mode}) contains NaN or infinite values; clean it or save it as 8-bit.")
+    low, high = pixels.min(), pixels.max()
+    if mode == "F" and low >= 0 and high <= 1:
+        scale = 1 / 255
+    elif low >= 0 and high <= 255:
+        scale = 1.0
+    elif low >= 0 and high <= 65535:
+        scale = 257.0
+    else:
+        raise ImageError(f"{what} (mode {mode}) has values from {low:g} to {high:g}, outside 0..65535; "
+                         "save it as an 8- or 16-bit image.")
+    return np.clip(pixels / scale, 0, 255).round().astype(np.uint8)
+
+
+def _to_rgb(image: Image.Image, what: str) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        scale = 1.0 if image.mode == "F" else 257.0
-        pixels = np.clip(np.asarray(image, dtype=np.float64) / scale, 0, 255).round().astype(np.uint8)
-        image = Image.fromarray(pixels, "L")
+        image = Image.fromarray(_to_8_bits(np.asarray(image, dtype=np.float64), image.mode, what), "L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -124,7 +142,7 @@ def _from_array(array: np.ndarray, what: str, limit: int) -> Image.Image:
     else:
         raise ImageError(f"{what} array has dtype {array.dtype}; expected uint8, uint16 or float in 0..1.")
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[pixels.ndim if pixels.ndim == 2 else pixels.shape[2]]
-    return _to_rgb(Image.fromarray(np.ascontiguousarray(pixels), mode))
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(pixels), mode), what)
 
 
 def pixel_digest(image: Image.Image) -> str:
@@ -132,11 +150,16 @@ def pixel_digest(image: Image.Image) -> str:
     return hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode() + image.tobytes()).hexdigest()
 
 
+def long_side_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """The ``(width, height)`` that ``resize_long_side`` gives an image of ``size``."""
+    width, height = size
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def resize_long_side(image: Image.Image, size: int) -> Image.Image:
     """Scale ``image`` so that its longer side is ``size`` pixels, keeping the aspect ratio."""
-    width, height = image.size
-    scale = size / max(width, height)
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    new_size = long_side_size(image.size, size)
     return image if new_size == image.size else image.resize(new_size, Image.Resampling.LANCZOS)
 
 

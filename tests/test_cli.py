@@ -67,6 +67,37 @@ def test_losses_and_options_from_the_command_line(pair, tmp_path):
     assert output.exists()
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize(
+    ("content_size", "style_size", "options", "message"),
+    [
+        ((60, 40), (50, 50), ["--size", "20"], "the content image at 20 px is 20x13, too small for layer 'block5_conv1' "
+                                                "of network 'vgg19', which needs at least 16 px on each side; use a size of at least 24."),
+        ((60, 40), (50, 50), ["--scales", "20"], "the content image at 20 px is 20x13, too small for layer 'block5_conv1'"),
+        ((1200, 40), (50, 50), [], "the content image at 40 px is 40x1, too small for layer 'block5_conv1'"),
+        ((4000, 20), (50, 50), ["--size", "256"], "the content image at 256 px is 256x1, too small for layer 'block5_conv1'"),
+        ((60, 40), (1200, 40), [], "style image at 40 px × style_scale 1 is 40x1, too small for layer 'block5_conv1'"),
+        ((60, 40), (50, 50), ["--style-scale", "0.1", "--style-layers", "block1_conv1,block5_conv1"], None),
+    ],
+)
+def test_images_too_small_for_a_layer_are_refused_before_the_network_runs(tmp_path, precision, content_size, style_size,
+                                                                          options, message):
+    """oneDNN (on CPUs with AVX-512) fails on such inputs with raw errors, in both precisions; the
+    check runs on shape inference first. The last case is small but large enough: it runs."""
+    content, style, output = tmp_path / "content.png", tmp_path / "style.png", tmp_path / "out.png"
+    gradient_image(*content_size).save(content)
+    stripes_image(*style_size).save(style)
+    code, text = invoke("run", content, style, "-O", output, "--size", "40", "--steps", "2", "--weights", "none",
+                        "--precision", precision, "--quiet", *options)
+    if message is None:
+        assert code == 0 and output.exists(), text
+        return
+    assert code == 2, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], text
+    assert not output.exists()
+
+
 def _bad(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
@@ -97,7 +128,7 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("--optimizer=sgd", 2, "unknown optimizer 'sgd'"),
         ("--precision=fp16", 2, "unknown precision 'fp16'"),
         ("--scales=30,20", 2, "scales must be increasing sizes from 16 up to below the output size 40"),
-        ("--scales=20", 2, "a 20x13 image is too small for layer 'block5_conv1'"),
+        ("--scales=20", 2, "the content image at 20 px is 20x13, too small for layer 'block5_conv1'"),
         ("--scales=fine", 2, "--scales takes auto, none or comma-separated sizes"),
         ("--pooling=mean", 2, "invalid value 'mean' for option 'pooling' of network 'vgg19'"),
         ("--mask=/nowhere/mask.png", 2, "mask 1 '/nowhere/mask.png' does not exist"),

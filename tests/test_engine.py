@@ -162,10 +162,10 @@ def test_bfloat16_network_with_float32_losses(engine):
     model = fast._model(("block1_conv1",))
     features = model(fast.network.preprocess(tf.zeros((1, 8, 8, 3))))
     assert features["block1_conv1"].dtype == tf.bfloat16
-    _, reports = _run(fast, steps=40)  # the first steps jump around more in bfloat16; 40 steps settle
+    _, reports = _run(fast, steps=40)
     _, reference = _run(engine, steps=40)
     assert reports[-1].losses["total"] < 0.5 * reports[0].losses["total"]
-    assert reports[-1].losses["total"] == pytest.approx(reference[-1].losses["total"], rel=0.25)
+    assert reports[-1].losses["total"] == pytest.approx(reference[-1].losses["total"], rel=0.05)
 
 
 def test_xla_compiled_run_matches_the_plain_one(engine):
@@ -175,6 +175,48 @@ def test_xla_compiled_run_matches_the_plain_one(engine):
     _, reference = _run(engine, steps=10)
     assert [r.step for r in reports] == [r.step for r in reference]
     assert reports[-1].losses["total"] == pytest.approx(reference[-1].losses["total"], rel=0.02)
+
+
+def test_a_second_job_of_the_same_shape_reuses_the_compiled_step(caplog):
+    """Targets, weights and masks live in variables, so only a new shape or loss setup traces again."""
+    engine = styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost(entrypoints=False))
+    first = engine.stylize(CONTENT, STYLE, steps=10, **SMALL)
+    assert engine.traces == 1
+    with caplog.at_level("WARNING"):
+        for seed in range(1, 7):  # other pictures and weights, the same shape: no new trace, no warning
+            other = engine.stylize(gradient_image(48, 40, seed=seed), stripes_image(40 + seed, 48), steps=10,
+                                   style_weight=10.0**-seed, **SMALL)
+    assert engine.traces == 1
+    assert not [record for record in caplog.records if "retracing" in record.getMessage()]
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+    again = engine.stylize(CONTENT, STYLE, steps=10, **SMALL)  # a reused step starts afresh: the same result
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    engine.stylize(CONTENT, STYLE, steps=10, size=40, chunk_size=5)  # another shape: a new compiled step
+    assert engine.traces == 2
+
+
+def test_a_loss_that_turns_nan_mid_run_is_named(engine):
+    from styleplug.lazy import tf
+
+    class Fragile(styleplug.Loss):
+        """Finite for its first calls, NaN after."""
+
+        name = "fragile"
+        role = "regularizer"
+        uses_features = False
+
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.calls = tf.Variable(0)
+
+        def call(self, features, image):
+            self.calls.assign_add(1)
+            return tf.where(self.calls > 12, float("nan"), 0.0) + 0.0 * tf.reduce_mean(image)
+
+    plugin = type("Plugin", (), {"register_losses": staticmethod(styleplug.hookimpl(lambda register: register(Fragile)))})
+    fragile = styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost([plugin()], entrypoints=False))
+    with pytest.raises(UsageError, match="loss 'fragile' became NaN or infinite by step"):
+        fragile.stylize(CONTENT, STYLE, steps=40, losses={"fragile": {}}, **SMALL)
 
 
 def test_auto_precision_follows_the_hardware():

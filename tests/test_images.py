@@ -35,6 +35,33 @@ def test_modes_become_rgb(tmp_path, mode, value, expected):
     assert image.getpixel((1, 1)) == expected
 
 
+def _grey_ramp() -> Image.Image:
+    return Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (4, 1)), "L")
+
+
+@pytest.mark.parametrize(
+    ("convert", "description"),
+    [
+        (lambda ramp: ramp.convert("I"), "8-bit image converted to mode I"),
+        (lambda ramp: ramp.convert("F"), "float image in 0..255"),
+        (lambda ramp: Image.fromarray(np.asarray(ramp, np.float32) / 255, "F"), "float image in 0..1"),
+        (lambda ramp: Image.fromarray(np.asarray(ramp, np.int32) * 257, "I"), "16-bit values in mode I"),
+    ],
+)
+def test_wide_modes_keep_their_brightness(convert, description):
+    """Pillow's I and F modes hold 8-bit, 16-bit or 0..1 data alike: the range is read from the values."""
+    loaded = load_image(convert(_grey_ramp()), "content image")
+    expected = np.asarray(_grey_ramp().convert("RGB"), np.int16)
+    assert np.abs(np.asarray(loaded, np.int16) - expected).max() <= 1, description
+
+
+@pytest.mark.parametrize("values", [[-1.0, 0.5], [0.0, 70000.0], [0.0, float("nan")]])
+def test_float_images_outside_any_known_range_are_refused(values):
+    image = Image.fromarray(np.array([values], np.float32), "F")
+    with pytest.raises(ImageError, match="content image .mode F."):
+        load_image(image, "content image")
+
+
 def test_transparency_is_painted_white(tmp_path):
     image = Image.new("RGBA", (2, 1), (255, 0, 0, 255))
     image.putpixel((1, 0), (255, 0, 0, 0))  # fully transparent red
