@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from support import SHARED_IMAGES, TEST_PLUGINS
+from support import TEST_PLUGINS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-@pytest.fixture(scope="session")
-def shared_images() -> Path:
-    """The classic test pairs (tubingen, starry_night, ...) beside the repository."""
-    assert SHARED_IMAGES.is_dir(), f"test images expected in {SHARED_IMAGES}"
-    return SHARED_IMAGES
 
 
 @pytest.fixture(scope="session")

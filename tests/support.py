@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_IMAGES = REPO.parent / "shared" / "images"
+EXAMPLES = REPO / "styleplug" / "examples"  # the bundled pairs; tests read nothing outside the repository
 TEST_PLUGINS = Path(__file__).parent / "plugin_packages" / "styleplug-testplugins"
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import REPO, SHARED_IMAGES
+from support import EXAMPLES, REPO
 
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -27,8 +27,8 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-quic", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
-CONTENT = SHARED_IMAGES / "tubingen.jpg"
-STYLE = SHARED_IMAGES / "starry_night.jpg"
+CONTENT = EXAMPLES / "tubingen.jpg"
+STYLE = EXAMPLES / "starry_night.jpg"
 
 
 def _free_port() -> int:
@@ -136,12 +136,12 @@ def test_two_styles_with_masks_through_the_demo(server, tmp_path):
     Image.fromarray(left).save(tmp_path / "left.png")
     Image.fromarray(255 - left).save(tmp_path / "right.png")
     client = Client(server, analytics_enabled=False, verbose=False, download_files=str(tmp_path))
-    second = SHARED_IMAGES / "woman-with-hat-matisse.jpg"
+    second = EXAMPLES / "woman_with_hat_matisse.jpg"
     _, status, download = _call(client, CONTENT, STYLE, steps=10, style2=second, masks=(tmp_path / "left.png", tmp_path / "right.png"))
     assert status.startswith("Done: 10 steps")
     with Image.open(download["value"] if isinstance(download, dict) else download) as saved:
         record = json.loads(saved.text["styleplug"])
-    assert [Path(s["path"]).name for s in record["style"]] == ["starry_night.jpg", "woman-with-hat-matisse.jpg"]
+    assert [Path(s["path"]).name for s in record["style"]] == ["starry_night.jpg", "woman_with_hat_matisse.jpg"]
     assert len(record["masks"]) == 2 and record["style_blend"] == [1.0, 1.0]  # with masks each region gets full weight
 
 
