@@ -190,6 +190,8 @@ def test_browser_run_stop_and_generated_controls(server):
         page.screenshot(path=ARTIFACTS / "demo-done.png", full_page=True)
 
         # A long run, stopped: the job ends within a chunk, the preview stays, the page stays usable.
+        # 256 px and 1000 steps: minutes even on a fast CPU, so it cannot end before Stop by itself.
+        _set_number(page, "size", 256)
         _set_number(page, "steps", 1000)
         page.locator("#run").click()
         expect(status).to_contain_text("Step 20/1000", timeout=120_000)
@@ -199,6 +201,7 @@ def test_browser_run_stop_and_generated_controls(server):
         expect(page.locator("#result img")).to_be_visible()
         expect(page.locator("#download")).to_be_visible()  # the image reached can be kept
         page.screenshot(path=ARTIFACTS / "demo-stopped.png", full_page=True)
+        _set_number(page, "size", 96)
         _set_number(page, "steps", 20)
         page.locator("#run").click()
         expect(status).to_contain_text("Done: 20 steps", timeout=120_000)
