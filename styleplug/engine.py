@@ -206,7 +206,9 @@ def estimate_memory(model: Any, height: int, width: int, optimizer: str, history
             itemsize = 2 if getattr(layer, "compute_dtype", "float32") == "bfloat16" else 4
             activation_bytes += math.ceil(height / math.sqrt(stride)) * math.ceil(width / math.sqrt(stride)) * shape[-1] * itemsize
     pixels = height * width * 3
-    vectors = 2 * history + 5 if optimizer == "lbfgs" else 5  # + the image, its gradient, the best image, ...
+    # The image, its gradient, the best image, the accepted point and the proposed move, plus the
+    # accepted gradient (L-BFGS, with its history) or the two moments (Adam).
+    vectors = 2 * history + 6 if optimizer == "lbfgs" else 7
     # Calibrated on VGG19 on CPU (history 20): 4.9 GiB measured peak RSS at 1024², about 1 GiB of it
     # the TensorFlow runtime and the weights; the rest is under 3.5 copies of every activation.
     return int(3.5 * activation_bytes) + 4 * vectors * pixels + 2**30
