@@ -62,7 +62,8 @@ class Progress:
 
     def image(self) -> Image.Image:
         """The best image so far: the one with the lowest total loss (a copy; computing it costs one
-        device-to-host transfer). It is what the run returns if it ends now."""
+        device-to-host transfer). It is what the run returns if it ends now. Call it during the run:
+        the engine reuses its variables for its next job of the same shape."""
         return _to_image(self._variable)
 
 
