@@ -342,15 +342,44 @@ def networks() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=None, help="Port (default: the first free one from 7860).")
 @click.option("--share", is_flag=True, help="Also open a public share link (off by default).")
-def demo(host: str, port: int | None, share: bool) -> None:
+@click.option("--max-size", type=click.IntRange(64, 8192), default=None,
+              help="Largest output a visitor may ask for, in px [default: 512 on a CPU, 2048 on a GPU].")
+@click.option("--max-steps", type=click.IntRange(1), default=1000, show_default=True, help="Most steps per job.")
+@click.option("--max-pixels", type=click.IntRange(1), default=40_000_000, show_default=True,
+              help="Refuse uploads above this many pixels (checked from the header).")
+@click.option("--max-upload-mb", type=click.IntRange(1), default=20, show_default=True, help="Largest upload.")
+@click.option("--max-queue", type=click.IntRange(0), default=8, show_default=True, help="Jobs that may wait.")
+@click.option("--result-minutes", type=click.FloatRange(1), default=60, show_default=True,
+              help="Delete results and uploads after this many minutes.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Jobs run at once, each with its own engine [default: one per GPU, else 1].")
+@click.option("--auth", multiple=True, metavar="USER:PASSWORD", help="Require a login (repeat for more users).")
+@click.option("--root-path", default=None, help="The URL prefix when served behind a reverse proxy, e.g. /styleplug.")
+@click.option("--debug", is_flag=True, help="Log tracebacks of failed jobs.")
+def demo(host: str, port: int | None, share: bool, max_size: int | None, max_steps: int, max_pixels: int,
+         max_upload_mb: int, max_queue: int, result_minutes: float, workers: int | None, auth: tuple[str, ...],
+         root_path: str | None, debug: bool) -> None:
     """Start the web demo (needs the 'demo' extra: pip install 'styleplug[demo]')."""
-    with _reported_errors():
+    with _reported_errors(debug):
+        logins = []
+        for pair in auth:
+            user, _, password = pair.partition(":")
+            if not user or not password:
+                raise UsageError(f"--auth takes USER:PASSWORD; got '{pair}'.")
+            logins.append((user, password))
+        logging.getLogger("styleplug").setLevel(logging.DEBUG if debug else logging.WARNING)
         _import_tensorflow_quietly()
         try:
             from .webapp import launch
+            from .webjobs import Limits
         except ImportError as error:
             raise UsageError(f"the demo needs Gradio ({error}); install it with: pip install 'styleplug[demo]'") from None
-        launch(host=host, port=port, share=share)
+        from .lazy import tf
+
+        on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        limits = Limits(max_size=max_size or (2048 if on_gpu else 512), max_steps=max_steps, max_pixels=max_pixels,
+                        max_upload_mb=max_upload_mb, max_queue=max_queue, result_minutes=result_minutes)
+        launch(host=host, port=port, share=share, limits=limits, workers=workers, auth=logins or None, root_path=root_path)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -366,6 +366,7 @@ class Engine:
         init: str | ImageInput = "content",
         seed: int = 0,
         chunk_size: int = 10,
+        chunk_seconds: float | None = None,
         tolerance: float = DEFAULT_TOLERANCE,
         window: int = 50,
         callback: Callable[[Progress], bool | None] | None = None,
@@ -391,6 +392,9 @@ class Engine:
         accepted by every loss, the rest are the loss's declared parameters. ``layers`` may be a
         list or a ``{layer: weight}`` mapping. ``callback`` gets a ``Progress`` after every chunk of
         ``chunk_size`` steps and may return ``False`` to stop; setting ``cancel`` stops as well.
+        ``chunk_seconds`` also bounds a chunk by time (from the step time measured so far), so that
+        reports and cancellation come at least that often however large the image; the first
+        chunk of each scale is then one step.
         Either way the image reached so far is returned. The run also stops early once the total
         loss improved by less than ``tolerance`` (relative) over the last ``window`` steps;
         ``tolerance=0`` turns that off.
@@ -405,6 +409,8 @@ class Engine:
             raise UsageError(f"size must be between 16 and {MAX_SIZE} pixels; got {size}.")
         _positive_number("steps", steps, allow_zero=False, integer=True)
         _positive_number("chunk_size", chunk_size, allow_zero=False, integer=True)
+        if chunk_seconds is not None:
+            _positive_number("chunk_seconds", chunk_seconds, allow_zero=False)
         _positive_number("history", history, allow_zero=False, integer=True)
         _positive_number("tolerance", tolerance)
         _positive_number("window", window, allow_zero=False, integer=True)
@@ -465,7 +471,8 @@ class Engine:
                 compiled = self._compiled(model, terms, start[None], optimizer, rate, history)
             stage = _Stage(stage_size, steps_run, steps_run + steps * (len(sizes) - index), index == len(sizes) - 1, started)
             with _stage(f"optimising at {stage_size} px"):
-                result, ran, stopped = self._optimise(compiled, steps, chunk_size, tolerance, window, callback, cancel, stage)
+                result, ran, stopped = self._optimise(compiled, steps, (chunk_size, chunk_seconds), tolerance, window,
+                                                      callback, cancel, stage)
             steps_run += ran
             if stopped:
                 break
@@ -670,10 +677,13 @@ class Engine:
         self._compiled_steps[key] = compiled
         return compiled
 
-    def _optimise(self, compiled: CompiledStep, steps: int, chunk_size: int, tolerance: float, window: int,
+    def _optimise(self, compiled: CompiledStep, steps: int, chunking: tuple[int, float | None], tolerance: float, window: int,
                   callback: Callable[[Progress], bool | None] | None, cancel: threading.Event | None,
                   stage: _Stage) -> tuple[Image.Image, int, bool]:
-        """Run one scale; return its best image, the steps run and whether the user stopped the run."""
+        """Run one scale; return its best image, the steps run and whether the user stopped the run.
+        ``chunking`` is (most steps per chunk, most seconds per chunk or None)."""
+        chunk_size, chunk_seconds = chunking
+        step_seconds = math.inf  # unknown until a chunk without tracing has run
         done, stopped = 0, False
         totals: list[tuple[int, float]] = []  # (step, total loss) at each chunk boundary, for the early stop
         while done < steps:
@@ -681,7 +691,12 @@ class Engine:
                 stopped = True
                 break
             count = min(chunk_size, steps - done)
+            if chunk_seconds is not None:
+                count = max(1, min(count, int(chunk_seconds / step_seconds)))
+            traces, chunk_started = compiled.tracing_count(), time.perf_counter()
             result = compiled.run(count)
+            if compiled.tracing_count() == traces:  # a chunk that traced says nothing about the step time
+                step_seconds = (time.perf_counter() - chunk_started) / count
             done += count
             broken = [term.loss.name for term, value in zip(compiled.terms, result.last_values) if not np.isfinite(value)]
             if broken and not result.accepted.any():

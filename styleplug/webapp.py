@@ -6,12 +6,15 @@ embedders use, on the GPU when TensorFlow sees one and on the CPU otherwise.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
-import queue
+import re
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +22,25 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from .colors import COLOR_MODES  # noqa: E402
-from .engine import PRECISIONS, Engine  # noqa: E402
-from .errors import StyleplugError  # noqa: E402
-from .image import save_image  # noqa: E402
+from .engine import OPTIMIZERS, PRECISIONS, Engine, plan_scales  # noqa: E402
+from .errors import StyleplugError, UsageError  # noqa: E402
+from .image import long_side_size, save_image  # noqa: E402
 from .lazy import tf  # noqa: E402
 from .networks.vgg import POOLINGS  # noqa: E402
 from .params import Param  # noqa: E402
 from .plugins import PluginHost, default_host  # noqa: E402
+from .webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
+
+log = logging.getLogger("styleplug")
 
 EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_PAIRS = [("tubingen", "starry_night"), ("hoovertowernight", "shipwreck"), ("tubingen", "woman_with_hat_matisse")]
 BUILT_IN_TERMS = ("content", "gram", "tv")
-MAX_UPLOAD = "20mb"
-MAX_PIXELS = 40_000_000  # per uploaded image, checked from the header before decoding
+# A small result (64 px) is shown filling its frame, not as a thumbnail; the download keeps its size.
+CSS = "#result img { width: 100%; height: 100%; object-fit: contain; }"
 
 
 def device_label() -> str:
@@ -56,56 +63,111 @@ def _param_control(param: Param, label: str) -> Any:
     return gr.Textbox(value=param.default, label=label, info=info)
 
 
-def _upload_path(payload: Any, what: str, optional: bool = False) -> str | None:
-    """The server-side path of an upload (events run with preprocess=False, so styleplug reads it)."""
+class _Refused(Exception):
+    """An input that did not come from this server's upload handling."""
+
+
+def _upload_path(payload: Any, roots: list[Path]) -> Path | None:
+    """The server-side file of an upload, or None for an empty input.
+
+    Events run with preprocess=False (styleplug reads the images itself), so a client can send any
+    payload. Only a regular file whose real path lies in Gradio's upload folder (or among the
+    bundled examples) is accepted; everything else, whether it exists or not, is refused alike.
+    """
+    if payload is None or payload == "":
+        return None
     path = payload.get("path") if isinstance(payload, dict) else payload
-    if not path and not optional:
-        raise gr.Error(f"Upload a {what} first.")
-    return str(path) if path else None
+    if not isinstance(path, str) or not path or "://" in path:
+        raise _Refused
+    real = Path(os.path.realpath(path))  # symbolic links resolved: a link in the upload folder may point out
+    if not any(real.is_relative_to(root) for root in roots) or not real.is_file():
+        raise _Refused
+    return real
 
 
-def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr.Blocks:
-    """Build the Blocks app. Losses and networks come from ``host`` (default: installed plugins)."""
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"(),;:/]+/)*([^\s'\"(),;:/]+)")
+
+
+def public(text: str) -> str:
+    """``text`` with every absolute path shortened to its file name: visitors never see server paths."""
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(1), text)
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def build_app(host: PluginHost | None = None, limits: Limits | None = None, workers: int | None = None,
+              calibrate_step_time: bool = True) -> gr.Blocks:
+    """Build the Blocks app. Losses and networks come from ``host`` (default: installed plugins);
+    ``limits`` bound what any request may ask; ``workers`` jobs run at once (default: one per GPU,
+    else one)."""
     host = host or default_host()
     device = device_label()
-    max_size = max_size or (2048 if device.startswith("GPU") else 1024)
-    engines: dict[tuple[str, ...], Engine] = {}  # one per (network, precision, pooling), built on first use, owned by this app
-    active: dict[str, Any] = {}  # the running job's cancel event and worker thread
-
-    def stop_active() -> None:
-        """Cancel the running job and wait for it (at most one chunk of steps)."""
-        if active:
-            active["cancel"].set()
-            active["worker"].join()
-            active.clear()
+    gpus = tf.config.list_physical_devices("GPU")
+    limits = limits or Limits(max_size=2048 if gpus else 512)
+    roots = [Path(gr.utils.get_upload_folder()).resolve(), EXAMPLES.resolve()]
     results = Path(tempfile.mkdtemp(prefix="styleplug-demo-"))
+
+    def make_engine(key: tuple[Any, ...]) -> Engine:
+        network_name, precision_name, network_options = key
+        return Engine(network_name, precision=precision_name, host=host, **dict(network_options))
+
+    def on_device(worker: int) -> Any:
+        return tf.device(f"/GPU:{worker % len(gpus)}") if gpus else nullcontext()
+
+    jobs = JobQueue(make_engine, limits, workers or max(1, len(gpus)), on_device)
+    default_key = ("vgg19", "auto", (("pooling", "max"),))
+    if calibrate_step_time:
+        threading.Thread(target=calibrate, args=(jobs, str(EXAMPLES / "tubingen.jpg"), str(EXAMPLES / "starry_night.jpg"),
+                                                 _image_size(EXAMPLES / "tubingen.jpg"), default_key), daemon=True).start()
     extra_losses = [name for name in host.losses if name not in BUILT_IN_TERMS]
 
-    with gr.Blocks(title="styleplug") as app:
+    with gr.Blocks(title="styleplug", delete_cache=(600, int(limits.result_minutes * 60))) as app:
         gr.Markdown(
             "# styleplug\nPaint a photo in the style of a painting (Gatys et al.). "
-            f"Device: **{device}**."
+            f"Device: **{device}**. Limits: up to {limits.max_size} px, {limits.max_steps} steps, "
+            f"{limits.max_upload_mb} MB uploads; results are deleted after {limits.result_minutes:g} min."
         )
         if host.failures:
             gr.Markdown(
                 "**Some plugins failed to load and were skipped:** "
-                + "; ".join(f"{r.provider} - {r.error}" for r in host.failures),
+                + "; ".join(f"{r.provider} - {public(str(r.error))}" for r in host.failures),
                 elem_id="plugin-failures",
             )
         with gr.Row():
+            # First column: what a visitor needs to run a job; on a phone it comes before the settings.
             with gr.Column():
                 with gr.Row():
-                    content = gr.Image(type="filepath", label="Content photo", elem_id="content", height=260)
-                    style = gr.Image(type="filepath", label="Style painting", elem_id="style", height=260)
+                    content = gr.Image(type="filepath", label="Content photo", elem_id="content", height=220)
+                    style = gr.Image(type="filepath", label="Style painting", elem_id="style", height=220)
+                with gr.Row():
+                    run_button = gr.Button("Run", variant="primary", elem_id="run")
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False)
+                estimate = gr.Markdown("", elem_id="estimate")
+                status = gr.Markdown("Upload two images (or pick an example) and press Run.", elem_id="status")
+                output = gr.Image(label="Result", elem_id="result", interactive=False, format="png", height=384)
+                download = gr.DownloadButton("Download PNG with run settings", visible=False, elem_id="download")
                 gr.Examples(
                     [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg")] for c, s in EXAMPLE_PAIRS],
                     inputs=[content, style], label="Examples",
                 )
+            with gr.Column():
                 with gr.Row():
-                    size = gr.Slider(64, max_size, value=min(384, max_size), step=32, label="Output size (long side, px)", elem_id="size")
-                    steps = gr.Slider(10, 1000, value=150, step=10, label="Steps", elem_id="steps")
+                    size = gr.Slider(64, limits.max_size, value=min(256, limits.max_size), step=32,
+                                     label="Output size (long side, px)", elem_id="size")
+                    steps = gr.Slider(10, limits.max_steps, value=min(150, limits.max_steps), step=10, label="Steps",
+                                      elem_id="steps")
                 with gr.Row():
-                    optimizer = gr.Radio(["lbfgs", "adam"], value="lbfgs", label="Optimiser")
+                    optimizer = gr.Radio(list(OPTIMIZERS), value="lbfgs", label="Optimiser")
                     network = gr.Dropdown(list(host.networks), value="vgg19", label="Network", elem_id="network")
                     precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
                                          info="auto: bfloat16 where this hardware runs it fast")
@@ -143,110 +205,179 @@ def build_app(host: PluginHost | None = None, max_size: int | None = None) -> gr
                         for param in cls.params:
                             controls.append((name, param.name, _param_control(param, f"{name}.{param.name}")))
                     groups.append(group)
-            with gr.Column():
-                with gr.Row():
-                    run_button = gr.Button("Run", variant="primary", elem_id="run")
-                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
-                status = gr.Markdown("Upload two images (or pick an example) and press Run.", elem_id="status")
-                output = gr.Image(label="Result", elem_id="result", interactive=False, format="png")
-                download = gr.DownloadButton("Download PNG with run settings", visible=False, elem_id="download")
 
         for name, group in zip(extra_losses, groups):
             selected.change(lambda chosen, name=name: gr.update(visible=name in chosen), selected, group)
 
-        def run(content_file: Any, style_file: Any, style2_file: Any, mask1_file: Any, mask2_file: Any, share: float,
-                scale: float, colour_mode: str, coarse_to_fine: bool, pooling_name: str, size_px: float, step_count: float,
-                optimizer_name: str, network_name: str, precision_name: str, style_log10: float, content_w: float,
-                tv_log10: float, seed_value: float, chosen: list[str], *values: Any,
-                progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, str, Any]]:
-            content_path = _upload_path(content_file, "content photo")
-            styles = [_upload_path(style_file, "style painting"), _upload_path(style2_file, "second style", optional=True)]
-            masks = [_upload_path(mask1_file, "mask", optional=True), _upload_path(mask2_file, "mask", optional=True)]
-            styles = [path for path in styles if path]
-            masks = [path for path in masks if path]
-            losses: dict[str, dict[str, Any]] = {name: {} for name in chosen or []}
-            for (name, option, _), value in zip(controls, values):
-                if name in losses:
-                    losses[name][option] = value
-            options = {
-                "size": int(size_px), "steps": int(step_count), "optimizer": optimizer_name, "seed": int(seed_value or 0),
-                "style_weight": 10.0 ** style_log10, "content_weight": float(content_w or 0), "tv_weight": 10.0 ** tv_log10,
-                "losses": losses, "max_pixels": MAX_PIXELS, "fit_memory": True, "style_scale": float(scale), "colors": colour_mode,
-                "scales": "auto" if coarse_to_fine else "none", "masks": masks or None,
-                "style_blend": [float(share), 1 - float(share)] if len(styles) == 2 else None,
-            }
+        def sizes_of(content_size: tuple[int, int], long_side: int, coarse_to_fine: bool) -> list[tuple[int, int]]:
+            return [long_side_size(content_size, stage) for stage in plan_scales("auto" if coarse_to_fine else "none", long_side)]
+
+        def estimate_text(content_file: Any, size_px: float, step_count: float, coarse_to_fine: bool) -> str:
             try:
-                # Only networks that declare a pooling option (the VGGs) get one.
-                network_options = {"pooling": pooling_name} if "pooling" in [p.name for p in host.network(network_name).cls.params] else {}
-                key = (network_name, precision_name, *network_options.values())
-                engine = engines.get(key) or engines.setdefault(key, Engine(network_name, precision=precision_name, host=host,
-                                                                            **network_options))
+                path = _upload_path(content_file, roots)
+            except _Refused:
+                path = None
+            content_size = (path and _image_size(path)) or (4, 3)
+            seconds = jobs.times.estimate(sizes_of(content_size, int(size_px), coarse_to_fine), int(step_count))
+            if seconds is None:
+                return "Measuring this server's speed..."
+            return (f"About {_format_seconds(seconds)} on this {device.split()[0]} for {int(step_count)} steps at "
+                    f"{int(size_px)} px (less if it converges early).")
+
+        for trigger in (content.change, size.change, steps.change, multiscale.change):
+            trigger(estimate_text, [content, size, steps, multiscale], estimate, preprocess=False, queue=False,
+                    show_progress="hidden", api_visibility="private")
+        app.load(estimate_text, [content, size, steps, multiscale], estimate, preprocess=False, queue=False,
+                 show_progress="hidden", api_visibility="private")
+        # Until the start-up measurement is in, ask again every two seconds.
+        timer = gr.Timer(2.0)
+        timer.tick(lambda *values: (text := estimate_text(*values), gr.Timer(active=text.startswith("Measuring"))),
+                   [content, size, steps, multiscale], [estimate, timer], preprocess=False, queue=False,
+                   show_progress="hidden", api_visibility="private")
+
+        names = ["content", "style", "style2", "mask1", "mask2", "style_share", "style_scale", "colors", "coarse_to_fine",
+                 "pooling", "size", "steps", "optimizer", "network", "precision", "style_weight_log10", "content_weight",
+                 "tv_weight_log10", "seed", "extra_losses", *[f"{loss}_{option}" for loss, option, _ in controls]]
+        inputs = [content, style, style2, mask1, mask2, blend, style_scale, colors, multiscale, pooling, size, steps,
+                  optimizer, network, precision, style_weight, content_weight, tv_weight, seed, selected,
+                  *[control for _, _, control in controls]]
+
+        def submit(values: dict[str, Any], session: str) -> WebJob:
+            """Check a request as the server's own rules say, whatever the page allowed; queue it."""
+            try:
+                files = {name: _upload_path(values[name], roots) for name in ("content", "style", "style2", "mask1", "mask2")}
+            except _Refused:
+                raise UsageError("images must be uploaded through this page (or picked from the examples).") from None
+            if files["content"] is None or files["style"] is None:
+                raise UsageError("upload a content photo and a style painting first.")
+            for name, path in files.items():
+                if path is not None and path.stat().st_size > limits.max_upload_mb * 2**20:
+                    raise UsageError(f"the {name} image is over {limits.max_upload_mb} MB; upload a smaller file.")
+            try:
+                size_px, step_count = int(values["size"]), int(values["steps"])
+            except (TypeError, ValueError):
+                raise UsageError("size and steps must be whole numbers.") from None
+            limits.check(size_px, step_count)
+            content_size = _image_size(files["content"])
+            if content_size is None:
+                raise UsageError(f"the content photo '{files['content'].name}' is not an image Pillow can read; "
+                                 "use PNG, JPEG, WebP, TIFF, BMP or GIF.")
+            styles = [path for path in (files["style"], files["style2"]) if path]
+            masks = [path for path in (files["mask1"], files["mask2"]) if path]
+            losses: dict[str, dict[str, Any]] = {name: {} for name in values["extra_losses"] or []}
+            for loss, option, _ in controls:
+                if loss in losses:
+                    losses[loss][option] = values[f"{loss}_{option}"]
+            network_name = values["network"]
+            try:
+                declared = [p.name for p in host.network(network_name).cls.params]
             except StyleplugError as error:
-                raise gr.Error(str(error)) from None
-            events: queue.Queue[tuple[str, Any]] = queue.Queue()
-            cancel = threading.Event()
+                raise UsageError(str(error)) from None
+            network_options = (("pooling", values["pooling"]),) if "pooling" in declared else ()
+            share = float(values["style_share"])
+            options = {
+                "content": str(files["content"]), "style": [str(path) for path in styles],
+                "size": size_px, "steps": step_count, "optimizer": values["optimizer"], "seed": int(values["seed"] or 0),
+                "style_weight": 10.0 ** float(values["style_weight_log10"]),
+                "content_weight": float(values["content_weight"] or 0),
+                "tv_weight": 10.0 ** float(values["tv_weight_log10"]), "losses": losses, "max_pixels": limits.max_pixels,
+                "fit_memory": True, "style_scale": float(values["style_scale"]), "colors": values["colors"],
+                "scales": "auto" if values["coarse_to_fine"] else "none", "masks": [str(path) for path in masks] or None,
+                "style_blend": [share, 1 - share] if len(styles) == 2 else None,
+            }
+            seconds = jobs.times.estimate(sizes_of(content_size, size_px, bool(values["coarse_to_fine"])), step_count)
+            job = WebJob(session, (network_name, values["precision"], network_options), options, content_size, seconds)
+            jobs.submit(job)
+            return job
 
-            def report(p: Any) -> None:
-                events.put(("progress", (p.step, p.total, p.losses, p.elapsed, p.image(), p.size)))
-
-            def work() -> None:
-                try:
-                    events.put(("done", engine.stylize(content_path, styles, callback=report, cancel=cancel, **options)))
-                except StyleplugError as error:
-                    events.put(("error", str(error)))
-                except Exception as error:  # keep serving; say what happened in one line
-                    events.put(("error", f"unexpected {type(error).__name__}: {error}"))
-
-            stop_active()  # a cancelled job may still be finishing its chunk; never run two at once
-            worker = threading.Thread(target=work, daemon=True)
-            active.update(cancel=cancel, worker=worker)
-            worker.start()
+        def run(*arguments: Any) -> Iterator[tuple[Any, str, Any]]:
+            *values, request = arguments
+            session = getattr(request, "session_hash", None) or "anonymous"
+            try:
+                job = submit(dict(zip(names, values)), session)
+            except StyleplugError as error:
+                log.warning("demo request refused: %s", public(str(error)))
+                raise gr.Error(public(str(error)), print_exception=False) from None
             started, step = time.perf_counter(), 0
             try:
-                yield None, f"Preparing {network_name} on {device} in {engine.precision}...", gr.update(visible=False)
-                while True:
-                    kind, payload = events.get()
-                    if kind == "error":
-                        raise gr.Error(payload)
-                    if kind == "done":
-                        path = results / f"styleplug-{int(time.time() * 1000)}.png"
-                        save_image(payload, path)  # with the engine's run record in a PNG text chunk
-                        seconds = time.perf_counter() - started
-                        if cancel.is_set():
-                            text = f"Stopped after {step} steps ({seconds:.1f} s). The result is the best image reached."
-                        else:
-                            text = (f"Done: {step} steps in {seconds:.1f} s on {device}, {engine.precision}, "
-                                    f"weights: {engine.weights_source}.")
-                        yield payload, text, gr.update(value=str(path), visible=True)
-                        return
-                    step, total, terms, elapsed, preview, scale_px = payload
-                    text = ", ".join(f"{k} {v:.3g}" for k, v in terms.items())
-                    yield preview, f"Step {step}/{total} at {scale_px} px, {elapsed:.1f} s. Loss: {text}", gr.update(visible=False)
-                    progress(step / total, desc=f"step {step}/{total}")
+                yield None, "Queued...", gr.update(visible=False)
+                for kind, payload in jobs.follow(job):
+                    if kind == "queued":
+                        ahead, wait = payload
+                        about = f", about {_format_seconds(wait)}" if wait is not None else ""
+                        yield gr.skip(), f"Waiting: {ahead} job(s) ahead of you{about}.", gr.skip()
+                    elif kind == "started":
+                        yield gr.skip(), f"Starting on {device}...", gr.skip()
+                    elif kind == "progress":
+                        step = payload.step
+                        left = (payload.elapsed / step) * (payload.total - step) if step else None
+                        terms = ", ".join(f"{k} {v:.3g}" for k, v in payload.losses.items())
+                        text = (f"Step {step}/{payload.total} at {payload.size} px, {payload.elapsed:.1f} s"
+                                + (f", about {_format_seconds(left)} left" if left is not None else "") + f". Loss: {terms}")
+                        yield payload.image(), text, gr.skip()
+                    elif kind == "withdrawn":
+                        yield gr.skip(), "Withdrawn from the queue before it started.", gr.skip()
+                    elif kind == "error":
+                        yield gr.skip(), f"Error: {public(payload)}", gr.skip()
+                    else:
+                        yield finished(payload, job, step, time.perf_counter() - started)
             finally:
-                cancel.set()  # also reached when Stop cancels this generator at a yield
-                worker.join()
+                jobs.cancel(job)  # a client that goes away (or cancels) stops its job; never waits
 
-        inputs = [content, style, style2, mask1, mask2, blend, style_scale, colors, multiscale, pooling, size, steps, optimizer,
-                  network, precision, style_weight, content_weight, tv_weight, seed, selected]
-        run_button.click(run, inputs + [c for _, _, c in controls], [output, status, download],
-                         preprocess=False, show_progress_on=[status], concurrency_limit=1)
+        def finished(image: Image.Image, job: WebJob, step: int, seconds: float) -> tuple[Any, str, Any]:
+            # The download's record keeps file names and pixel digests, never server paths.
+            image.info["styleplug"] = public(image.info.get("styleplug", ""))
+            _delete_older_than(results, limits.result_minutes * 60)
+            path = results / f"styleplug-{int(time.time() * 1000)}.png"
+            save_image(image, path)
+            if job.cancel.is_set():
+                text = f"Stopped after {step} steps ({seconds:.1f} s). The result is the best image reached."
+            else:
+                assert job.engine is not None
+                text = public(f"Done: {step} steps in {seconds:.1f} s on {device}, {job.engine.precision}, "
+                              f"weights: {job.engine.weights_source}.")
+            return image, text, gr.update(value=str(path), visible=True)
 
-        def stop() -> None:
-            # Only signal: the job ends within a chunk and writes the final status itself, so no two
-            # events race to update the page.
-            cancel = active.get("cancel")
-            if cancel is not None:
-                cancel.set()
+        run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               default=inspect.Parameter.empty if name in ("content", "style") else
+                               (None if name in ("style2", "mask1", "mask2") else control.value))
+             for name, control in zip(names, inputs)]
+            + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+        run.__annotations__ = {"request": gr.Request}
+        # Run and Stop change state in events of their own: a component that is an output of a
+        # running event does not send its own clicks (Gradio's front end holds them while pending).
+        def buttons(running: bool) -> tuple[Any, Any]:
+            return gr.update(interactive=not running), gr.update(interactive=running)
 
-        stop_button.click(stop, None, None, queue=False)
+        run_button.click(lambda: buttons(True), None, [run_button, stop_button], queue=False, api_visibility="private").then(
+            run, inputs, [output, status, download], api_name="run", preprocess=False, show_progress_on=[status],
+            concurrency_limit=None).then(lambda: buttons(False), None, [run_button, stop_button], queue=False, api_visibility="private")
+
+        def stop(request: gr.Request) -> None:
+            """Stop the caller's own job: withdraw it from the queue or end it within a chunk."""
+            jobs.stop(getattr(request, "session_hash", None) or "anonymous")
+
+        stop_button.click(stop, None, None, api_name="stop", queue=False)
     return app
 
 
-def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False, prevent_thread_lock: bool = False) -> gr.Blocks:
-    """Serve the demo: one job at a time, a bounded queue, upload and pixel caps."""
-    app = build_app()
-    app.queue(default_concurrency_limit=1, max_size=8)
-    app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True,
-               allowed_paths=[str(EXAMPLES)], ssr_mode=False, prevent_thread_lock=prevent_thread_lock, quiet=False)
+def _delete_older_than(folder: Path, seconds: float) -> None:
+    cutoff = time.time() - seconds
+    for path in folder.glob("*.png"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
+def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False, limits: Limits | None = None,
+           workers: int | None = None, auth: list[tuple[str, str]] | None = None, root_path: str | None = None,
+           prevent_thread_lock: bool = False) -> gr.Blocks:
+    """Serve the demo. Jobs queue in styleplug's own queue (``styleplug.webjobs``); Gradio's queue
+    only carries the page's events."""
+    app = build_app(limits=limits, workers=workers)
+    upload_mb = (limits or Limits()).max_upload_mb
+    app.queue(default_concurrency_limit=None, max_size=64)
+    app.launch(server_name=host, server_port=port, share=share, max_file_size=f"{upload_mb}mb", show_error=True,
+               allowed_paths=[str(EXAMPLES)], ssr_mode=False, prevent_thread_lock=prevent_thread_lock, quiet=False,
+               auth=auth, root_path=root_path, css=CSS)
     return app
