@@ -44,3 +44,10 @@ def test_scales_compares_and_writes_the_images(tmp_path):
     assert any(line.split()[:3] == ["64", "64", "10"] for line in output.splitlines()), output  # size, scales, steps
     written = {path.name for path in tmp_path.iterdir()}
     assert written == {"single_64.png", "multiscale_64.png", "defaults_64.png", "sizes_side_by_side.jpg"}
+
+
+def test_demo_estimate_prints_estimate_and_real_time():
+    output = run_benchmark("demo_estimate.py", "--sizes", "64", "--steps", "10")
+    rows = [line.split() for line in output.splitlines() if line.split()[:1] == ["64"]]
+    assert [row[1] for row in rows] == ["on", "off"], output
+    assert all(float(row[-1]) > 0 for row in rows)

@@ -271,3 +271,13 @@ def test_mask_pooling_and_scales_are_recorded_and_replayed(pair, tmp_path):
     assert code == 0 and "identical to the original" in text, text
     code, text = invoke("run", content, style, "-O", mask, *FAST, "--mask", mask)
     assert code == 2 and "is one of the input images" in text
+
+
+def test_demo_options_and_a_bad_login_spec():
+    code, text = invoke("demo", "--help")
+    assert code == 0
+    for option in ("--max-size", "--max-steps", "--max-pixels", "--max-upload-mb", "--max-queue", "--result-minutes",
+                   "--workers", "--auth", "--root-path", "--debug"):
+        assert option in text, option
+    code, text = invoke("demo", "--auth", "alice")
+    assert code == 2 and text.strip() == "styleplug: error: --auth takes USER:PASSWORD; got 'alice'.", text

@@ -32,6 +32,9 @@ CONTENT = EXAMPLES / "tubingen.jpg"
 STYLE = EXAMPLES / "starry_night.jpg"
 
 
+SERVER: dict[str, int] = {}  # the demo server's process id, for its memory figures
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -51,6 +54,7 @@ def server(installed_test_plugins: Path) -> Iterator[str]:
     log = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "styleplug", "demo", "--port", str(port)], env=env,
                                stdout=log, stderr=subprocess.STDOUT, text=True)
+    SERVER["pid"] = process.pid
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(240):
@@ -128,6 +132,8 @@ def test_gradio_client_end_to_end(server, tmp_path):
         _call(client, bad, STYLE)
     assert "/" not in str(error.value).replace("TIFF, BMP", "")
     assert _call(client, CONTENT, STYLE, steps=10)[1].startswith("Done: 10 steps")
+    log = _server_log()
+    assert "demo request refused: the content photo 'notes.png' is not an image" in log and "Traceback" not in log
 
 
 class RawClient:
@@ -222,6 +228,19 @@ def test_another_visitor_cannot_stop_my_job_and_my_stop_is_quick(server, tmp_pat
 
     job = mine.submit(content=handle(CONTENT), style=handle(STYLE), size=256, steps=1000, api_name="/run")
     _wait_for_step(job)
+    # One job per visitor: a second one is refused while the first runs.
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="you already have a job queued or running"):
+        mine.predict(content=handle(CONTENT), style=handle(STYLE), size=64, steps=10, api_name="/run")
+    # Another visitor's job waits behind mine, and their Stop withdraws it from the queue.
+    queued = theirs.submit(content=handle(CONTENT), style=handle(STYLE), size=64, steps=10, api_name="/run")
+    deadline = time.perf_counter() + 30
+    while not any(isinstance(o, (list, tuple)) and str(o[1]).startswith("Waiting") for o in queued.outputs()):
+        assert time.perf_counter() < deadline, queued.outputs()
+        time.sleep(0.2)
+    theirs.predict(api_name="/stop")
+    assert queued.result(timeout=30)[1] == "Withdrawn from the queue before it started."
     pressed = time.perf_counter()
     mine.predict(api_name="/stop")
     outputs = job.result(timeout=120)
@@ -278,7 +297,10 @@ def test_eight_visitors_at_once_all_get_their_result(server, tmp_path):
         (tmp_path / str(index)).mkdir()
     with ThreadPoolExecutor(8) as pool:
         seconds = sorted(pool.map(visit, range(8)))
-    print("eight visitors, seconds to each result:", ", ".join(f"{s:.1f}" for s in seconds))
+    with open(f"/proc/{SERVER['pid']}/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    print("eight visitors, seconds to each result:", ", ".join(f"{s:.1f}" for s in seconds),
+          f"; server peak RSS so far {int(peak) / 2**20:.2f} GiB")
     assert len(seconds) == 8
 
 
