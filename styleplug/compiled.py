@@ -9,6 +9,7 @@ instead of tracing it again (about 4 s on a CPU, more under XLA).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,29 @@ if TYPE_CHECKING:
 #: Compiled chunks an engine keeps: one per scale of a coarse-to-fine run, and a few more. Each
 #: holds its optimiser state (for L-BFGS, 2 image-sized vectors per history entry).
 MAX_COMPILED = 4
+
+
+class _OwnTracesFilter(logging.Filter):
+    """Drops TensorFlow's "frequent retracing" warning about the chunks compiled here.
+
+    Each compiled chunk is traced once (``CompiledStep.tracing_count``; tests assert it), but every
+    new image shape or loss setup builds a new one from the same code, which TensorFlow's heuristic
+    counts as retracing "in a loop" after five of them: a false alarm for a long-lived engine.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("retracing" in message and "CompiledStep" in message)
+
+
+_filter_installed = False
+
+
+def _quiet_own_retracing() -> None:
+    global _filter_installed
+    if not _filter_installed:
+        tf.get_logger().addFilter(_OwnTracesFilter())
+        _filter_installed = True
 
 
 def masked_features(features: Any, mask: Any) -> Any:
@@ -115,6 +139,7 @@ class CompiledStep:
             return self.accepted_values.value(), values, totals.stack(), accepted.stack()
 
         self.run_chunk = run_chunk
+        _quiet_own_retracing()
 
     def load(self, terms: list[Term], start: np.ndarray) -> None:
         """Take a new job with the same signature: its targets, weights, masks and starting image."""

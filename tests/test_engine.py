@@ -195,6 +195,18 @@ def test_a_second_job_of_the_same_shape_reuses_the_compiled_step(caplog):
     assert engine.traces == 2
 
 
+def test_many_shapes_trace_once_each_and_raise_no_retracing_warning(caplog, capfd):
+    """A long-lived engine (the demo) sees many shapes; each compiles once, and TensorFlow's
+    "frequent retracing" heuristic, which counts new chunks built from the same code, stays quiet."""
+    engine = styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost(entrypoints=False))
+    with caplog.at_level("WARNING"):
+        for size in range(32, 48, 2):
+            engine.stylize(CONTENT, STYLE, steps=2, size=size, chunk_size=2)
+    assert engine.traces == 4  # the engine keeps the last MAX_COMPILED chunks, each traced once
+    assert not [record for record in caplog.records if "retracing" in record.getMessage()]
+    assert "retracing" not in capfd.readouterr().err
+
+
 def test_a_loss_that_turns_nan_mid_run_is_named(engine):
     from styleplug.lazy import tf
 

@@ -3,8 +3,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..lazy import tf
+from ..params import Param
 from . import Loss
 from .functional import gram_matrix, mean_squared_error
+
+#: How each layer's Gram error is scaled before the layers are averaged.
+GRAM_NORMALIZATIONS = ("mean", "channels", "target")
 
 
 class GramStyleLoss(Loss):
@@ -12,12 +17,24 @@ class GramStyleLoss(Loss):
 
     name = "gram"
     role = "style"
+    params = (
+        Param("normalize", str, "mean", choices=GRAM_NORMALIZATIONS,
+              help="per-layer scaling: mean (the paper's), channels (also / C², as most peers), "
+                   "target (relative to the style's Gram norm)"),
+    )
 
     def set_target(self, features: Mapping[str, Any] | None) -> None:
         assert features is not None
         self.target = {layer: gram_matrix(value) for layer, value in features.items()}
 
     def call(self, features: Mapping[str, Any], image: Any) -> Any:
-        return self.weighted_mean(
-            {layer: mean_squared_error(gram_matrix(features[layer]), self.target[layer]) for layer in self.layers}
-        )
+        return self.weighted_mean({layer: self._layer(gram_matrix(features[layer]), self.target[layer]) for layer in self.layers})
+
+    def _layer(self, gram: Any, target: Any) -> Any:
+        error = mean_squared_error(gram, target)
+        if self.options["normalize"] == "channels":
+            # The shallow layers (colour, strokes) get more say: C is 64 there and 512 at the deepest.
+            return error / tf.cast(tf.shape(target)[-1], tf.float32) ** 2
+        if self.options["normalize"] == "target":
+            return error / tf.reduce_mean(tf.square(target))
+        return error
