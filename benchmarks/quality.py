@@ -48,6 +48,7 @@ HELD_OUT = [("chelsea", "woman_with_hat_matisse")]
 SETTINGS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "before": {"style_weight": 1e-3, "tv_weight": 1e5, "losses": {"gram": {"normalize": "mean"}}},
+    "lighter": {"style_weight": 3e7},  # the runner-up of the sweep: less style, more of the photo
 }
 
 
@@ -126,7 +127,7 @@ def run(judge: Judge, engine: styleplug.Engine, name: str, options: dict[str, An
     for photo_name, painting_name in pairs:
         photo, painting = (load_image(EXAMPLES / f"{name}.jpg", name) for name in (photo_name, painting_name))
         started = time.perf_counter()
-        result = engine.stylize(photo, painting, size=size, steps=steps, **options)
+        result = engine.stylize(photo, painting, size=size, **({"steps": steps} if steps else {}), **options)
         seconds = time.perf_counter() - started
         style, content, colour = measure(judge, photo, painting, result)
         print(f"{name:<32} {photo_name + ' x ' + painting_name:<34} {style:>6.3f} {content:>8.3f} {colour:>7.1f} "
@@ -141,17 +142,66 @@ def run(judge: Judge, engine: styleplug.Engine, name: str, options: dict[str, An
     row.save(out / f"quality_{name.replace(' ', '_').replace('=', '')}_{size}.jpg", quality=90)
 
 
+def time_to_quality(judge: Judge, size: int, reference_steps: int, precisions: list[str]) -> None:
+    """Seconds until the held-out pair's result is as close to the painting (style distance) as the
+    0.1 defaults' ``reference_steps``-step float32 run, for the current defaults in each precision.
+    The judging is done between chunks, off the clock."""
+    photo_name, painting_name = HELD_OUT[0]
+    photo, painting = (load_image(EXAMPLES / f"{name}.jpg", name) for name in (photo_name, painting_name))
+    engine = styleplug.Engine("vgg19", WEIGHTS, precision="float32")
+    started = time.perf_counter()
+    reference = engine.stylize(photo, painting, size=size, steps=reference_steps, tolerance=0, **SETTINGS["before"])
+    reference_seconds = time.perf_counter() - started
+    target, content, colour = measure(judge, photo, painting, reference)
+    print(f"time to quality at {size} px, {photo_name} x {painting_name}: 0.1 defaults, {reference_steps} steps, float32: "
+          f"{reference_seconds:.1f} s; style {target:.3f}, content {content:.3f}, colour {colour:.1f}")
+    for precision in precisions:
+        engine = styleplug.Engine("vgg19", WEIGHTS, precision=precision)
+        engine.stylize(photo, painting, size=64, steps=1)  # weights loaded off the clock, as in a warm engine
+        judged = 0.0
+        reached: list[tuple[int, float, float, float]] = []
+
+        def check(progress: styleplug.Progress) -> bool:
+            nonlocal judged
+            if progress.size != size:
+                return True
+            before = time.perf_counter()
+            style, content, _ = measure(judge, photo, painting, progress.image())
+            judged += time.perf_counter() - before
+            if style <= target:
+                reached.append((progress.step, progress.elapsed - judged, style, content))
+                return False
+            return True
+
+        result = engine.stylize(photo, painting, size=size, steps=reference_steps, chunk_size=10, callback=check)
+        if reached:
+            step, seconds, style, content = reached[0]
+            print(f"  defaults, {precision:>8}: reached it after {step} steps in {seconds:.1f} s "
+                  f"({seconds / reference_seconds:.2f}x); style {style:.3f}, content {content:.3f}", flush=True)
+        else:
+            style, content, _ = measure(judge, photo, painting, result)
+            print(f"  defaults, {precision:>8}: not reached in {reference_steps} steps (style {style:.3f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=150, help="0: the engine's default (300, with early stop)")
     parser.add_argument("--settings", nargs="+", default=["defaults"], help="names from SETTINGS, or 'sweep'")
     parser.add_argument("--pairs", choices=["tuning", "held-out", "all"], default="tuning")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--tv-weights", type=float, nargs="+", default=[1e5], help="TV weights of the sweep grid")
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
+    parser.add_argument("--time-to-quality", type=int, nargs="*", default=[], metavar="SIZE",
+                        help="instead of the table: time to the 0.1 defaults' 300-step quality at these sizes")
+    parser.add_argument("--reference-steps", type=int, default=300)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.time_to_quality:
+        precisions = ["float32", "bfloat16"] if styleplug.engine.fast_bfloat16() else ["float32"]
+        for size in args.time_to_quality:
+            time_to_quality(Judge(), size, args.reference_steps, precisions)
+        return
     pairs = {"tuning": TUNING, "held-out": HELD_OUT, "all": TUNING + HELD_OUT}[args.pairs]
     settings = sweep_settings(args.tv_weights) if args.settings == ["sweep"] else {name: SETTINGS[name] for name in args.settings}
     judge = Judge()

@@ -81,7 +81,8 @@ def plain_losses(engine: styleplug.Engine, content: np.ndarray, style: np.ndarra
 
     def loss(x):
         features = model(network.preprocess(x))
-        style_term = tf.add_n([mean_squared_error(gram_matrix(features[layer]), grams[layer]) for layer in style_layers])
+        style_term = tf.add_n([mean_squared_error(gram_matrix(features[layer]), grams[layer])
+                               / tf.reduce_mean(tf.square(grams[layer])) for layer in style_layers])
         return (DEFAULT_CONTENT_WEIGHT * mean_squared_error(features[content_layer], content_target)
                 + DEFAULT_STYLE_WEIGHT * style_term / len(style_layers) + DEFAULT_TV_WEIGHT * total_variation(x))
 
@@ -180,7 +181,7 @@ def second_job(size: int) -> None:
     engine = styleplug.Engine("vgg19", WEIGHTS)
     content = os.path.join(EXAMPLES, "tubingen.jpg")
     print(f"first chunk (10 steps) at {size}px, {engine.precision}, including targets and tracing:")
-    for job, (style, weight) in enumerate([("starry_night.jpg", 1e-3), ("shipwreck.jpg", 3e-3)], start=1):
+    for job, (style, weight) in enumerate([("starry_night.jpg", 1e8), ("shipwreck.jpg", 3e8)], start=1):
         reports: list[styleplug.Progress] = []
         engine.stylize(content, os.path.join(EXAMPLES, style), size=size, steps=20, style_weight=weight,
                        callback=reports.append)

@@ -35,7 +35,9 @@ INIT_MODES = ("content", "noise", "style")
 DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
 # Defaults for the built-in terms. All terms are means, so these hold across image sizes.
 DEFAULT_CONTENT_WEIGHT = 1.0
-DEFAULT_STYLE_WEIGHT = 1e-3
+# The Gram term is relative per layer (about 1 for the unstyled photo), the content term is a mean
+# of squared activations (about 1e5 to 1e6), hence the style weight's size.
+DEFAULT_STYLE_WEIGHT = 1e8
 DEFAULT_TV_WEIGHT = 1e5
 # Early stop: less than this relative improvement of the total loss over `window` steps.
 DEFAULT_TOLERANCE = 0.01

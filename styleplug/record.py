@@ -45,6 +45,13 @@ def _input(source: dict[str, Any], what: str) -> str:
     return source["path"]
 
 
+def _losses(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The recorded losses; a record from before the Gram loss had ``normalize`` used its "mean"."""
+    if "gram" in recorded and "normalize" not in recorded["gram"]:
+        return {**recorded, "gram": {**recorded["gram"], "normalize": "mean"}}
+    return recorded
+
+
 def replay_options(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Engine arguments and ``stylize`` arguments that repeat the recorded run."""
     engine = {"network": record["network"], "weights": record["weights"], "precision": record["precision"],
@@ -55,7 +62,7 @@ def replay_options(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
         "style": [_input(source, "style image") for source in record["style"]],
         "masks": None if record["masks"] is None else [_input(source, "mask") for source in record["masks"]],
         # Every term is in `losses` with its weight, so the defaults of the built-in weights are off.
-        "content_weight": 0.0, "style_weight": 0.0, "tv_weight": 0.0, "losses": record["losses"],
+        "content_weight": 0.0, "style_weight": 0.0, "tv_weight": 0.0, "losses": _losses(record["losses"]),
         **{key: record[key] for key in ("size", "steps", "optimizer", "learning_rate", "history", "seed", "chunk_size",
                                         "tolerance", "window", "style_blend", "style_scale", "colors", "scales")},
     }

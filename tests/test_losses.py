@@ -33,14 +33,18 @@ def test_content_loss_by_hand():
     assert float(loss.call(features, None)) == pytest.approx(1.0)
 
 
-def test_gram_loss_by_hand_and_zero_at_target():
+@pytest.mark.parametrize(("normalize", "expected"), [
+    ("mean", 0.625),  # differences .5, 1, 1, .5 -> mean of squares = (.25 + 1 + 1 + .25) / 4
+    ("channels", 0.625 / 2**2),  # also divided by C² (C = 2)
+    ("target", 0.625 / 0.125),  # relative to the target's mean square: (.25 + 0 + 0 + .25) / 4
+])
+def test_gram_loss_by_hand_and_zero_at_target(normalize, expected):
     style = tf.constant([[[[1.0, 0.0], [0.0, 1.0]]]])  # gram = [[.5, 0], [0, .5]]
-    loss = GramStyleLoss(layers=["l"])
+    loss = GramStyleLoss(layers=["l"], normalize=normalize)
     loss.set_target({"l": style})
     assert float(loss.call({"l": style}, None)) == 0.0
     generated = tf.constant([[[[1.0, 1.0], [1.0, 1.0]]]])  # gram = [[1, 1], [1, 1]]
-    # differences .5, 1, 1, .5 -> mean of squares = (.25 + 1 + 1 + .25) / 4
-    assert float(loss.call({"l": generated}, None)) == pytest.approx(0.625)
+    assert float(loss.call({"l": generated}, None)) == pytest.approx(expected)
 
 
 def test_total_variation_by_hand():

@@ -18,9 +18,9 @@ class GramStyleLoss(Loss):
     name = "gram"
     role = "style"
     params = (
-        Param("normalize", str, "mean", choices=GRAM_NORMALIZATIONS,
-              help="per-layer scaling: mean (the paper's), channels (also / C², as most peers), "
-                   "target (relative to the style's Gram norm)"),
+        Param("normalize", str, "target", choices=GRAM_NORMALIZATIONS,
+              help="per-layer scaling: target (relative to the style's Gram norm), mean (the paper's), "
+                   "channels (also / C², as most peers)"),
     )
 
     def set_target(self, features: Mapping[str, Any] | None) -> None:
@@ -31,6 +31,9 @@ class GramStyleLoss(Loss):
         return self.weighted_mean({layer: self._layer(gram_matrix(features[layer]), self.target[layer]) for layer in self.layers})
 
     def _layer(self, gram: Any, target: Any) -> Any:
+        # "target" makes every layer's error relative (about 1 for an unstyled photo), so no layer
+        # outweighs the others by its scale: with the plain mean the deep layers' large Gram values
+        # dominated and the painting's colours and strokes (shallow layers) were largely missing.
         error = mean_squared_error(gram, target)
         if self.options["normalize"] == "channels":
             # The shallow layers (colour, strokes) get more say: C is 64 there and 512 at the deepest.
