@@ -181,7 +181,7 @@ def second_job(size: int) -> None:
     engine = styleplug.Engine("vgg19", WEIGHTS)
     content = os.path.join(EXAMPLES, "tubingen.jpg")
     print(f"first chunk (10 steps) at {size}px, {engine.precision}, including targets and tracing:")
-    for job, (style, weight) in enumerate([("starry_night.jpg", 1e8), ("shipwreck.jpg", 3e8)], start=1):
+    for job, (style, weight) in enumerate([("starry_night.jpg", 1e7), ("shipwreck.jpg", 3e7)], start=1):
         reports: list[styleplug.Progress] = []
         engine.stylize(content, os.path.join(EXAMPLES, style), size=size, steps=20, style_weight=weight,
                        callback=reports.append)

@@ -37,7 +37,7 @@ DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
 DEFAULT_CONTENT_WEIGHT = 1.0
 # The Gram term is relative per layer (about 1 for the unstyled photo), the content term is a mean
 # of squared activations (about 1e5 to 1e6), hence the style weight's size.
-DEFAULT_STYLE_WEIGHT = 1e8
+DEFAULT_STYLE_WEIGHT = 1e7
 DEFAULT_TV_WEIGHT = 1e5
 # Early stop: less than this relative improvement of the total loss over `window` steps.
 DEFAULT_TOLERANCE = 0.01

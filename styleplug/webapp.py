@@ -190,7 +190,7 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
                                                  info="from 512 px up: start at half size or less, then refine")
                         pooling = gr.Radio(list(POOLINGS), value="max", label="Pooling (VGG networks)", elem_id="pooling")
                 with gr.Row():
-                    style_weight = gr.Slider(5, 11, value=8, step=0.25, label="Style weight (log10)")
+                    style_weight = gr.Slider(5, 9, value=7, step=0.25, label="Style weight (log10)")
                     content_weight = gr.Number(value=1.0, minimum=0, label="Content weight")
                     tv_weight = gr.Slider(0, 7, value=5, step=0.25, label="Smoothness (TV weight, log10)")
                     seed = gr.Number(value=0, precision=0, label="Seed")
