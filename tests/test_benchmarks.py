@@ -51,3 +51,11 @@ def test_demo_estimate_prints_estimate_and_real_time():
     rows = [line.split() for line in output.splitlines() if line.split()[:1] == ["64"]]
     assert [row[1] for row in rows] == ["on", "off"], output
     assert all(float(row[-1]) > 0 for row in rows)
+
+
+def test_quality_judges_the_settings_and_writes_the_pictures(tmp_path):
+    output = run_benchmark("quality.py", "--size", "48", "--steps", "5", "--pairs", "held-out",
+                           "--settings", "defaults", "before", "--out", str(tmp_path))
+    rows = [line.split() for line in output.splitlines() if line.startswith(("defaults", "before"))]
+    assert len(rows) == 2 and all(len(row) == 8 for row in rows), output  # setting, pair (3 words), 4 figures
+    assert {path.name for path in tmp_path.iterdir()} == {"quality_defaults_48.jpg", "quality_before_48.jpg"}
