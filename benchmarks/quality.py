@@ -50,6 +50,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "before": {"style_weight": 1e-3, "tv_weight": 1e5, "losses": {"gram": {"normalize": "mean"}}},
     "stronger": {"style_weight": 1e8},  # the sweep's best at 256 px; at 384 px it loses the subjects
+    # Layer weights, with the default scaling and weight: more say for the shallow or the deep layers.
+    "shallow layers": {"style_layers": {"block1_conv1": 2, "block2_conv1": 2, "block3_conv1": 1, "block4_conv1": 0.5,
+                                        "block5_conv1": 0.5}},
+    "deep layers": {"style_layers": {"block1_conv1": 0.5, "block2_conv1": 0.5, "block3_conv1": 1, "block4_conv1": 2,
+                                     "block5_conv1": 2}},
 }
 
 
