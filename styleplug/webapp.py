@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .colors import COLOR_MODES  # noqa: E402
-from .engine import OPTIMIZERS, PRECISIONS, Engine, plan_scales  # noqa: E402
+from .engine import OPTIMIZERS, PRECISIONS, Engine  # noqa: E402
 from .errors import StyleplugError, UsageError  # noqa: E402
-from .image import long_side_size, save_image  # noqa: E402
+from .image import save_image  # noqa: E402
 from .lazy import tf  # noqa: E402
 from .networks.vgg import POOLINGS  # noqa: E402
 from .params import Param  # noqa: E402
@@ -101,6 +102,11 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def _session(request: gr.Request | None) -> str:
+    """The visitor a request comes from (Gradio's session), which owns at most one job."""
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
 def _format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
@@ -113,7 +119,9 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
     host = host or default_host()
     device = device_label()
     gpus = tf.config.list_physical_devices("GPU")
-    limits = limits or Limits(max_size=2048 if gpus else 512)
+    limits = limits or Limits()
+    if limits.max_size is None:
+        limits = replace(limits, max_size=2048 if gpus else 512)
     roots = [Path(gr.utils.get_upload_folder()).resolve(), EXAMPLES.resolve()]
     results = Path(tempfile.mkdtemp(prefix="styleplug-demo-"))
 
@@ -209,16 +217,13 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
         for name, group in zip(extra_losses, groups):
             selected.change(lambda chosen, name=name: gr.update(visible=name in chosen), selected, group)
 
-        def sizes_of(content_size: tuple[int, int], long_side: int, coarse_to_fine: bool) -> list[tuple[int, int]]:
-            return [long_side_size(content_size, stage) for stage in plan_scales("auto" if coarse_to_fine else "none", long_side)]
-
         def estimate_text(content_file: Any, size_px: float, step_count: float, coarse_to_fine: bool) -> str:
             try:
                 path = _upload_path(content_file, roots)
             except _Refused:
                 path = None
             content_size = (path and _image_size(path)) or (4, 3)
-            seconds = jobs.times.estimate(sizes_of(content_size, int(size_px), coarse_to_fine), int(step_count))
+            seconds = jobs.times.estimate(content_size, int(size_px), int(step_count), "auto" if coarse_to_fine else "none")
             if seconds is None:
                 return "Measuring this server's speed..."
             return (f"About {_format_seconds(seconds)} on this {device.split()[0]} for {int(step_count)} steps at "
@@ -285,16 +290,15 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
                 "scales": "auto" if values["coarse_to_fine"] else "none", "masks": [str(path) for path in masks] or None,
                 "style_blend": [share, 1 - share] if len(styles) == 2 else None,
             }
-            seconds = jobs.times.estimate(sizes_of(content_size, size_px, bool(values["coarse_to_fine"])), step_count)
+            seconds = jobs.times.estimate(content_size, size_px, step_count, options["scales"])
             job = WebJob(session, (network_name, values["precision"], network_options), options, content_size, seconds)
             jobs.submit(job)
             return job
 
         def run(*arguments: Any) -> Iterator[tuple[Any, str, Any]]:
             *values, request = arguments
-            session = getattr(request, "session_hash", None) or "anonymous"
             try:
-                job = submit(dict(zip(names, values)), session)
+                job = submit(dict(zip(names, values)), _session(request))
             except StyleplugError as error:
                 log.warning("demo request refused: %s", public(str(error)))
                 raise gr.Error(public(str(error)), print_exception=False) from None
@@ -356,7 +360,7 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
 
         def stop(request: gr.Request) -> None:
             """Stop the caller's own job: withdraw it from the queue or end it within a chunk."""
-            jobs.stop(getattr(request, "session_hash", None) or "anonymous")
+            jobs.stop(_session(request))
 
         stop_button.click(stop, None, None, api_name="stop", queue=False)
     return app

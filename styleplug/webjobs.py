@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import Engine, Progress
+from .engine import MAX_SIZE, Engine, Progress, plan_scales
 from .errors import StyleplugError, UsageError, one_line
 from .image import long_side_size
 
@@ -31,7 +31,7 @@ log = logging.getLogger("styleplug")
 class Limits:
     """What the server accepts, whatever a client sends; set by the operator."""
 
-    max_size: int = 512
+    max_size: int | None = None  # None: the demo takes 512 px on a CPU, 2048 on a GPU
     max_steps: int = 1000
     max_pixels: int = 40_000_000  # per uploaded image, checked from the header before decoding
     max_upload_mb: int = 20
@@ -40,8 +40,9 @@ class Limits:
     chunk_seconds: float = 2.0  # the longest a job runs between two checks of Stop
 
     def check(self, size: int, steps: int) -> None:
-        if not 64 <= size <= self.max_size:
-            raise UsageError(f"size must be between 64 and {self.max_size} px on this server; got {size}.")
+        max_size = self.max_size or MAX_SIZE
+        if not 64 <= size <= max_size:
+            raise UsageError(f"size must be between 64 and {max_size} px on this server; got {size}.")
         if not 1 <= steps <= self.max_steps:
             raise UsageError(f"steps must be between 1 and {self.max_steps} on this server; got {steps}.")
 
@@ -73,8 +74,10 @@ class StepTimes:
         slope = sum((p - mean_p) * (t - mean_t) for p, t in samples) / sum((p - mean_p) ** 2 for p, _ in samples)
         return max(mean_t + slope * (pixels - mean_p), 0.2 * mean_t * pixels / mean_p)
 
-    def estimate(self, sizes: list[tuple[int, int]], steps: int) -> float | None:
-        """Seconds for ``steps`` steps at each of ``sizes`` (width, height), start-up included."""
+    def estimate(self, content_size: tuple[int, int], size: int, steps: int, scales: str) -> float | None:
+        """Seconds for a job of ``steps`` steps per scale on a content image of ``content_size``
+        (width, height) at long side ``size``, start-up included; ``scales`` as in ``stylize``."""
+        sizes = [long_side_size(content_size, stage) for stage in plan_scales(scales, size)]
         rates = [self.per_step(width * height) for width, height in sizes]
         if any(rate is None for rate in rates):
             return None

@@ -362,7 +362,7 @@ def test_stopping_at_a_coarse_scale_still_gives_a_full_size_image(engine):
 
 
 def test_masked_features_give_the_gram_matrix_of_the_region():
-    from styleplug.engine import masked_features
+    from styleplug.compiled import masked_features
     from styleplug.losses.functional import gram_matrix
 
     features = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float32)
