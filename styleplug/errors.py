@@ -4,13 +4,39 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+# An option named in a message: ``{size}`` or ``{size=300}`` (see ``StyleplugError.phrase``).
+_OPTION = re.compile(r"\{([a-z][a-z0-9_]*)(?:=([^{}\s]+))?\}")
+
+#: How a front end names an option (and a value for it) to its users: ``(option, value or None) -> text``.
+OptionNamer = Callable[[str, "str | None"], str]
+
+
+def python_name(option: str, value: str | None) -> str:
+    """Options as a Python caller writes them: ``size=300``."""
+    return option if value is None else f"{option}={value}"
 
 
 class StyleplugError(Exception):
-    """Base class. ``exit_code`` is what the CLI exits with: 2 for bad input, 1 for runtime failures."""
+    """Base class. ``exit_code`` is what the CLI exits with: 2 for bad input, 1 for runtime failures.
+
+    A message names the options that fix it as ``{option}`` or ``{option=value}``; ``str(error)``
+    writes them as Python arguments (``size=300``) and ``phrase`` as another front end does
+    (``--size 300`` on the command line). ``data`` carries the figures behind the message, such as
+    the largest size that fits, for hosts that act on them.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", **data: Any) -> None:
+        self.template, self.data = message, data
+        super().__init__(self.phrase(python_name))
+
+    def phrase(self, name: OptionNamer) -> str:
+        """The message with its options named by ``name``."""
+        return _OPTION.sub(lambda match: name(match.group(1), match.group(2)), self.template)
 
 
 class UsageError(StyleplugError):

@@ -1,12 +1,22 @@
-"""Run records: every output carries the settings that made it, and ``replay`` re-runs them.
+"""Run records: every output carries the job that made it, and ``replay`` re-runs it.
 
 The engine puts a JSON record in ``image.info["styleplug"]``; ``save_image`` stores it in a PNG
-text chunk, or in a ``.json`` sidecar for JPEG and WebP. On the same machine a replay reproduces
-the image exactly.
+text chunk, or in a ``.json`` sidecar for JPEG and WebP. A record holds:
+
+- ``schema``: the version of this layout (``SCHEMA``);
+- ``engine``: the engine settings (network and its options, weights, precision, XLA);
+- ``job``: the job as it ran, every default made explicit (``Job.to_dict``), with absolute paths
+  of its image files;
+- ``inputs``: a pixel digest of each input image, so that replay can tell a changed file;
+- provenance: versions, where the weights came from and their digest, the plugins that provided
+  the losses, the scales, the output size and the steps run.
+
+On the same machine a replay reproduces the image exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,6 +26,20 @@ from PIL import Image
 
 from .errors import ImageError, UsageError
 from .image import load_image, pixel_digest
+from .job import Job
+
+SCHEMA = 2
+IMAGE_FIELDS = ("content", "style", "masks", "init")
+
+
+def write_record(job: Job, images: dict[str, Any], engine: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """The record of ``job`` (as it ran) as JSON. ``images`` holds the loaded image of each image
+    field (a list for ``style`` and ``masks``, None where the field is not an image)."""
+    paths = {name: _each(getattr(job, name), images[name], _path) for name in IMAGE_FIELDS}
+    recorded = dataclasses.replace(job, **{name: value for name, value in paths.items() if value is not None})
+    digests = {name: _each(images[name], images[name], lambda image, _: pixel_digest(image)) for name in IMAGE_FIELDS}
+    return json.dumps({"schema": SCHEMA, "engine": engine, "job": recorded.to_dict(), "inputs": digests, **provenance},
+                      default=str)
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -36,34 +60,60 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UsageError(f"the run record of '{output}' is damaged ({error}); it cannot be replayed.") from None
 
 
-def _input(source: dict[str, Any], what: str) -> str:
-    if not source.get("path"):
+def replay_job(record: dict[str, Any]) -> tuple[dict[str, Any], Job]:
+    """The engine settings and the job that repeat the recorded run, once every input image is
+    found unchanged."""
+    schema = record.get("schema", 1)
+    if schema == 1:
+        record = _from_schema_1(record)
+    elif schema != SCHEMA:
+        raise UsageError(f"this run record has schema {schema}, from a newer styleplug than this one (schema {SCHEMA}); "
+                         "upgrade styleplug to replay it.")
+    job, digests = dict(record["job"]), record["inputs"]
+    for name in IMAGE_FIELDS:
+        if digests[name] is not None:
+            job[name] = _each(job[name], digests[name], lambda path, digest, name=name: _unchanged(path, digest, name))
+    return record["engine"], Job.from_dict(job)
+
+
+def _each(value: Any, other: Any, function: Any) -> Any:
+    """``function`` over a field's value and its counterpart, pairwise for lists; None stays None."""
+    if other is None:
+        return None
+    if isinstance(other, (list, tuple)):
+        return [function(item, counterpart) for item, counterpart in zip(value, other)]
+    return function(value, other)
+
+
+def _path(source: Any, image: Image.Image) -> str | None:
+    return str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else None
+
+
+def _unchanged(path: str | None, digest: str, what: str) -> str:
+    what = {"content": "content image", "style": "style image", "masks": "mask", "init": "init image"}[what]
+    if not path:
         raise UsageError(f"the {what} of this run was not a file, so it cannot be replayed.")
-    image = load_image(source["path"], what)
-    if pixel_digest(image) != source["sha256"]:
-        raise ImageError(f"{what} '{source['path']}' has changed since the run; replay needs the original.")
-    return source["path"]
+    if pixel_digest(load_image(path, what)) != digest:
+        raise ImageError(f"{what} '{path}' has changed since the run; replay needs the original.")
+    return path
 
 
-def _losses(recorded: dict[str, Any]) -> dict[str, Any]:
-    """The recorded losses; a record from before the Gram loss had ``normalize`` used its "mean"."""
-    if "gram" in recorded and "normalize" not in recorded["gram"]:
-        return {**recorded, "gram": {**recorded["gram"], "normalize": "mean"}}
-    return recorded
-
-
-def replay_options(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Engine arguments and ``stylize`` arguments that repeat the recorded run."""
-    engine = {"network": record["network"], "weights": record["weights"], "precision": record["precision"],
-              **record["network_options"]}
-    init = record["init"] if isinstance(record["init"], str) else _input(record["init"], "init image")
-    run = {
-        "content": _input(record["content"], "content image"), "init": init,
-        "style": [_input(source, "style image") for source in record["style"]],
-        "masks": None if record["masks"] is None else [_input(source, "mask") for source in record["masks"]],
-        # Every term is in `losses` with its weight, so the defaults of the built-in weights are off.
-        "content_weight": 0.0, "style_weight": 0.0, "tv_weight": 0.0, "losses": _losses(record["losses"]),
-        **{key: record[key] for key in ("size", "steps", "optimizer", "learning_rate", "history", "seed", "chunk_size",
-                                        "tolerance", "window", "style_blend", "style_scale", "colors", "scales")},
-    }
-    return engine, run
+def _from_schema_1(old: dict[str, Any]) -> dict[str, Any]:
+    """A record from before jobs (no ``schema``) in today's layout. Its ``losses`` held every term
+    with its weight, so the built-in weights are off; its Gram loss had no ``normalize`` and used
+    what is now "mean"."""
+    losses = dict(old["losses"])
+    if "gram" in losses and "normalize" not in losses["gram"]:
+        losses["gram"] = {**losses["gram"], "normalize": "mean"}
+    sources = {"content": old["content"], "style": old["style"], "masks": old["masks"],
+               "init": None if isinstance(old["init"], str) else old["init"]}
+    job = {key: old[key] for key in ("size", "steps", "optimizer", "learning_rate", "history", "seed", "chunk_size",
+                                     "tolerance", "window", "style_blend", "style_scale", "colors", "scales")}
+    job.update({name: _each(source, source, lambda item, _: item["path"]) for name, source in sources.items()},
+               content_weight=0.0, style_weight=0.0, tv_weight=0.0, losses=losses)
+    if isinstance(old["init"], str):
+        job["init"] = old["init"]
+    engine = {"network": old["network"], "network_options": old["network_options"], "weights": old["weights"],
+              "precision": old["precision"], "jit_compile": False}
+    return {"engine": engine, "job": job, "inputs": {name: _each(source, source, lambda item, _: item["sha256"])
+                                                      for name, source in sources.items()}}

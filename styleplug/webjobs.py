@@ -20,7 +20,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import MAX_SIZE, Engine, Progress, plan_scales
+from .engine import Engine, Progress
+from .job import MAX_SIZE, plan_scales
 from .errors import StyleplugError, UsageError, one_line
 from .image import long_side_size
 

@@ -72,7 +72,7 @@ def test_losses_and_options_from_the_command_line(pair, tmp_path):
     ("content_size", "style_size", "options", "message"),
     [
         ((60, 40), (50, 50), ["--size", "20"], "the content image at 20 px is 20x13, too small for layer 'block5_conv1' "
-                                                "of network 'vgg19', which needs at least 16 px on each side; use a size of at least 24."),
+                                                "of network 'vgg19', which needs at least 16 px on each side; use --size 24 or more."),
         ((60, 40), (50, 50), ["--scales", "20"], "the content image at 20 px is 20x13, too small for layer 'block5_conv1'"),
         ((1200, 40), (50, 50), [], "the content image at 40 px is 40x1, too small for layer 'block5_conv1'"),
         ((4000, 20), (50, 50), ["--size", "256"], "the content image at 256 px is 256x1, too small for layer 'block5_conv1'"),
@@ -114,11 +114,11 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("content=text", 2, "is not an image Pillow can read"),
         ("style=cut", 2, "is truncated or corrupt"),
         ("--max-pixels=100", 2, "above the limit of 0.0 MP"),
-        ("--size=0", 2, "size must be > 0"),
+        ("--size=0", 2, "--size must be > 0"),
         ("--size=abc", 2, "Invalid value for '--size'"),
-        ("--steps=-3", 2, "steps must be > 0"),
-        ("--style-weight=nan", 2, "weight of loss 'gram' must be a finite number"),
-        ("--tv-weight=-1", 2, "weight of loss 'tv' must be >= 0"),
+        ("--steps=-3", 2, "--steps must be > 0"),
+        ("--style-weight=nan", 2, "--style-weight must be a finite number"),
+        ("--tv-weight=-1", 2, "--tv-weight must be >= 0"),
         ("--network=vgg91", 2, "unknown network 'vgg91'. Did you mean 'vgg19'?"),
         ("--loss=grm", 2, "unknown loss 'grm'. Did you mean 'gram'?"),
         ("--style-layers=blok2_conv1", 2, "unknown layer 'blok2_conv1' in network 'vgg19'. Did you mean 'block2_conv1'?"),
@@ -134,7 +134,7 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("--mask=/nowhere/mask.png", 2, "mask 1 '/nowhere/mask.png' does not exist"),
         ("--weights=/nowhere/vgg.h5", 1, "weights file '/nowhere/vgg.h5' does not exist"),
         ("--size=8192", 1, "GiB is free; use --size"),
-        ("--max-memory=1", 1, "GiB is allowed (max_memory); that is too little for any job"),
+        ("--max-memory=1", 1, "GiB is allowed (--max-memory); that is too little for any job"),
         ("output=out.gif", 2, "has no supported extension"),
         ("output=nodir/out.png", 2, "output folder"),
         ("output=content", 2, "is one of the input images"),
@@ -201,9 +201,10 @@ def test_outputs_carry_their_run_and_replay_reproduces_them(pair, tmp_path, suff
 
     record = read_record(output)
     assert (output.with_name(output.name + ".json").exists()) == (suffix == ".jpg")  # sidecar where no text chunks
-    assert record["network"] == "vgg19" and record["weights"] == "none" and len(record["weights_sha256"]) == 64
-    assert record["losses"]["tv"] == {"weight": 1e5, "exponent": 1.5} and record["seed"] == 3
-    assert record["content"]["path"] == str(content.resolve()) and record["tensorflow"]
+    job = record["job"]
+    assert record["engine"]["network"] == "vgg19" and record["engine"]["weights"] == "none" and len(record["weights_sha256"]) == 64
+    assert job["tv_weight"] == 1e5 and job["losses"]["tv"] == {"exponent": 1.5} and job["seed"] == 3
+    assert job["content"] == str(content.resolve()) and len(record["inputs"]["content"]) == 64 and record["tensorflow"]
     replayed = tmp_path / f"again{suffix}"
     code, text = invoke("replay", output, "-O", replayed)
     assert code == 0, text
@@ -232,7 +233,7 @@ def test_several_styles_with_blend_weights_and_scale(pair, tmp_path):
     from styleplug.record import read_record
 
     record = read_record(output)
-    assert record["style_blend"] == [0.7, 0.3] and record["style_scale"] == 0.5 and len(record["style"]) == 2
+    assert record["job"]["style_blend"] == [0.7, 0.3] and record["job"]["style_scale"] == 0.5 and len(record["job"]["style"]) == 2
     code, text = invoke("replay", output, "-O", tmp_path / "again.png")
     assert code == 0 and "identical to the original" in text, text
     code, text = invoke("run", content, style, second, "-O", tmp_path / "x.png", *FAST, "--style-weights", "0.7,abc")
@@ -246,7 +247,7 @@ def test_colour_mode_from_the_command_line_is_recorded_and_replayed(pair, tmp_pa
     assert code == 0, text
     from styleplug.record import read_record
 
-    assert read_record(output)["colors"] == "luminance"
+    assert read_record(output)["job"]["colors"] == "luminance"
     code, text = invoke("replay", output, "-O", tmp_path / "again.png")
     assert code == 0 and "identical to the original" in text, text
     code, text = invoke("run", content, style, "-O", tmp_path / "x.png", *FAST, "--colors", "grey")
@@ -265,8 +266,8 @@ def test_mask_pooling_and_scales_are_recorded_and_replayed(pair, tmp_path):
     from styleplug.record import read_record
 
     record = read_record(output)
-    assert record["masks"][0]["path"] == str(mask.resolve()) and record["scales"] == [24, 40]
-    assert record["network_options"] == {"pooling": "avg"}
+    assert record["job"]["masks"] == [str(mask.resolve())] and record["scales"] == [24, 40] and record["job"]["scales"] == [24]
+    assert record["engine"]["network_options"] == {"pooling": "avg"}
     code, text = invoke("replay", output, "-O", tmp_path / "again.png")
     assert code == 0 and "identical to the original" in text, text
     code, text = invoke("run", content, style, "-O", mask, *FAST, "--mask", mask)

@@ -64,9 +64,11 @@ def test_readme_links_the_plugin_docs():
         assert f"docs/{page}" in readme
 
 
-def test_readme_documents_every_stylize_option():
+def test_readme_documents_every_job_field_and_stylize_argument():
     from styleplug.engine import Engine
+    from styleplug.job import job_fields
 
     readme = (REPO / "README.md").read_text()
-    options = [name for name in inspect.signature(Engine.stylize).parameters if name not in ("self", "content")]
+    options = [item.name for item in job_fields()] + [name for name in inspect.signature(Engine.stylize).parameters
+                                                      if name not in ("self", "options")]
     assert [name for name in options if f"`{name}`" not in readme] == []

@@ -111,8 +111,8 @@ def test_style_weight_zero_keeps_the_content(engine):
     [
         ({"size": 0}, UsageError, "size must be > 0"),
         ({"steps": -5}, UsageError, "steps must be > 0"),
-        ({"style_weight": float("nan")}, UsageError, "weight of loss 'gram' must be a finite number"),
-        ({"content_weight": -1.0}, UsageError, "weight of loss 'content' must be >= 0"),
+        ({"style_weight": float("nan")}, UsageError, "style_weight must be a finite number"),
+        ({"content_weight": -1.0}, UsageError, "content_weight must be >= 0"),
         ({"optimizer": "sgd"}, UnknownNameError, "unknown optimizer 'sgd'"),
         ({"tolerance": -0.1}, UsageError, "tolerance must be >= 0"),
         ({"style_layers": ["blok1_conv1"]}, UnknownNameError, "unknown layer 'blok1_conv1' in network 'vgg19'. Did you mean 'block1_conv1'"),
@@ -159,7 +159,7 @@ def test_bfloat16_network_with_float32_losses(engine):
 
     fast = styleplug.Engine("vgg19", "none", precision="bfloat16", host=PluginHost(entrypoints=False))
     assert fast.precision == "bfloat16"
-    model = fast._model(("block1_conv1",))
+    model = fast.feature_model(("block1_conv1",))
     features = model(fast.network.preprocess(tf.zeros((1, 8, 8, 3))))
     assert features["block1_conv1"].dtype == tf.bfloat16
     _, reports = _run(fast, steps=40)
@@ -235,7 +235,7 @@ def test_a_loss_that_turns_nan_mid_run_is_named(engine):
 
 
 def test_auto_precision_follows_the_hardware():
-    from styleplug.engine import fast_bfloat16, resolve_precision
+    from styleplug.device import fast_bfloat16, resolve_precision
 
     assert resolve_precision("auto") == ("bfloat16" if fast_bfloat16() else "float32")
     with pytest.raises(UnknownNameError, match="unknown precision 'fp16'"):
@@ -325,7 +325,7 @@ def test_colour_match_runs_and_bad_mode_is_refused(engine):
      ("none", 1024, [1024]), ([128, 256], 512, [128, 256, 512]), ([128, 512], 512, [128, 512])],
 )
 def test_scale_plans(scales, size, expected):
-    from styleplug.engine import plan_scales
+    from styleplug.job import plan_scales
 
     assert plan_scales(scales, size) == expected
 
@@ -400,11 +400,12 @@ def test_bad_masks(engine, masks, message):
 
 
 def test_memory_plan_shrinks_the_history_then_switches_to_adam(engine, caplog):
-    from styleplug.engine import estimate_memory
+    from styleplug.device import estimate_memory
+    from styleplug.cli import cli_name
     from styleplug.errors import ResourceError
 
     network = engine.network
-    model = engine._model(tuple(sorted({*network.default_content_layers, *network.default_style_layers}, key=network.layers.index)))
+    model = engine.feature_model([*network.default_content_layers, *network.default_style_layers])
     width, height = CONTENT.size
 
     def gib(optimizer, history):
@@ -412,15 +413,19 @@ def test_memory_plan_shrinks_the_history_then_switches_to_adam(engine, caplog):
 
     def planned(max_memory):
         record = json.loads(engine.stylize(CONTENT, STYLE, steps=2, max_memory=max_memory, fit_memory=True, **SMALL).info["styleplug"])
-        return record["optimizer"], record["history"], record["learning_rate"]
+        return record["job"]["optimizer"], record["job"]["history"], record["job"]["learning_rate"]
 
     assert planned(gib("lbfgs", 20)) == ("lbfgs", 20, 1.0)
     assert planned(gib("lbfgs", 10)) == ("lbfgs", 10, 1.0)
     assert "would not fit" in caplog.text and "running with history 10" in caplog.text
     assert planned(gib("adam", 20)) == ("adam", 20, 5.0)
-    with pytest.raises(ResourceError, match=r"GiB is allowed \(max_memory\); use --size \d+ or less, or --fit-memory"):
+    with pytest.raises(ResourceError, match=r"GiB is allowed \(max_memory\); use size=\d+ or less, or fit_memory") as refused:
         engine.stylize(CONTENT, STYLE, steps=2, max_memory=gib("lbfgs", 10), **SMALL)
-    with pytest.raises(ResourceError, match=r"use --size \d+ or less\.$"):
+    # The error carries its figures, and each front end names its own options.
+    largest = refused.value.data["largest_size"]
+    assert 16 <= largest < 48 and refused.value.data["needed"] > refused.value.data["available"]
+    assert f"use --size {largest} or less, or --fit-memory" in refused.value.phrase(cli_name)
+    with pytest.raises(ResourceError, match=r"use size=\d+ or less\.$"):
         engine.stylize(CONTENT, STYLE, steps=2, max_memory=gib("adam", 20) * 0.999, fit_memory=True, **SMALL)
     with pytest.raises(ResourceError, match="0.5 GiB is allowed .* too little for any job with this network"):
         engine.stylize(CONTENT, STYLE, steps=2, max_memory=0.5, **SMALL)

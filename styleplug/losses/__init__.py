@@ -49,7 +49,7 @@ class Loss:
     name: ClassVar[str]
     role: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
-    #: The weight used when the user gives none.
+    #: The weight used when the user gives none (a network may set its own: ``Network.loss_weights``).
     default_weight: ClassVar[float] = 1.0
     #: False for pixel-space losses (like total variation): they get no layers and no features.
     uses_features: ClassVar[bool] = True

@@ -17,6 +17,9 @@ class GramStyleLoss(Loss):
 
     name = "gram"
     role = "style"
+    # The Gram term is relative per layer (about 1 for the unstyled photo), the content term is a
+    # mean of squared activations (about 1e5 to 1e6), hence this weight's size.
+    default_weight = 1e7
     params = (
         Param("normalize", str, "target", choices=GRAM_NORMALIZATIONS,
               help="per-layer scaling: target (relative to the style's Gram norm), mean (the paper's), "

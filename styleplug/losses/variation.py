@@ -14,6 +14,7 @@ class TotalVariationLoss(Loss):
     name = "tv"
     role = "regularizer"
     uses_features = False
+    default_weight = 1e5  # against a content term of about 1e5 to 1e6 (a mean of squared activations)
     params = (
         Param("exponent", float, 2.0, help="power of the neighbour differences (1 keeps edges sharper)", min=1.0, max=3.0),
     )

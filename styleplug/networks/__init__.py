@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..errors import UnknownNameError
@@ -23,6 +23,9 @@ class Network:
     default_content_layers: ClassVar[tuple[str, ...]]
     default_style_layers: ClassVar[tuple[str, ...]]
     params: ClassVar[tuple[Param, ...]] = ()
+    #: Default weights of losses on this network, by loss name, where a loss's own ``default_weight``
+    #: does not suit its feature scale. A job's explicit weights override them.
+    loss_weights: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, weights: str = "auto", **options: Any) -> None:
         self.weights = weights

