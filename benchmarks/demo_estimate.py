@@ -42,8 +42,8 @@ def main() -> None:
     for tolerance in (0.01, 0.0):
         for size in args.sizes:
             estimate = jobs.times.estimate(content_size, size, args.steps, "auto")
-            job = WebJob(f"bench-{size}-{tolerance}", KEY, {"content": CONTENT, "style": STYLE, "size": size,
-                                                            "steps": args.steps, "tolerance": tolerance},
+            job = WebJob(f"bench-{size}-{tolerance}", KEY, styleplug.Job(content=CONTENT, style=STYLE, size=size,
+                                                                         steps=args.steps, tolerance=tolerance),
                          content_size, estimate)
             started = time.perf_counter()
             jobs.submit(job)

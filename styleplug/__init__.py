@@ -19,12 +19,16 @@ from .networks import Network
 from .params import Param
 
 if TYPE_CHECKING:
-    from .engine import Engine, Progress, stylize
+    from .engine import Engine, Progress, Result, stylize
+    from .job import Job
+    from .device import set_threads
     from .plugins import PluginHost, default_host
 
-__all__ = ["Engine", "Loss", "Network", "Param", "PluginHost", "Progress", "StyleplugError", "default_host", "hookimpl", "stylize"]
+__all__ = ["Engine", "Job", "Loss", "Network", "Param", "PluginHost", "Progress", "Result", "StyleplugError", "default_host",
+           "hookimpl", "set_threads", "stylize"]
 
-_LAZY = {"Engine": "engine", "Progress": "engine", "stylize": "engine", "PluginHost": "plugins", "default_host": "plugins"}
+_LAZY = {"Engine": "engine", "Progress": "engine", "Result": "engine", "stylize": "engine", "Job": "job",
+         "PluginHost": "plugins", "default_host": "plugins", "set_threads": "device"}
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +26,24 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .colors import COLOR_MODES  # noqa: E402
-from .engine import OPTIMIZERS, PRECISIONS, Engine  # noqa: E402
+from .device import PRECISIONS, device_label, gpus  # noqa: E402
+from .engine import Engine  # noqa: E402
 from .errors import StyleplugError, UsageError  # noqa: E402
 from .image import save_image  # noqa: E402
+from .job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
 from .lazy import tf  # noqa: E402
 from .networks.vgg import POOLINGS  # noqa: E402
 from .params import Param  # noqa: E402
 from .plugins import PluginHost, default_host  # noqa: E402
+from .webform import IMAGE_CONTROLS, LABELS, defaults, demo_name, field_help, job_from_form, weight_defaults  # noqa: E402
 from .webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
 
 log = logging.getLogger("styleplug")
 
 EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_PAIRS = [("tubingen", "starry_night"), ("hoovertowernight", "shipwreck"), ("tubingen", "woman_with_hat_matisse")]
-BUILT_IN_TERMS = ("content", "gram", "tv")
 # A small result (64 px) is shown filling its frame, not as a thumbnail; the download keeps its size.
 CSS = "#result img { width: 100%; height: 100%; object-fit: contain; }"
-
-
-def device_label() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"GPU ({gpus[0].name})" if gpus else "CPU"
 
 
 def _param_control(param: Param, label: str) -> Any:
@@ -111,17 +108,111 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+@dataclass
+class _Page:
+    """The page's components: the form (every /run input, by name, in API order) and the rest."""
+
+    form: dict[str, Any]
+    run: Any
+    stop: Any
+    estimate: Any
+    status: Any
+    output: Any
+    download: Any
+    loss_groups: dict[str, Any]
+
+
+def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
+    """The components, laid out; the first column is what a visitor needs to run a job (on a
+    phone it comes before the settings). Labels, defaults and help come from ``styleplug.webform``."""
+    start = defaults(host, limits)
+    form: dict[str, Any] = {}
+    gr.Markdown(
+        "# styleplug\nPaint a photo in the style of a painting (Gatys et al.). "
+        f"Device: **{device}**. Limits: up to {limits.max_size} px, {limits.max_steps} steps, "
+        f"{limits.max_upload_mb} MB uploads; results are deleted after {limits.result_minutes:g} min."
+    )
+    if host.failures:
+        gr.Markdown("**Some plugins failed to load and were skipped:** "
+                    + "; ".join(f"{r.provider} - {public(str(r.error))}" for r in host.failures), elem_id="plugin-failures")
+
+    def image(name: str, height: int) -> Any:
+        form[name] = gr.Image(type="filepath", label=LABELS[name], elem_id=name, height=height)
+        return form[name]
+
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                image("content", 220)
+                image("style", 220)
+            with gr.Row():
+                run = gr.Button("Run", variant="primary", elem_id="run")
+                stop = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False)
+            estimate = gr.Markdown("", elem_id="estimate")
+            status = gr.Markdown("Upload two images (or pick an example) and press Run.", elem_id="status")
+            output = gr.Image(label="Result", elem_id="result", interactive=False, format="png", height=384)
+            download = gr.DownloadButton("Download PNG with run settings", visible=False, elem_id="download")
+            gr.Examples([[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg")] for c, s in EXAMPLE_PAIRS],
+                        inputs=[form["content"], form["style"]], label="Examples")
+        with gr.Column():
+            with gr.Row():
+                form["size"] = gr.Slider(64, limits.max_size, value=start["size"], step=32, label=LABELS["size"], elem_id="size")
+                form["steps"] = gr.Slider(10, limits.max_steps, value=start["steps"], step=10, label=LABELS["steps"],
+                                          elem_id="steps")
+            with gr.Row():
+                form["optimizer"] = gr.Radio(list(OPTIMIZERS), value=start["optimizer"], label=LABELS["optimizer"])
+                form["network"] = gr.Dropdown(list(host.networks), value=start["network"], label=LABELS["network"],
+                                              elem_id="network")
+                form["precision"] = gr.Radio(list(PRECISIONS), value=start["precision"], label=LABELS["precision"],
+                                             info="auto: bfloat16 where this hardware runs it fast")
+            with gr.Accordion("Several styles, masks, colours, scales", open=False, elem_id="more"):
+                with gr.Row():
+                    image("style2", 180)
+                    image("mask1", 180)
+                    image("mask2", 180)
+                gr.Markdown("A mask is drawn over the content photo: white where its style applies. "
+                            "With masks, give one per style; where no mask is white the photo stays unstyled.")
+                with gr.Row():
+                    form["style_share"] = gr.Slider(0, 1, value=start["style_share"], step=0.05, label=LABELS["style_share"],
+                                                    elem_id="blend", info="with a second style and no masks")
+                    form["style_scale"] = gr.Slider(0.25, 2, value=start["style_scale"], step=0.05, label=LABELS["style_scale"],
+                                                    info=field_help("style_scale"))
+                with gr.Row():
+                    form["colors"] = gr.Radio(list(COLOR_MODES), value=start["colors"], label=LABELS["colors"], elem_id="colors",
+                                              info=field_help("colors"))
+                    form["coarse_to_fine"] = gr.Checkbox(value=start["coarse_to_fine"], label=LABELS["coarse_to_fine"],
+                                                         elem_id="multiscale", info="from 512 px up: start at half size or less, then refine")
+                    form["pooling"] = gr.Radio(list(POOLINGS), value=start["pooling"], label=LABELS["pooling"], elem_id="pooling")
+            with gr.Row():
+                form["style_weight_log10"] = gr.Slider(5, 9, value=start["style_weight_log10"], step=0.25,
+                                                       label=LABELS["style_weight_log10"])
+                form["content_weight"] = gr.Number(value=start["content_weight"], minimum=0, label=LABELS["content_weight"])
+                form["tv_weight_log10"] = gr.Slider(0, 7, value=start["tv_weight_log10"], step=0.25, label=LABELS["tv_weight_log10"])
+                form["seed"] = gr.Number(value=start["seed"], precision=0, label=LABELS["seed"])
+            extra_losses = [name for name in host.losses if name not in BUILT_IN_TERMS]
+            form["extra_losses"] = gr.CheckboxGroup(extra_losses, value=start["extra_losses"], label=LABELS["extra_losses"],
+                                                    elem_id="extra-losses", visible=bool(extra_losses))
+            groups = {}
+            for name in extra_losses:
+                cls: Any = host.losses[name].cls
+                with gr.Group(visible=False, elem_id=f"loss-{name}") as groups[name]:
+                    gr.Markdown(f"**{name}**: {(cls.__doc__ or '').strip().splitlines()[0]}")
+                    form[f"{name}_weight"] = gr.Number(value=cls.default_weight, minimum=0, label=f"{name} weight")
+                    for param in cls.params:
+                        form[f"{name}_{param.name}"] = _param_control(param, f"{name}.{param.name}")
+    return _Page(form, run, stop, estimate, status, output, download, groups)
+
+
 def build_app(host: PluginHost | None = None, limits: Limits | None = None, workers: int | None = None,
               calibrate_step_time: bool = True) -> gr.Blocks:
     """Build the Blocks app. Losses and networks come from ``host`` (default: installed plugins);
     ``limits`` bound what any request may ask; ``workers`` jobs run at once (default: one per GPU,
     else one)."""
     host = host or default_host()
-    device = device_label()
-    gpus = tf.config.list_physical_devices("GPU")
+    device, found = device_label(), gpus()
     limits = limits or Limits()
     if limits.max_size is None:
-        limits = replace(limits, max_size=2048 if gpus else 512)
+        limits = replace(limits, max_size=2048 if found else 512)
     roots = [Path(gr.utils.get_upload_folder()).resolve(), EXAMPLES.resolve()]
     results = Path(tempfile.mkdtemp(prefix="styleplug-demo-"))
 
@@ -130,178 +221,52 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
         return Engine(network_name, precision=precision_name, host=host, **dict(network_options))
 
     def on_device(worker: int) -> Any:
-        return tf.device(f"/GPU:{worker % len(gpus)}") if gpus else nullcontext()
+        return tf.device(f"/GPU:{worker % len(found)}") if found else nullcontext()
 
-    jobs = JobQueue(make_engine, limits, workers or max(1, len(gpus)), on_device)
-    default_key = ("vgg19", "auto", (("pooling", "max"),))
+    jobs = JobQueue(make_engine, limits, workers or max(1, len(found)), on_device)
     if calibrate_step_time:
         threading.Thread(target=calibrate, args=(jobs, str(EXAMPLES / "tubingen.jpg"), str(EXAMPLES / "starry_night.jpg"),
-                                                 _image_size(EXAMPLES / "tubingen.jpg"), default_key), daemon=True).start()
-    extra_losses = [name for name in host.losses if name not in BUILT_IN_TERMS]
+                                                 _image_size(EXAMPLES / "tubingen.jpg"), ("vgg19", "auto", (("pooling", "max"),))),
+                         daemon=True).start()
 
     with gr.Blocks(title="styleplug", delete_cache=(600, int(limits.result_minutes * 60))) as app:
-        gr.Markdown(
-            "# styleplug\nPaint a photo in the style of a painting (Gatys et al.). "
-            f"Device: **{device}**. Limits: up to {limits.max_size} px, {limits.max_steps} steps, "
-            f"{limits.max_upload_mb} MB uploads; results are deleted after {limits.result_minutes:g} min."
-        )
-        if host.failures:
-            gr.Markdown(
-                "**Some plugins failed to load and were skipped:** "
-                + "; ".join(f"{r.provider} - {public(str(r.error))}" for r in host.failures),
-                elem_id="plugin-failures",
-            )
-        with gr.Row():
-            # First column: what a visitor needs to run a job; on a phone it comes before the settings.
-            with gr.Column():
-                with gr.Row():
-                    content = gr.Image(type="filepath", label="Content photo", elem_id="content", height=220)
-                    style = gr.Image(type="filepath", label="Style painting", elem_id="style", height=220)
-                with gr.Row():
-                    run_button = gr.Button("Run", variant="primary", elem_id="run")
-                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False)
-                estimate = gr.Markdown("", elem_id="estimate")
-                status = gr.Markdown("Upload two images (or pick an example) and press Run.", elem_id="status")
-                output = gr.Image(label="Result", elem_id="result", interactive=False, format="png", height=384)
-                download = gr.DownloadButton("Download PNG with run settings", visible=False, elem_id="download")
-                gr.Examples(
-                    [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg")] for c, s in EXAMPLE_PAIRS],
-                    inputs=[content, style], label="Examples",
-                )
-            with gr.Column():
-                with gr.Row():
-                    size = gr.Slider(64, limits.max_size, value=min(256, limits.max_size), step=32,
-                                     label="Output size (long side, px)", elem_id="size")
-                    steps = gr.Slider(10, limits.max_steps, value=min(150, limits.max_steps), step=10, label="Steps",
-                                      elem_id="steps")
-                with gr.Row():
-                    optimizer = gr.Radio(list(OPTIMIZERS), value="lbfgs", label="Optimiser")
-                    network = gr.Dropdown(list(host.networks), value="vgg19", label="Network", elem_id="network")
-                    precision = gr.Radio(list(PRECISIONS), value="auto", label="Precision",
-                                         info="auto: bfloat16 where this hardware runs it fast")
-                with gr.Accordion("Several styles, masks, colours, scales", open=False, elem_id="more"):
-                    with gr.Row():
-                        style2 = gr.Image(type="filepath", label="Second style (optional)", elem_id="style2", height=180)
-                        mask1 = gr.Image(type="filepath", label="Mask of the first style (optional)", elem_id="mask1", height=180)
-                        mask2 = gr.Image(type="filepath", label="Mask of the second style", elem_id="mask2", height=180)
-                    gr.Markdown("A mask is drawn over the content photo: white where its style applies. "
-                                "With masks, give one per style; where no mask is white the photo stays unstyled.")
-                    with gr.Row():
-                        blend = gr.Slider(0, 1, value=0.5, step=0.05, label="Share of the first style", elem_id="blend",
-                                          info="with a second style and no masks")
-                        style_scale = gr.Slider(0.25, 2, value=1, step=0.05, label="Style scale",
-                                                info="smaller: finer brush strokes")
-                    with gr.Row():
-                        colors = gr.Radio(list(COLOR_MODES), value="style", label="Colours", elem_id="colors",
-                                          info="luminance: keep the photo's colours; match: recolour the styles first")
-                        multiscale = gr.Checkbox(value=True, label="Coarse to fine", elem_id="multiscale",
-                                                 info="from 512 px up: start at half size or less, then refine")
-                        pooling = gr.Radio(list(POOLINGS), value="max", label="Pooling (VGG networks)", elem_id="pooling")
-                with gr.Row():
-                    style_weight = gr.Slider(5, 9, value=7, step=0.25, label="Style weight (log10)")
-                    content_weight = gr.Number(value=1.0, minimum=0, label="Content weight")
-                    tv_weight = gr.Slider(0, 7, value=5, step=0.25, label="Smoothness (TV weight, log10)")
-                    seed = gr.Number(value=0, precision=0, label="Seed")
-                selected = gr.CheckboxGroup(extra_losses, label="Extra losses (from plugins)", elem_id="extra-losses",
-                                            visible=bool(extra_losses))
-                groups, controls = [], []
-                for name in extra_losses:
-                    cls: Any = host.losses[name].cls
-                    with gr.Group(visible=False, elem_id=f"loss-{name}") as group:
-                        gr.Markdown(f"**{name}**: {(cls.__doc__ or '').strip().splitlines()[0]}")
-                        controls.append((name, "weight", gr.Number(value=cls.default_weight, minimum=0, label=f"{name} weight")))
-                        for param in cls.params:
-                            controls.append((name, param.name, _param_control(param, f"{name}.{param.name}")))
-                    groups.append(group)
+        page = _layout(host, limits, device)
+        form = page.form
+        _wire_estimate(app, page, jobs, roots, device)
 
-        for name, group in zip(extra_losses, groups):
-            selected.change(lambda chosen, name=name: gr.update(visible=name in chosen), selected, group)
-
-        def estimate_text(content_file: Any, size_px: float, step_count: float, coarse_to_fine: bool) -> str:
-            try:
-                path = _upload_path(content_file, roots)
-            except _Refused:
-                path = None
-            content_size = (path and _image_size(path)) or (4, 3)
-            seconds = jobs.times.estimate(content_size, int(size_px), int(step_count), "auto" if coarse_to_fine else "none")
-            if seconds is None:
-                return "Measuring this server's speed..."
-            return (f"About {_format_seconds(seconds)} on this {device.split()[0]} for {int(step_count)} steps at "
-                    f"{int(size_px)} px (less if it converges early).")
-
-        for trigger in (content.change, size.change, steps.change, multiscale.change):
-            trigger(estimate_text, [content, size, steps, multiscale], estimate, preprocess=False, queue=False,
-                    show_progress="hidden", api_visibility="private")
-        app.load(estimate_text, [content, size, steps, multiscale], estimate, preprocess=False, queue=False,
-                 show_progress="hidden", api_visibility="private")
-        # Until the start-up measurement is in, ask again every two seconds.
-        timer = gr.Timer(2.0)
-        timer.tick(lambda *values: (text := estimate_text(*values), gr.Timer(active=text.startswith("Measuring"))),
-                   [content, size, steps, multiscale], [estimate, timer], preprocess=False, queue=False,
-                   show_progress="hidden", api_visibility="private")
-
-        names = ["content", "style", "style2", "mask1", "mask2", "style_share", "style_scale", "colors", "coarse_to_fine",
-                 "pooling", "size", "steps", "optimizer", "network", "precision", "style_weight_log10", "content_weight",
-                 "tv_weight_log10", "seed", "extra_losses", *[f"{loss}_{option}" for loss, option, _ in controls]]
-        inputs = [content, style, style2, mask1, mask2, blend, style_scale, colors, multiscale, pooling, size, steps,
-                  optimizer, network, precision, style_weight, content_weight, tv_weight, seed, selected,
-                  *[control for _, _, control in controls]]
+        for name, group in page.loss_groups.items():
+            form["extra_losses"].change(lambda chosen, name=name: gr.update(visible=name in chosen), form["extra_losses"], group)
+        weight_controls = [form[name] for name in ("content_weight", "style_weight_log10", "tv_weight_log10")]
+        form["network"].change(lambda network: list(weight_defaults(host, network).values()), form["network"], weight_controls,
+                               queue=False, api_visibility="private")
 
         def submit(values: dict[str, Any], session: str) -> WebJob:
             """Check a request as the server's own rules say, whatever the page allowed; queue it."""
             try:
-                files = {name: _upload_path(values[name], roots) for name in ("content", "style", "style2", "mask1", "mask2")}
+                files = {name: _upload_path(values[name], roots) for name in IMAGE_CONTROLS}
             except _Refused:
                 raise UsageError("images must be uploaded through this page (or picked from the examples).") from None
-            if files["content"] is None or files["style"] is None:
-                raise UsageError("upload a content photo and a style painting first.")
             for name, path in files.items():
                 if path is not None and path.stat().st_size > limits.max_upload_mb * 2**20:
                     raise UsageError(f"the {name} image is over {limits.max_upload_mb} MB; upload a smaller file.")
-            try:
-                size_px, step_count = int(values["size"]), int(values["steps"])
-            except (TypeError, ValueError):
-                raise UsageError("size and steps must be whole numbers.") from None
-            limits.check(size_px, step_count)
-            content_size = _image_size(files["content"])
-            if content_size is None:
+            content_size = files["content"] and _image_size(files["content"])
+            if files["content"] is not None and content_size is None:
                 raise UsageError(f"the content photo '{files['content'].name}' is not an image Pillow can read; "
                                  "use PNG, JPEG, WebP, TIFF, BMP or GIF.")
-            styles = [path for path in (files["style"], files["style2"]) if path]
-            masks = [path for path in (files["mask1"], files["mask2"]) if path]
-            losses: dict[str, dict[str, Any]] = {name: {} for name in values["extra_losses"] or []}
-            for loss, option, _ in controls:
-                if loss in losses:
-                    losses[loss][option] = values[f"{loss}_{option}"]
-            network_name = values["network"]
-            try:
-                declared = [p.name for p in host.network(network_name).cls.params]
-            except StyleplugError as error:
-                raise UsageError(str(error)) from None
-            network_options = (("pooling", values["pooling"]),) if "pooling" in declared else ()
-            share = float(values["style_share"])
-            options = {
-                "content": str(files["content"]), "style": [str(path) for path in styles],
-                "size": size_px, "steps": step_count, "optimizer": values["optimizer"], "seed": int(values["seed"] or 0),
-                "style_weight": 10.0 ** float(values["style_weight_log10"]),
-                "content_weight": float(values["content_weight"] or 0),
-                "tv_weight": 10.0 ** float(values["tv_weight_log10"]), "losses": losses, "max_pixels": limits.max_pixels,
-                "fit_memory": True, "style_scale": float(values["style_scale"]), "colors": values["colors"],
-                "scales": "auto" if values["coarse_to_fine"] else "none", "masks": [str(path) for path in masks] or None,
-                "style_blend": [share, 1 - share] if len(styles) == 2 else None,
-            }
-            seconds = jobs.times.estimate(content_size, size_px, step_count, options["scales"])
-            job = WebJob(session, (network_name, values["precision"], network_options), options, content_size, seconds)
-            jobs.submit(job)
-            return job
+            engine_key, job = job_from_form(values, {name: path and str(path) for name, path in files.items()}, host, limits)
+            assert content_size is not None
+            seconds = jobs.times.estimate(content_size, job.size, job.steps, str(job.scales))
+            web_job = WebJob(session, engine_key, job, content_size, seconds)
+            jobs.submit(web_job)
+            return web_job
 
         def run(*arguments: Any) -> Iterator[tuple[Any, str, Any]]:
             *values, request = arguments
             try:
-                job = submit(dict(zip(names, values)), _session(request))
+                job = submit(dict(zip(form, values)), _session(request))
             except StyleplugError as error:
                 log.warning("demo request refused: %s", public(str(error)))
-                raise gr.Error(public(str(error)), print_exception=False) from None
+                raise gr.Error(public(error.phrase(demo_name)), print_exception=False) from None
             started, step = time.perf_counter(), 0
             try:
                 yield None, "Queued...", gr.update(visible=False)
@@ -322,7 +287,7 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
                     elif kind == "withdrawn":
                         yield gr.skip(), "Withdrawn from the queue before it started.", gr.skip()
                     elif kind == "error":
-                        yield gr.skip(), f"Error: {public(payload)}", gr.skip()
+                        yield gr.skip(), f"Error: {public(payload.phrase(demo_name))}", gr.skip()
                     else:
                         yield finished(payload, job, step, time.perf_counter() - started)
             finally:
@@ -342,30 +307,57 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
                               f"weights: {job.engine.weights_source}.")
             return image, text, gr.update(value=str(path), visible=True)
 
+        # The /run API takes the form's controls by name; only the two images are required.
         run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                default=inspect.Parameter.empty if name in ("content", "style") else
-                               (None if name in ("style2", "mask1", "mask2") else control.value))
-             for name, control in zip(names, inputs)]
+                               (None if name in IMAGE_CONTROLS else control.value))
+             for name, control in form.items()]
             + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
         run.__annotations__ = {"request": gr.Request}
+
         # Run and Stop change state in events of their own: a component that is an output of a
         # running event does not send its own clicks (Gradio's front end holds them while pending).
         def buttons(running: bool) -> tuple[Any, Any]:
             return gr.update(interactive=not running), gr.update(interactive=running)
 
-        run_button.click(lambda: buttons(True), None, [run_button, stop_button], queue=False, api_visibility="private").then(
-            run, inputs, [output, status, download], api_name="run", preprocess=False, show_progress_on=[status],
-            concurrency_limit=None).then(lambda: buttons(False), None, [run_button, stop_button], queue=False, api_visibility="private")
+        page.run.click(lambda: buttons(True), None, [page.run, page.stop], queue=False, api_visibility="private").then(
+            run, list(form.values()), [page.output, page.status, page.download], api_name="run", preprocess=False,
+            show_progress_on=[page.status], concurrency_limit=None).then(
+            lambda: buttons(False), None, [page.run, page.stop], queue=False, api_visibility="private")
 
         def stop(request: gr.Request) -> None:
             """Stop the caller's own job: withdraw it from the queue or end it within a chunk."""
             jobs.stop(_session(request))
 
-        stop_button.click(stop, None, None, api_name="stop", queue=False)
+        page.stop.click(stop, None, None, api_name="stop", queue=False)
     return app
 
 
+def _wire_estimate(app: gr.Blocks, page: _Page, jobs: JobQueue, roots: list[Path], device: str) -> None:
+    """Show the expected time of a job before it runs, as the content, size, steps or scales change."""
+    inputs = [page.form[name] for name in ("content", "size", "steps", "coarse_to_fine")]
+
+    def estimate_text(content_file: Any, size_px: float, step_count: float, coarse_to_fine: bool) -> str:
+        try:
+            path = _upload_path(content_file, roots)
+        except _Refused:
+            path = None
+        content_size = (path and _image_size(path)) or (4, 3)
+        seconds = jobs.times.estimate(content_size, int(size_px), int(step_count), "auto" if coarse_to_fine else "none")
+        if seconds is None:
+            return "Measuring this server's speed..."
+        return (f"About {_format_seconds(seconds)} on this {device.split()[0]} for {int(step_count)} steps at "
+                f"{int(size_px)} px (less if it converges early).")
+
+    quiet: dict[str, Any] = {"preprocess": False, "queue": False, "show_progress": "hidden", "api_visibility": "private"}
+    for control in inputs:
+        control.change(estimate_text, inputs, page.estimate, **quiet)
+    app.load(estimate_text, inputs, page.estimate, **quiet)
+    # Until the start-up measurement is in, ask again every two seconds.
+    timer = gr.Timer(2.0)
+    timer.tick(lambda *values: (text := estimate_text(*values), gr.Timer(active=text.startswith("Measuring"))),
+               inputs, [page.estimate, timer], **quiet)
 def _delete_older_than(folder: Path, seconds: float) -> None:
     cutoff = time.time() - seconds
     for path in folder.glob("*.png"):

@@ -20,8 +20,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import Engine, Progress
-from .job import MAX_SIZE, plan_scales
+from .engine import Engine, Progress, Result
+from .job import MAX_SIZE, Job, plan_scales
 from .errors import StyleplugError, UsageError, one_line
 from .image import long_side_size
 
@@ -87,11 +87,11 @@ class StepTimes:
 
 @dataclass
 class WebJob:
-    """One visitor's job: the engine it needs, the options of ``Engine.stylize``, and what it reports."""
+    """One visitor's job: the engine it needs, the ``Job``, and what it reports."""
 
     session: str
     engine_key: tuple[Any, ...]
-    options: dict[str, Any]
+    job: Job
     content_size: tuple[int, int]  # (width, height) of the content image, for the step times
     estimate: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -165,7 +165,7 @@ class JobQueue:
 
     def follow(self, job: WebJob, poll: float = 1.0) -> Iterator[tuple[str, Any]]:
         """The job's events as they come: ("queued", (ahead, seconds)) while it waits, then
-        ("progress", Progress), and a last ("done", image), ("error", message) or ("withdrawn", None)."""
+        ("progress", Progress), and a last ("done", image), ("error", StyleplugError) or ("withdrawn", None)."""
         while True:
             try:
                 kind, payload = job.events.get(timeout=poll)
@@ -223,8 +223,11 @@ class JobQueue:
                 engines = self._engines[index]
                 engine = engines.get(job.engine_key) or engines.setdefault(job.engine_key, self._make_engine(job.engine_key))
                 job.engine = engine
-                image = engine.stylize(**job.options, callback=report, cancel=job.cancel,
-                                       chunk_seconds=self.limits.chunk_seconds)
+                for event in engine.iter_stylize(job.job, job.cancel):
+                    if isinstance(event, Result):
+                        image = event.image
+                    else:
+                        report(event)
             if len(last) > 1:  # what the first report took beyond its steps: targets and tracing
                 first = last[0]
                 startup = max(0.0, first.elapsed - first.step * (self.times.per_step(pixels(first)) or 0.0))
@@ -232,11 +235,11 @@ class JobQueue:
             job.events.put(("done", image))
         except StyleplugError as error:
             log.warning("demo job of session %s: %s", job.session[:8], error)
-            job.events.put(("error", str(error)))
+            job.events.put(("error", error))
         except Exception as error:  # keep serving; one line in the page and in the log
             log.warning("demo job of session %s failed: %s: %s", job.session[:8], type(error).__name__, one_line(error))
             log.debug("traceback", exc_info=True)
-            job.events.put(("error", f"unexpected {type(error).__name__}: {one_line(error)}"))
+            job.events.put(("error", StyleplugError(f"unexpected {type(error).__name__}: {one_line(error)}")))
 
 
 def calibrate(jobs: JobQueue, content: str, style: str, content_size: tuple[int, int], engine_key: tuple[Any, ...],
@@ -244,8 +247,8 @@ def calibrate(jobs: JobQueue, content: str, style: str, content_size: tuple[int,
     """Measure the step time at two sizes with a short job each (in the workers' queue, as visitors'
     jobs run), so the page can estimate a job's time before anything else has run."""
     for size in sizes:
-        job = WebJob("calibration", engine_key, {"content": content, "style": style, "size": size, "steps": steps,
-                                                 "scales": "none", "tolerance": 0}, content_size)
+        job = WebJob("calibration", engine_key, Job(content=content, style=style, size=size, steps=steps, scales="none",
+                                                    tolerance=0), content_size)
         jobs.submit(job)
         for kind, payload in jobs.follow(job):
             if kind == "error":

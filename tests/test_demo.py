@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import styleplug
+
 from support import EXAMPLES, REPO
 
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -121,8 +123,8 @@ def test_gradio_client_end_to_end(server, tmp_path):
     download = download["value"] if isinstance(download, dict) else download
     with Image.open(download) as saved:
         record = json.loads(saved.text["styleplug"])
-    assert record["network"] == "vgg19" and record["steps"] == 30
-    assert record["content"]["path"] == "tubingen.jpg" and len(record["content"]["sha256"]) == 64
+    assert record["engine"]["network"] == "vgg19" and record["job"]["steps"] == 30
+    assert record["job"]["content"] == "tubingen.jpg" and len(record["inputs"]["content"]) == 64
     assert "/" not in json.dumps({key: value for key, value in record.items() if key != "weights_source"})
 
     # A bad upload gets a readable error without a server path, and the next good request still works.
@@ -317,8 +319,9 @@ def test_two_styles_with_masks_through_the_demo(server, tmp_path):
     assert status.startswith("Done: 10 steps")
     with Image.open(download["value"] if isinstance(download, dict) else download) as saved:
         record = json.loads(saved.text["styleplug"])
-    assert [Path(s["path"]).name for s in record["style"]] == ["starry_night.jpg", "woman_with_hat_matisse.jpg"]
-    assert len(record["masks"]) == 2 and record["style_blend"] == [1.0, 1.0]  # with masks each region gets full weight
+    assert record["job"]["style"] == ["starry_night.jpg", "woman_with_hat_matisse.jpg"]
+    job = styleplug.Job.from_dict(record["job"])
+    assert len(job.masks) == 2 and job.style_shares == [1.0, 1.0]  # with masks each region gets full weight
 
 
 def _set_number(page, elem_id: str, value: int) -> None:
