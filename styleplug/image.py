@@ -85,7 +85,7 @@ def _check_pixels(size: tuple[int, int], what: str, limit: int) -> None:
     if width * height > limit:
         raise ImageError(
             f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of {limit / 1e6:.1f} MP; "
-            "resize it, or raise the limit with {max_pixels} or STYLEPLUG_MAX_PIXELS."
+            "resize it, or raise the limit ({max_pixels} or STYLEPLUG_MAX_PIXELS)."
         )
     if width == 0 or height == 0:
         raise ImageError(f"{what} has no pixels ({width}x{height}); pass a real image.")

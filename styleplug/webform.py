@@ -80,7 +80,10 @@ def defaults(host: PluginHost, limits: Limits) -> dict[str, Any]:
 
 
 def demo_name(option: str, value: str | None) -> str:
-    """Options in error messages as the page names them: the control's label."""
+    """Options in error messages as the page names them: the control's label, or the server
+    operator's setting for what a visitor cannot change."""
+    if option in SERVER_FIELDS:
+        return f"the server's --{option.replace('_', '-')}"
     controls = VISITOR_FIELDS.get(option, (option,))
     label = f"'{LABELS[controls[0]]}'" if controls[0] in LABELS else option
     return label if value is None else f"{label} {value}"
