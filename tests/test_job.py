@@ -161,7 +161,7 @@ def test_errors_name_options_as_each_front_end_does():
     error = UsageError("use {size=300} or less, or {fit_memory}.", largest_size=300)
     assert str(error) == "use size=300 or less, or fit_memory."
     assert error.phrase(cli_name) == "use --size 300 or less, or --fit-memory."
-    assert error.phrase(demo_name) == "use 'Output size (long side, px)' 300 or less, or fit_memory."
+    assert error.phrase(demo_name) == "use 'Output size (long side, px)' 300 or less, or the server's --fit-memory."
     assert error.data == {"largest_size": 300}
     assert UsageError("raise {max_pixels}").phrase(demo_name) == "raise the server's --max-pixels"
 
