@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .lazy import tf
+from .losses import uses_old_contract
 from .optim import GRADIENT_NOISE, LBFGS, Adam
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def _quiet_own_retracing() -> None:
 
 
 def masked_features(features: Any, mask: Any) -> Any:
-    """``features`` limited to ``mask`` (``(H, W)`` in 0..1 at the image's size), resized to their grid.
+    """``features`` limited to ``mask`` (``(H, W)`` in 0..1 at the image's size), resized to their
+    grid: what losses written to the old contract receive, since they cannot see the mask.
 
     Dividing by the square root of the mask's mean area makes a Gram matrix of the result the Gram
     matrix of the masked region alone (Gatys et al. 2017), whatever the region's size.
@@ -62,9 +64,15 @@ def masked_features(features: Any, mask: Any) -> Any:
     return features * tf.cast(grid, features.dtype)
 
 
-def loss_inputs(layers: Mapping[str, float], features: Mapping[str, Any], mask: Any) -> dict[str, Any]:
-    """What a loss's ``call`` receives: its layers' features, limited to its region when it has one."""
-    return {layer: features[layer] if mask is None else masked_features(features[layer], mask) for layer in layers}
+def evaluate(term: Term, features: Mapping[str, Any], image: Any, target: Any, mask: Any) -> Any:
+    """One term's unweighted value: ``call`` with its layers' features, its target and its region
+    (``mask`` is ``(H, W)``). A loss written to the old contract gets the features pre-multiplied by
+    the mask instead, and reads its target from ``loss.target``."""
+    if uses_old_contract(type(term.loss)):
+        return term.loss.call({layer: features[layer] if mask is None else masked_features(features[layer], mask)
+                               for layer in term.loss.layers}, image)
+    region = None if mask is None else tf.cast(mask, tf.float32)[None, :, :, None]
+    return term.loss.call({layer: features[layer] for layer in term.loss.layers}, image, target, region)
 
 
 def signature(terms: list[Term], shape: tuple[int, ...], optimizer: str, rate: float, history: int) -> str:
@@ -72,9 +80,12 @@ def signature(terms: list[Term], shape: tuple[int, ...], optimizer: str, rate: f
     def target_shapes(target: Any) -> Any:
         return tf.nest.map_structure(lambda value: [list(np.shape(value)), str(getattr(value, "dtype", type(value)))], target)
 
+    # An old-contract loss may keep state of its own beside its target, which a chunk traced for an
+    # earlier job would have baked in: its chunks are never reused (its object's id is in the key).
     return json.dumps([list(shape), optimizer, rate, history, [
         [type(term.loss).__module__, type(term.loss).__qualname__, term.loss.get_config(), term.mask is not None,
-         target_shapes(term.loss.target)] for term in terms]], sort_keys=True, default=str)
+         target_shapes(term.target), id(term.loss) if uses_old_contract(type(term.loss)) else None] for term in terms]],
+        sort_keys=True, default=str)
 
 
 @dataclass
@@ -100,13 +111,13 @@ class CompiledStep:
         self.state = LBFGS(size, history, rate, noise) if optimizer == "lbfgs" else Adam(size, rate)
         self.weights = tf.Variable([term.weight for term in terms], dtype=tf.float32, trainable=False)
         self.masks = [None if term.mask is None else tf.Variable(term.mask, dtype=tf.float32, trainable=False) for term in terms]
-        # Each loss reads its target from variables from now on (kept here too: a loss object may
-        # get another target at the next scale, after this chunk was traced).
-        self.targets = [None if term.loss.target is None else
-                        tf.nest.map_structure(lambda value: tf.Variable(value, trainable=False), term.loss.target)
+        # The targets live in variables, so later jobs load theirs without tracing again.
+        self.targets = [None if term.target is None else
+                        tf.nest.map_structure(lambda value: tf.Variable(value, trainable=False), term.target)
                         for term in terms]
         for term, target in zip(terms, self.targets):
-            term.loss.target = target
+            if uses_old_contract(type(term.loss)):
+                term.loss.target = target
         # The fixed-step optimisers can overshoot within the safeguard's tolerance, so the run keeps
         # the lowest-loss image it has seen.
         self.best = tf.Variable(self.variable)
@@ -116,8 +127,8 @@ class CompiledStep:
 
         def weighted_terms(image: Any) -> Any:
             features = model(network.preprocess(image))
-            return self.weights * tf.stack([tf.cast(term.loss.call(loss_inputs(term.loss.layers, features, mask), image), tf.float32)
-                                            for term, mask in zip(terms, self.masks)])
+            return self.weights * tf.stack([tf.cast(evaluate(term, features, image, target, mask), tf.float32)
+                                            for term, target, mask in zip(terms, self.targets, self.masks)])
 
         @tf.function(jit_compile=jit_compile)
         def run_chunk(count: Any) -> tuple[Any, Any, Any, Any]:
@@ -145,7 +156,7 @@ class CompiledStep:
         """Take a new job with the same signature: its targets, weights, masks and starting image."""
         for target, theirs, mask in zip(self.targets, terms, self.masks):
             if target is not None:
-                tf.nest.map_structure(lambda variable, value: variable.assign(value), target, theirs.loss.target)
+                tf.nest.map_structure(lambda variable, value: variable.assign(value), target, theirs.target)
             if mask is not None:
                 mask.assign(theirs.mask)
         self.weights.assign([term.weight for term in terms])

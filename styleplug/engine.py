@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image
 
 from .colors import keep_content_chroma, match_colors
-from .compiled import MAX_COMPILED, CompiledStep, loss_inputs, signature
+from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
 from .device import available_memory, estimate_memory, gpus, resolve_precision, set_threads
 from .errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from .image import ImageInput, load_image, pixel_digest, resize_long_side
 from .job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
 from .lazy import keras, tf
-from .losses import Loss
+from .losses import Loss, uses_old_contract
 from .plugins import PluginHost, Provider, default_host, styleplug_version
 from .record import write_record
 from .shapes import check_sizes, style_side
@@ -84,6 +84,7 @@ class Term:
     weight: float
     provider: Provider
     mask: np.ndarray | None = None  # (H, W) in 0..1: where a style term applies (spatial control)
+    target: Any = None  # what the loss compares against, from its reference image
 
 
 @dataclass
@@ -397,7 +398,7 @@ class Engine:
         staged = []
         with _tf_errors(f"computing the loss targets at {size} px"):
             for term, reference in _per_reference(terms, content, styles, job.style_shares, masks):
-                self._set_target(model, term, reference)
+                term.target = self._target(model, term, reference)
                 staged.append(term)
         with _tf_errors(f"preparing the optimisation at {size} px"):
             return self._compiled(model, staged, start[None], job.optimizer, job.learning_rate, job.history)
@@ -440,24 +441,29 @@ class Engine:
             self._digests[layers] = digest.hexdigest()
         return self._digests[layers]
 
-    def _set_target(self, model: Any, term: Term, reference: Image.Image | None) -> None:
-        """Give a loss its target, reusing the one computed before for the same image and loss config.
+    def _target(self, model: Any, term: Term, reference: Image.Image | None) -> Any:
+        """A loss's target from its reference image: ``compute_target``'s result, cached per image and
+        loss config (it is pure; targets are small, unlike features, which at 1024² would hold about
+        half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
+        since it may keep state of its own."""
+        def features() -> dict[str, Any]:
+            outputs = model(self.network.preprocess(tf.constant(np.asarray(reference, dtype=np.float32)[None])))
+            return {layer: outputs[layer] for layer in term.loss.layers}
 
-        Only targets are cached (Gram matrices are small), never raw features, which at 1024² would
-        hold about half a gigabyte per image.
-        """
+        if uses_old_contract(type(term.loss)):
+            given = None if reference is None else features()
+            self._guarded(term, "set_target", lambda: term.loss.set_target(given))
+            return term.loss.target
         if reference is None:
-            self._guarded(term, "set_target", lambda: term.loss.set_target(None))
-            return
+            return None
         config = json.dumps(term.loss.get_config(), sort_keys=True, default=str)
         key = (pixel_digest(reference), type(term.loss), config)
         if key not in self._targets:
-            outputs = model(self.network.preprocess(tf.constant(np.asarray(reference, dtype=np.float32)[None])))
-            self._guarded(term, "set_target", lambda: term.loss.set_target({layer: outputs[layer] for layer in term.loss.layers}))
             if len(self._targets) >= 8:  # keep memory bounded for long-lived engines
                 self._targets.pop(next(iter(self._targets)))
-            self._targets[key] = term.loss.target
-        term.loss.target = self._targets[key]
+            computed = features()
+            self._targets[key] = self._guarded(term, "compute_target", lambda: term.loss.compute_target(computed))
+        return self._targets[key]
 
     def _plan_memory(self, model: Any, output: Image.Image, job: Job) -> tuple[str, int]:
         """The optimiser and history to run with: as asked, or, with ``fit_memory``, the first
@@ -514,8 +520,8 @@ class Engine:
             return compiled
         features = model(self.network.preprocess(tf.constant(start)))
         for term in terms:
-            inputs = loss_inputs(term.loss.layers, features, term.mask)
-            value = np.asarray(self._guarded(term, "call", lambda term=term, inputs=inputs: term.loss.call(inputs, start)))
+            value = np.asarray(self._guarded(term, "call", lambda term=term: evaluate(term, features, tf.constant(start),
+                                                                                     term.target, term.mask)))
             if value.shape != () or not np.isfinite(value):
                 provider = term.provider
                 raise PluginError(provider.name, provider.package, provider.version, f"call of loss '{term.loss.name}'",
@@ -546,11 +552,13 @@ class Engine:
             if compiled.tracing_count() == traces:  # a chunk that traced says nothing about the step time
                 step_seconds = (time.perf_counter() - chunk_started) / count
             done += count
-            broken = [term.loss.name for term, value in zip(compiled.terms, result.last_values) if not np.isfinite(value)]
+            broken = [term for term, value in zip(compiled.terms, result.last_values) if not np.isfinite(value)]
             if broken and not result.accepted.any():
-                raise UsageError(f"loss {', '.join(repr(name) for name in dict.fromkeys(broken))} became NaN or infinite "
-                                 f"by step {stage.offset + done} and the optimiser could not step around it; "
-                                 "lower the {learning_rate} or that loss's weight.")
+                names = ", ".join(dict.fromkeys(repr(term.loss.name) for term in broken))
+                plugins = ", ".join(dict.fromkeys(str(term.provider) for term in broken if not term.provider.builtin))
+                raise UsageError(f"loss {names} became NaN or infinite by step {stage.offset + done} and the optimiser "
+                                 "could not step around it; lower the {learning_rate} or that loss's weight"
+                                 + (f", or report it to {plugins}." if plugins else "."))
             total = float(result.values.sum())
             totals.append((done, total))
             earlier = [loss for step, loss in totals if step <= done - job.window]

@@ -35,12 +35,12 @@ def register_losses(register: LossRegistrar) -> None:
         from styleplug.losses.functional import mean_squared_error
 
         class PixelLoss(styleplug.Loss):
-            \"\"\"Keep the generated image's pixels close to the content photo's.\"\"\"
+            \"\"\"Keep the generated image's pixels near mid-grey.\"\"\"
             name = "pixel"
             role = "regularizer"
             uses_features = False
 
-            def call(self, features, image):
+            def call(self, features, image, target=None, mask=None):
                 return mean_squared_error(image / 255.0, 0.5)
 
         @styleplug.hookimpl

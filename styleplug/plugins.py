@@ -29,7 +29,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownNameError
-from .losses import ROLES, Loss
+from .losses import ROLES, Loss, uses_old_contract
 from .networks import Network
 from .params import Param
 
@@ -230,6 +230,8 @@ class PluginHost:
         taken = {**{n: r.provider for n, r in self._table(kind).items()}, **self._aliases_of(kind)}
         taken.update({n: r.provider for k, r in staged if k == kind for n in (r.cls.name, *r.aliases)})
         for new in (name, *aliases):
+            if kind == "losses" and new == "total":
+                raise _Rejected(f"{what} is named 'total', which progress reports use for the sum of all terms; choose another name")
             if new in taken:
                 raise _Rejected(f"{_SINGULAR[kind]} name '{new}' is already taken by {taken[new]}")
         _check_params(what, cls.params)
@@ -288,7 +290,17 @@ def _check_loss(what: str, cls: type[Loss]) -> None:
     if getattr(cls, "role", None) not in ROLES:
         raise _Rejected(f"{what} has role {getattr(cls, 'role', None)!r}; expected one of {', '.join(ROLES)}")
     if cls.call is Loss.call:
-        raise _Rejected(f"{what} does not implement call(features, image)")
+        raise _Rejected(f"{what} does not implement call(features, image, target, mask=None)")
+    if uses_old_contract(cls) and cls not in _warned_old_contract:
+        _warned_old_contract.add(cls)
+        log.warning("%s (%s) is written to the old loss contract and still works: its masked features come "
+                    "pre-multiplied and it is compiled again for every job. To update it, return the target from "
+                    "compute_target(features) instead of setting self.target in set_target, and take it in "
+                    "call(features, image, target, mask=None); see docs/contracts.md.", what, cls.__module__)
+
+
+# Old-contract loss classes already warned about: one warning per class and process.
+_warned_old_contract: set[type] = set()
 
 
 def _check_network(what: str, cls: type[Network]) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .lazy import keras, tf
 from .hookspecs import hookimpl
-from .losses import Loss
+from .losses import Loss, uses_old_contract
 from .networks import Network
 from .plugins import PluginHost
 
@@ -79,7 +79,10 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
     Checks: it registers cleanly in a strict host; every declared parameter is accepted by the
     constructor; ``get_config``/``from_config`` round-trips; ``call`` gives a finite float32 scalar,
     also inside ``tf.function``; the gradient reaches the image; a comparison loss is about zero when
-    the image is its own target.
+    the image is its own target; ``compute_target`` gives the same inside ``tf.function``; a batch of
+    two images gives the mean of the two alone; and a style loss given a mask gives the loss of the
+    masked region cut out. A loss written to the old contract (``call(features, image)``) gets the
+    checks of that contract only: it sees neither masks nor batches.
     """
     _check_registers(cls, "register_losses")
     network = network or TinyNetwork(weights="none")
@@ -87,27 +90,87 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
     defaults = {param.name: param.default for param in cls.params}
     loss = cls(layers=layers, **defaults) if cls.uses_features else cls(**defaults)
     assert cls.from_config(loss.get_config()).get_config() == loss.get_config(), "get_config/from_config do not round-trip"
-
+    old = uses_old_contract(cls)
     model = network.build(tuple(loss.layers) or network.default_content_layers)
 
     def features(image: Any) -> dict[str, Any]:
         outputs = model(network.preprocess(image))
         return {layer: outputs[layer] for layer in loss.layers}
 
-    target = _image(1)
-    loss.set_target(features(target) if cls.role != "regularizer" else None)
+    def target_of(reference: Any) -> Any:
+        if cls.role == "regularizer" and old:
+            loss.set_target(None)
+            return None
+        if cls.role == "regularizer":
+            return None
+        if old:
+            loss.set_target(features(reference))
+            return loss.target
+        return loss.compute_target(features(reference))
+
+    def value(image: Any, target: Any, mask: Any = None) -> Any:
+        return loss.call(features(image), image) if old else loss.call(features(image), image, target, mask)
+
+    target = target_of(_image(1))
     image = tf.Variable(_image(2))
     with tf.GradientTape() as tape:
-        value = loss.call(features(image), image)
-    assert value.shape == () and value.dtype == tf.float32, f"call() must return a float32 scalar; got {value.dtype} {value.shape}"
-    assert np.isfinite(float(value)), f"call() returned {float(value)}"
-    gradient = tape.gradient(value, image)
+        result = value(image, target)
+    assert result.shape == () and result.dtype == tf.float32, f"call() must return a float32 scalar; got {result.dtype} {result.shape}"
+    assert np.isfinite(float(result)), f"call() returned {float(result)}"
+    gradient = tape.gradient(result, image)
     assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0, "the gradient does not reach the image"
-    compiled = float(tf.function(lambda: loss.call(features(image), image))())
-    assert np.isclose(compiled, float(value), rtol=1e-4, atol=1e-6), f"inside tf.function: {compiled} != eager {float(value)}"
+    compiled = float(tf.function(lambda: value(image, target))())
+    assert np.isclose(compiled, float(result), rtol=1e-4, atol=1e-6), f"inside tf.function: {compiled} != eager {float(result)}"
     if cls.role != "regularizer":
-        at_target = float(loss.call(features(target), target))
-        assert abs(at_target) <= 1e-5 * max(1.0, abs(float(value))), f"a comparison loss must be ~0 at its target; got {at_target}"
+        at_target = float(value(_image(1), target_of(_image(1))))
+        assert abs(at_target) <= 1e-5 * max(1.0, abs(float(result))), f"a comparison loss must be ~0 at its target; got {at_target}"
+    if old:
+        return
+    if cls.role != "regularizer":
+        traced = tf.function(lambda: loss.compute_target(features(_image(1))))()
+        for eager_part, traced_part in zip(tf.nest.flatten(target), tf.nest.flatten(traced)):
+            assert np.allclose(eager_part, traced_part, rtol=1e-4, atol=1e-6), "compute_target differs inside tf.function"
+    _check_batch(cls, target_of, value)
+    if cls.role == "style" and cls.uses_features:
+        _check_mask(loss)
+
+
+def _check_batch(cls: type[Loss], target_of: Callable[[Any], Any], value: Callable[..., Any]) -> None:
+    """A batch of two images gives the mean of their two values: with a target each for a content
+    loss, with one shared target otherwise."""
+    images, references = [_image(5), _image(6)], [_image(7), _image(8)]
+    if cls.role == "content":
+        singles = [float(value(image, target_of(reference))) for image, reference in zip(images, references)]
+        batched = float(value(tf.concat(images, 0), target_of(tf.concat(references, 0))))
+    else:
+        shared = target_of(references[0])
+        singles = [float(value(image, shared)) for image in images]
+        batched = float(value(tf.concat(images, 0), shared))
+    assert np.isclose(batched, np.mean(singles), rtol=1e-4, atol=1e-6), (
+        f"a batch of two gave {batched}, but the two alone give {singles[0]} and {singles[1]} (mean {np.mean(singles)}); "
+        "compute per sample and average over the batch")
+
+
+def _check_mask(loss: Loss) -> None:
+    """Masked by the left half, a style loss equals the loss of the left half cut out; masked
+    everywhere, it equals the loss without a mask."""
+    rng = np.random.default_rng(11)
+
+    def random(*shape: int) -> Any:
+        return tf.constant(rng.uniform(0, 1, shape).astype(np.float32))
+
+    features = {layer: random(1, 8, 8, 4) for layer in loss.layers}
+    image, target = random(1, 8, 8, 3) * 255, loss.compute_target({layer: random(1, 8, 8, 4) for layer in loss.layers})
+    left = np.zeros((1, 8, 8, 1), np.float32)
+    left[:, :, :4] = 1
+    masked = float(loss.call(features, image, target, tf.constant(left)))
+    cut = float(loss.call({layer: value[:, :, :4] for layer, value in features.items()}, image[:, :, :4], target))
+    assert np.isclose(masked, cut, rtol=1e-4, atol=1e-6), (
+        f"with a mask over the left half the loss is {masked}, but the left half cut out gives {cut}; compute the "
+        "statistics of the masked region (styleplug.losses.functional.gram_matrix and moments take a mask)")
+    everywhere = float(loss.call(features, image, target, tf.ones((1, 8, 8, 1))))
+    unmasked = float(loss.call(features, image, target))
+    assert np.isclose(everywhere, unmasked, rtol=1e-4, atol=1e-6), f"a mask of ones gives {everywhere}, no mask {unmasked}"
 
 
 def check_network(cls: type[Network], weights: str = "none") -> None:
@@ -136,6 +199,9 @@ def check_network(cls: type[Network], weights: str = "none") -> None:
 
 
 def _check_registers(cls: type, hook: str) -> None:
+    builtins = PluginHost(entrypoints=False, load=())
+    if cls in {entry.cls for entry in (builtins.losses | builtins.networks).values()}:
+        return  # one of styleplug's own, registered through the same hooks already
     plugin = types.SimpleNamespace(__name__=f"check:{cls.__name__}", **{hook: hookimpl(lambda register: register(cls))})
     PluginHost([plugin], entrypoints=False, strict=True)  # raises PluginError saying what is wrong
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -11,6 +13,12 @@ from ..params import Param, coerce_options
 ROLES = ("content", "style", "regularizer")
 
 LayerWeights = Mapping[str, float] | Sequence[str]
+
+
+def uses_old_contract(cls: type[Loss]) -> bool:
+    """Whether a loss class is written to the contract before ``compute_target``: its ``call`` takes
+    ``(features, image)`` and reads ``self.target`` set by ``set_target``."""
+    return "target" not in inspect.signature(cls.call).parameters
 
 
 def normalize_layers(layers: LayerWeights, owner: str) -> dict[str, float]:
@@ -27,10 +35,13 @@ def normalize_layers(layers: LayerWeights, owner: str) -> dict[str, float]:
 class Loss:
     """Base class of every loss. Subclasses set the class attributes and implement ``call``.
 
-    A *comparison* loss (role ``content`` or ``style``) gets the features of its reference image once
-    per job through ``set_target``; a *regularizer* has no target. ``call`` returns an unweighted
-    float32 scalar; the engine applies the user's weight. The first line of the class docstring is
-    the summary shown in listings.
+    A *comparison* loss (role ``content`` or ``style``) compares the generated image's features with
+    a target that ``compute_target`` derives from the reference image's features; a *regularizer*
+    has no target. ``call`` returns an unweighted float32 scalar; the engine applies the user's
+    weight. The first line of the class docstring is the summary shown in listings.
+
+    Every tensor has a batch axis: ``call`` computes its value per sample and returns the mean over
+    the batch. A target has a batch of 1 (one reference for every sample) or of N (one each).
 
     Example::
 
@@ -39,11 +50,15 @@ class Loss:
             name = "meanfeature"
             role = "style"
 
-            def call(self, features, image):
+            def compute_target(self, features):
+                return {layer: moments(value)[0] for layer, value in features.items()}
+
+            def call(self, features, image, target, mask=None):
                 return self.weighted_mean({
-                    layer: tf.reduce_mean(tf.square(tf.reduce_mean(features[layer], [0, 1, 2])
-                                                    - tf.reduce_mean(self.target[layer], [0, 1, 2])))
+                    layer: mean_squared_error(moments(features[layer], mask)[0], target[layer])
                     for layer in self.layers})
+
+    (``moments`` and ``mean_squared_error`` are in ``styleplug.losses.functional``.)
     """
 
     name: ClassVar[str]
@@ -58,23 +73,33 @@ class Loss:
         owner = f"loss '{self.name}'"
         self.layers = normalize_layers(layers, owner) if self.uses_features else {}
         self.options = coerce_options(self.params, options, owner)
-        self.target: Any = None
+        self.target: Any = None  # used by losses written to the old contract only
+
+    def compute_target(self, features: Mapping[str, Any]) -> Any:
+        """Return what ``call`` compares against, from the reference image's ``features`` (``{layer:
+        (N, H, W, C)}`` at ``self.layers``): any nest of tensors. The default is the features.
+
+        Keep it pure (no state on ``self``): the engine caches its result per reference image and
+        may call it inside a compiled step.
+        """
+        return dict(features)
+
+    def call(self, features: Mapping[str, Any], image: Any, target: Any = None, mask: Any = None) -> Any:
+        """Return the unweighted scalar loss of the generated image: the mean over the batch.
+
+        ``features`` maps each of ``self.layers`` to an ``(N, H, W, C)`` tensor; ``image`` is the
+        generated image as ``(N, H, W, 3)`` float32 RGB in 0..255; ``target`` is what
+        ``compute_target`` returned (None for regularizers). ``mask`` is None, or for a style loss
+        limited to a region, ``(1, H, W, 1)`` weights in 0..1 at the image's size: compute the
+        statistics of that region only (``styleplug.losses.functional`` has masked ``gram_matrix``
+        and ``moments``), as if it had been cut out.
+        """
+        raise NotImplementedError(f"loss '{self.name}' must implement call(features, image, target, mask=None)")
 
     def set_target(self, features: Mapping[str, Any] | None) -> None:
-        """Receive the reference image's features at ``self.layers`` (``None`` for regularizers).
-
-        Override to precompute what ``call`` compares against (e.g. Gram matrices); store it in
-        ``self.target``.
-        """
+        """The old contract (before ``compute_target``), kept for losses whose ``call`` takes no
+        ``target``: store what ``call(features, image)`` compares against in ``self.target``."""
         self.target = features
-
-    def call(self, features: Mapping[str, Any], image: Any) -> Any:
-        """Return the unweighted scalar loss of the generated image.
-
-        ``features`` maps each of ``self.layers`` to a ``(1, H, W, C)`` tensor; ``image`` is the
-        generated image as a ``(1, H, W, 3)`` float32 tensor of RGB values in 0..255.
-        """
-        raise NotImplementedError(f"loss '{self.name}' must implement call(features, image)")
 
     def weighted_mean(self, per_layer: Mapping[str, Any]) -> Any:
         """Average per-layer values with this loss's layer weights."""

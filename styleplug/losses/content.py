@@ -13,5 +13,5 @@ class ContentLoss(Loss):
     name = "content"
     role = "content"
 
-    def call(self, features: Mapping[str, Any], image: Any) -> Any:
-        return self.weighted_mean({layer: mean_squared_error(features[layer], self.target[layer]) for layer in self.layers})
+    def call(self, features: Mapping[str, Any], image: Any, target: Any, mask: Any = None) -> Any:
+        return self.weighted_mean({layer: mean_squared_error(features[layer], target[layer]) for layer in self.layers})

@@ -6,7 +6,7 @@ from typing import Any
 from ..lazy import tf
 from ..params import Param
 from . import Loss
-from .functional import gram_matrix, mean_squared_error
+from .functional import gram_matrix
 
 #: How each layer's Gram error is scaled before the layers are averaged.
 GRAM_NORMALIZATIONS = ("mean", "channels", "target")
@@ -26,21 +26,21 @@ class GramStyleLoss(Loss):
                    "channels (also / C², as most peers)"),
     )
 
-    def set_target(self, features: Mapping[str, Any] | None) -> None:
-        assert features is not None
-        self.target = {layer: gram_matrix(value) for layer, value in features.items()}
+    def compute_target(self, features: Mapping[str, Any]) -> Any:
+        return {layer: gram_matrix(value) for layer, value in features.items()}
 
-    def call(self, features: Mapping[str, Any], image: Any) -> Any:
-        return self.weighted_mean({layer: self._layer(gram_matrix(features[layer]), self.target[layer]) for layer in self.layers})
+    def call(self, features: Mapping[str, Any], image: Any, target: Any, mask: Any = None) -> Any:
+        return self.weighted_mean({layer: self._layer(gram_matrix(features[layer], mask), target[layer]) for layer in self.layers})
 
     def _layer(self, gram: Any, target: Any) -> Any:
-        # "target" makes every layer's error relative (about 1 for an unstyled photo), so no layer
-        # outweighs the others by its scale: with the plain mean the deep layers' large Gram values
-        # dominated and the painting's colours and strokes (shallow layers) were largely missing.
-        error = mean_squared_error(gram, target)
+        """The mean over the batch of each sample's scaled Gram error."""
+        error = tf.reduce_mean(tf.square(gram - target), axis=[1, 2])
         if self.options["normalize"] == "channels":
             # The shallow layers (colour, strokes) get more say: C is 64 there and 512 at the deepest.
-            return error / tf.cast(tf.shape(target)[-1], tf.float32) ** 2
-        if self.options["normalize"] == "target":
-            return error / tf.reduce_mean(tf.square(target))
-        return error
+            error = error / tf.cast(tf.shape(target)[-1], tf.float32) ** 2
+        elif self.options["normalize"] == "target":
+            # Every layer's error relative (about 1 for an unstyled photo), so no layer outweighs the
+            # others by its scale: with the plain mean the deep layers' large Gram values dominated
+            # and the painting's colours and strokes (shallow layers) were largely missing.
+            error = error / tf.reduce_mean(tf.square(target), axis=[1, 2])
+        return tf.reduce_mean(error)

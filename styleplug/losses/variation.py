@@ -19,5 +19,5 @@ class TotalVariationLoss(Loss):
         Param("exponent", float, 2.0, help="power of the neighbour differences (1 keeps edges sharper)", min=1.0, max=3.0),
     )
 
-    def call(self, features: Mapping[str, Any], image: Any) -> Any:
+    def call(self, features: Mapping[str, Any], image: Any, target: Any = None, mask: Any = None) -> Any:
         return total_variation(image, self.options["exponent"])

@@ -2,13 +2,12 @@
 
 import styleplug
 from styleplug.lazy import tf  # imports TensorFlow on first use, so listing plugins stays instant
-from styleplug.losses.functional import mean_squared_error
+from styleplug.losses.functional import mean_squared_error, moments
 
 
-def channel_statistics(features, epsilon):
-    """Mean and standard deviation of each channel of (1, H, W, C) features, in float32."""
-    features = tf.cast(features, tf.float32)
-    mean, variance = tf.nn.moments(features, axes=[0, 1, 2])
+def channel_statistics(features, epsilon, mask=None):
+    """Mean and standard deviation of each channel, per image (two (N, C) tensors); with a mask, of its region."""
+    mean, variance = moments(features, mask)
     return mean, tf.sqrt(variance + epsilon)
 
 
@@ -23,16 +22,15 @@ class MeanStdLoss(styleplug.Loss):
         styleplug.Param("epsilon", float, 1e-5, help="added to the variance before the square root", min=0.0, max=1.0),
     )
 
-    def set_target(self, features):
-        epsilon = self.options["epsilon"]
-        self.target = {layer: channel_statistics(value, epsilon) for layer, value in features.items()}
+    def compute_target(self, features):
+        return {layer: channel_statistics(value, self.options["epsilon"]) for layer, value in features.items()}
 
-    def call(self, features, image):
+    def call(self, features, image, target, mask=None):
         epsilon, statistics = self.options["epsilon"], self.options["statistics"]
         per_layer = {}
         for layer in self.layers:
-            mean, std = channel_statistics(features[layer], epsilon)
-            target_mean, target_std = self.target[layer]
+            mean, std = channel_statistics(features[layer], epsilon, mask)
+            target_mean, target_std = target[layer]
             distance = 0.0
             if statistics in ("both", "mean"):
                 distance += mean_squared_error(mean, target_mean)

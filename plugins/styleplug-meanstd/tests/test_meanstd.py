@@ -19,10 +19,21 @@ def test_is_installed_and_listed():
 
 def test_value_by_hand():
     loss = MeanStdLoss(layers=["f"], epsilon=0.0)
-    loss.set_target({"f": tf.constant([[[[0.0, 2.0], [2.0, 2.0]]]])})  # means (1, 2), stds (1, 0)
+    target = loss.compute_target({"f": tf.constant([[[[0.0, 2.0], [2.0, 2.0]]]])})  # means (1, 2), stds (1, 0)
     generated = tf.constant([[[[1.0, 0.0], [1.0, 4.0]]]])  # means (1, 2), stds (0, 2)
     # mean term: 0; std term: mean((0-1)^2, (2-0)^2) = 2.5
-    assert float(loss.call({"f": generated}, None)) == pytest.approx(2.5)
+    assert float(loss.call({"f": generated}, None, target)) == pytest.approx(2.5)
+
+
+def test_a_masked_region_is_matched_like_the_region_cut_out():
+    rng = np.random.default_rng(1)
+    features = tf.constant(rng.uniform(0, 1, (1, 6, 6, 3)), tf.float32)
+    loss = MeanStdLoss(layers=["f"])
+    target = loss.compute_target({"f": tf.constant(rng.uniform(0, 2, (1, 6, 6, 3)), tf.float32)})
+    left = np.zeros((1, 6, 6, 1), np.float32)
+    left[:, :, :2] = 1  # the left third
+    masked = float(loss.call({"f": features}, None, target, tf.constant(left)))
+    assert masked == pytest.approx(float(loss.call({"f": features[:, :, :2]}, None, target)), rel=1e-5)
 
 
 def test_statistics_option_selects_the_terms():
@@ -31,8 +42,7 @@ def test_statistics_option_selects_the_terms():
     values = {}
     for statistics in ("both", "mean", "std"):
         loss = MeanStdLoss(layers=["f"], epsilon=0.0, statistics=statistics)
-        loss.set_target(target)
-        values[statistics] = float(loss.call(generated, None))
+        values[statistics] = float(loss.call(generated, None, loss.compute_target(target)))
     assert values["mean"] == pytest.approx(16.0)  # (5 - 1)^2
     assert values["std"] == pytest.approx(1.0)  # (0 - 1)^2
     assert values["both"] == pytest.approx(17.0)
