@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +18,11 @@ import numpy as np
 
 from .lazy import tf
 from .losses import uses_old_contract
+from .plugins import guarded
 from .optim import GRADIENT_NOISE, LBFGS, Adam
 
 if TYPE_CHECKING:
     from .engine import Term
-    from .networks import Network
 
 #: Compiled chunks an engine keeps: one per scale of a coarse-to-fine run, and a few more. Each
 #: holds its optimiser state (for L-BFGS, 2 image-sized vectors per history entry).
@@ -68,11 +68,13 @@ def evaluate(term: Term, features: Mapping[str, Any], image: Any, target: Any, m
     """One term's unweighted value: ``call`` with its layers' features, its target and its region
     (``mask`` is ``(H, W)``). A loss written to the old contract gets the features pre-multiplied by
     the mask instead, and reads its target from ``loss.target``."""
+    stage = f"call of loss '{term.loss.name}'"
     if uses_old_contract(type(term.loss)):
-        return term.loss.call({layer: features[layer] if mask is None else masked_features(features[layer], mask)
-                               for layer in term.loss.layers}, image)
+        inputs = {layer: features[layer] if mask is None else masked_features(features[layer], mask) for layer in term.loss.layers}
+        return guarded(term.provider, stage, lambda: term.loss.call(inputs, image))
     region = None if mask is None else tf.cast(mask, tf.float32)[None, :, :, None]
-    return term.loss.call({layer: features[layer] for layer in term.loss.layers}, image, target, region)
+    own = {layer: features[layer] for layer in term.loss.layers}
+    return guarded(term.provider, stage, lambda: term.loss.call(own, image, target, region))
 
 
 def signature(terms: list[Term], shape: tuple[int, ...], optimizer: str, rate: float, history: int) -> str:
@@ -102,8 +104,9 @@ class CompiledStep:
     """One compiled chunk with the variables it reads: built for the first job with a given
     signature, then loaded with each later job's values."""
 
-    def __init__(self, model: Any, network: Network, terms: list[Term], start: np.ndarray, optimizer: str, rate: float,
-                 history: int, precision: str, jit_compile: bool) -> None:
+    def __init__(self, features: Callable[[Any], Mapping[str, Any]], terms: list[Term], start: np.ndarray, optimizer: str,
+                 rate: float, history: int, precision: str, jit_compile: bool) -> None:
+        """``features(images)`` gives the network's ``{layer: features}`` of RGB images in 0..255."""
         self.terms = terms  # the loss objects traced into the chunk; later jobs only change values
         self.variable = tf.Variable(start, dtype=tf.float32)
         size = int(np.prod(start.shape))
@@ -125,8 +128,10 @@ class CompiledStep:
         self.accepted_values = tf.Variable(tf.zeros((len(terms),)), trainable=False)
         self.state.reset(self.variable)
 
+        compute_features = features
+
         def weighted_terms(image: Any) -> Any:
-            features = model(network.preprocess(image))
+            features = compute_features(image)
             return self.weights * tf.stack([tf.cast(evaluate(term, features, image, target, mask), tf.float32)
                                             for term, target, mask in zip(terms, self.targets, self.masks)])
 

@@ -23,13 +23,13 @@ from PIL import Image
 
 from .colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
-from .device import available_memory, estimate_memory, gpus, resolve_precision, set_threads
+from .device import RUNTIME_BYTES, available_memory, estimate_memory, gpus, resolve_precision, set_threads
 from .errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from .image import ImageInput, load_image, pixel_digest, resize_long_side
 from .job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
 from .lazy import keras, tf
 from .losses import Loss, uses_old_contract
-from .plugins import PluginHost, Provider, default_host, styleplug_version
+from .plugins import PluginHost, Provider, default_host, guarded, styleplug_version
 from .record import write_record
 from .shapes import check_sizes, style_side
 
@@ -158,7 +158,7 @@ def _to_image(variable: Any) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def _with_dtype_policy(model: Any, policy: str) -> Any:
+def with_dtype_policy(model: Any, policy: str) -> Any:
     """A copy of a frozen Keras model whose layers compute under ``policy``, with the same weights.
 
     Under ``mixed_bfloat16`` the convolutions run in bfloat16 while the weights stay float32; the
@@ -248,9 +248,20 @@ class Engine:
         precision, built once per set of layers."""
         key = tuple(sorted(set(layers), key=self.network.layers.index))
         if key not in self._models:
-            model = self.network.build(key)
-            self._models[key] = _with_dtype_policy(model, "mixed_bfloat16") if self.precision == "bfloat16" else model
+            name, provider = self.network.name, self.network_provider
+            model = guarded(provider, f"build of network '{name}'", lambda: self.network.build(key))
+            if self.precision == "bfloat16":
+                model = guarded(provider, f"the bfloat16 copy of network '{name}' (its layers need get_config and "
+                                "from_config; or use {precision=float32})", lambda: with_dtype_policy(model, "mixed_bfloat16"))
+            self._models[key] = model
         return self._models[key]
+
+    def _features(self, model: Any) -> Callable[[Any], Any]:
+        """``{layer: features}`` of RGB images in 0..255, with failures in the network's code named."""
+        def features(images: Any) -> Any:
+            return guarded(self.network_provider, f"running network '{self.network.name}'",
+                           lambda: model(self.network.preprocess(images)))
+        return features
 
     # -- running jobs ------------------------------------------------------------------------------
 
@@ -447,12 +458,12 @@ class Engine:
         half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
         since it may keep state of its own."""
         def features() -> dict[str, Any]:
-            outputs = model(self.network.preprocess(tf.constant(np.asarray(reference, dtype=np.float32)[None])))
+            outputs = self._features(model)(tf.constant(np.asarray(reference, dtype=np.float32)[None]))
             return {layer: outputs[layer] for layer in term.loss.layers}
 
         if uses_old_contract(type(term.loss)):
             given = None if reference is None else features()
-            self._guarded(term, "set_target", lambda: term.loss.set_target(given))
+            guarded(term.provider, f"set_target of loss '{term.loss.name}'", lambda: term.loss.set_target(given))
             return term.loss.target
         if reference is None:
             return None
@@ -462,7 +473,8 @@ class Engine:
             if len(self._targets) >= 8:  # keep memory bounded for long-lived engines
                 self._targets.pop(next(iter(self._targets)))
             computed = features()
-            self._targets[key] = self._guarded(term, "compute_target", lambda: term.loss.compute_target(computed))
+            self._targets[key] = guarded(term.provider, f"compute_target of loss '{term.loss.name}'",
+                                         lambda: term.loss.compute_target(computed))
         return self._targets[key]
 
     def _plan_memory(self, model: Any, output: Image.Image, job: Job) -> tuple[str, int]:
@@ -488,23 +500,15 @@ class Engine:
                                 f"history {plan[1]}" if plan[0] == "lbfgs" else "Adam")
                 return plan
         needed = estimate_memory(model, height, width, *plans[0])
-        fixed, lowest = estimate_memory(model, 1, 1, *plans[-1]), estimate_memory(model, height, width, *plans[-1])
-        largest = int(max(width, height) * math.sqrt(max(available - fixed, 0) / (lowest - fixed)))
+        # Everything but the runtime grows with the pixels.
+        lowest = estimate_memory(model, height, width, *plans[-1])
+        largest = int(max(width, height) * math.sqrt(max(available - RUNTIME_BYTES, 0) / (lowest - RUNTIME_BYTES)))
         where = "allowed ({max_memory})" if job.max_memory is not None and available == int(job.max_memory * 2**30) else "free"
         advice = ", or {fit_memory} to shrink the L-BFGS history or switch to Adam" if plans == [(job.optimizer, job.history)] \
             and job.optimizer == "lbfgs" else ""
         fix = f"use {{size={largest}}} or less{advice}" if largest >= 16 else "that is too little for any job with this network"
         raise ResourceError(f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is "
                             f"{where}; {fix}.", needed=needed, available=available, largest_size=largest if largest >= 16 else None)
-
-    def _guarded(self, term: Term, phase: str, action: Callable[[], Any]) -> Any:
-        """Run a plugin's code so that any failure names the loss and the plugin that provided it."""
-        try:
-            return action()
-        except Exception as error:
-            provider = term.provider
-            raise PluginError(provider.name, provider.package, provider.version, f"{phase} of loss '{term.loss.name}'",
-                              f"{type(error).__name__}: {error}") from error
 
     # -- optimisation --------------------------------------------------------------------------
 
@@ -518,15 +522,14 @@ class Engine:
             self._compiled_steps[key] = compiled  # most recently used last
             compiled.load(terms, start)
             return compiled
-        features = model(self.network.preprocess(tf.constant(start)))
+        features = self._features(model)(tf.constant(start))
         for term in terms:
-            value = np.asarray(self._guarded(term, "call", lambda term=term: evaluate(term, features, tf.constant(start),
-                                                                                     term.target, term.mask)))
+            value = np.asarray(evaluate(term, features, tf.constant(start), term.target, term.mask))
             if value.shape != () or not np.isfinite(value):
                 provider = term.provider
                 raise PluginError(provider.name, provider.package, provider.version, f"call of loss '{term.loss.name}'",
                                   f"expected a finite scalar; received shape {value.shape} value {value.ravel()[:3]}")
-        compiled = CompiledStep(model, self.network, terms, start, optimizer, rate, history, self.precision, self.jit_compile)
+        compiled = CompiledStep(self._features(model), terms, start, optimizer, rate, history, self.precision, self.jit_compile)
         if len(self._compiled_steps) >= MAX_COMPILED:
             self._compiled_steps.pop(next(iter(self._compiled_steps)))
         self._compiled_steps[key] = compiled

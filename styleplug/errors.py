@@ -54,7 +54,8 @@ class UnknownNameError(UsageError):
 
     def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "", where: str = "") -> None:
         known = list(known)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        same = [item for item in known if item.lower() == name.lower()]  # "SWD" for "swd"
+        close = same or difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         suggestion = f"Did you mean '{close[0]}'? " if close else ""
         listing = ", ".join(known) if len(known) <= 25 else ", ".join(known[:25]) + ", ..."
         hint = hint or f"Choose one of: {listing}."

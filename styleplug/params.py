@@ -7,12 +7,16 @@ validation messages and the generated demo controls. Nothing here imports Tensor
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import UnknownNameError, UsageError
 
+TYPES = (float, int, bool, str)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -33,6 +37,11 @@ class Param:
     min: float | None = None
     max: float | None = None
     choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise TypeError(f"Param '{self.name}' has type {self.type!r}; use one of the types float, int, bool or str "
+                            "(the type itself, not its name)")
 
     def coerce(self, value: Any, owner: str) -> Any:
         """Return ``value`` converted to this parameter's type, or raise a one-line ``UsageError``.
@@ -63,8 +72,13 @@ class Param:
                 return self.type(text)
             except ValueError:
                 raise UsageError(f"invalid value {value!r} for {where}; expected {expected}.") from None
-        if self.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool) or isinstance(value, np.bool_):
+            if self.type is bool:
+                return bool(value)
+        elif self.type is float and isinstance(value, numbers.Real):
             return float(value)
+        elif self.type is int and isinstance(value, numbers.Integral):
+            return int(value)  # numpy integers too
         if isinstance(value, self.type) and not (self.type is int and isinstance(value, bool)):
             return value
         raise UsageError(f"invalid value {value!r} for {where}; expected {expected}.")

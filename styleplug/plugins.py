@@ -19,21 +19,24 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import math
+import numbers
 import os
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UnknownNameError
+from .errors import PluginError, StyleplugError, UnknownNameError, one_line
 from .losses import ROLES, Loss, uses_old_contract
 from .networks import Network
 from .params import Param
 
 log = logging.getLogger("styleplug.plugins")
+T = TypeVar("T")
 
 BUILTIN_MODULES = ("styleplug.default_plugins.networks", "styleplug.default_plugins.losses")
 ENTRY_POINT_GROUP = "styleplug"
@@ -73,6 +76,7 @@ class PluginRecord:
     hooks: list[str] = field(default_factory=list)
     provides: dict[str, list[str]] = field(default_factory=lambda: {"losses": [], "networks": []})
     error: str | None = None
+    warning: str | None = None  # loaded, but something is likely wrong (it registers nothing)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +88,7 @@ class PluginRecord:
             "provides": self.provides,
             "status": "failed" if self.error else "ok",
             "error": self.error,
+            "warning": self.warning,
         }
 
 
@@ -185,6 +190,11 @@ class PluginHost:
             table[registered.cls.name] = registered
             self._aliases[kind].update({alias: registered.cls.name for alias in registered.aliases})
             record.provides[kind].append(registered.cls.name)
+        if not staged:
+            record.warning = f"registers nothing: {_why_nothing(plugin)}"
+            if self.strict:
+                raise PluginError(provider.name, provider.package, provider.version, "registration", record.warning)
+            log.warning("%s %s", provider, record.warning)
 
     def _hook_impls(self, plugin: object, record: PluginRecord) -> list[tuple[str, Any]]:
         impls = []
@@ -229,6 +239,9 @@ class PluginHost:
             raise _Rejected(f"{what} has no docstring; its first line is the summary users see")
         taken = {**{n: r.provider for n, r in self._table(kind).items()}, **self._aliases_of(kind)}
         taken.update({n: r.provider for k, r in staged if k == kind for n in (r.cls.name, *r.aliases)})
+        for alias in aliases:
+            if not isinstance(alias, str) or not _NAME.match(alias):
+                raise _Rejected(f"{what} has alias {alias!r}; expected lowercase letters, digits, '-' or '_'")
         for new in (name, *aliases):
             if kind == "losses" and new == "total":
                 raise _Rejected(f"{what} is named 'total', which progress reports use for the sum of all terms; choose another name")
@@ -286,9 +299,32 @@ def _check_params(what: str, params: Any) -> None:
             raise _Rejected(f"{what}: default of parameter '{param.name}' is invalid: {error}") from None
 
 
+def _why_nothing(plugin: object) -> str:
+    """Why a plugin that loaded registered nothing, as far as can be told from its attributes."""
+    unmarked = [name for name in dir(plugin) if difflib.get_close_matches(name, _KINDS, n=1, cutoff=0.8)
+                and callable(getattr(plugin, name)) and not hasattr(getattr(plugin, name), "styleplug_impl")]
+    if unmarked:
+        return f"{', '.join(unmarked)} lacks the @styleplug.hookimpl decorator, so it is never called; add it"
+    return "it has no @styleplug.hookimpl function register_losses or register_networks that calls register(cls)"
+
+
+def _check_weights(what: str, weights: Any) -> None:
+    """A network's ``loss_weights``: a mapping of loss names to finite numbers >= 0."""
+    if not isinstance(weights, Mapping) or not all(isinstance(name, str) for name in weights):
+        raise _Rejected(f"{what}.loss_weights must map loss names to weights, e.g. {{'gram': 1e7}}; got {weights!r}")
+    for name, weight in weights.items():
+        _check_weight(f"{what}.loss_weights['{name}']", weight)
+
+
+def _check_weight(where: str, weight: Any) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
+        raise _Rejected(f"{where} is {weight!r}; expected a finite number >= 0")
+
+
 def _check_loss(what: str, cls: type[Loss]) -> None:
     if getattr(cls, "role", None) not in ROLES:
         raise _Rejected(f"{what} has role {getattr(cls, 'role', None)!r}; expected one of {', '.join(ROLES)}")
+    _check_weight(f"{what}.default_weight", cls.default_weight)
     if cls.call is Loss.call:
         raise _Rejected(f"{what} does not implement call(features, image, target, mask=None)")
     if uses_old_contract(cls) and cls not in _warned_old_contract:
@@ -307,6 +343,7 @@ def _check_network(what: str, cls: type[Network]) -> None:
     layers = getattr(cls, "layers", None)
     if not isinstance(layers, tuple) or not layers or not all(isinstance(layer, str) for layer in layers):
         raise _Rejected(f"{what}.layers must be a non-empty tuple of layer names")
+    _check_weights(what, cls.loss_weights)
     for attribute in ("default_content_layers", "default_style_layers"):
         defaults = getattr(cls, attribute, ())
         if not defaults or not set(defaults) <= set(layers):
@@ -314,6 +351,18 @@ def _check_network(what: str, cls: type[Network]) -> None:
     for method in ("build", "preprocess"):
         if getattr(cls, method) is getattr(Network, method):
             raise _Rejected(f"{what} does not implement {method}()")
+
+
+def guarded(provider: Provider, stage: str, action: Callable[[], T]) -> T:
+    """Run plugin code so that a failure, eager or while TensorFlow traces it, is one line that
+    names the plugin and ``stage`` (e.g. "call of loss 'x'")."""
+    try:
+        return action()
+    except StyleplugError:
+        raise
+    except Exception as error:
+        raise PluginError(provider.name, provider.package, provider.version, stage,
+                          f"{type(error).__name__}: {one_line(error)}") from error
 
 
 @functools.lru_cache(maxsize=1)

@@ -46,6 +46,7 @@ def test_entry_point_plugin_is_discovered_with_provenance(with_test_plugins):
     assert record == {
         "name": "brightness", "package": "styleplug-testplugins", "version": "0.3.0", "builtin": False,
         "hooks": ["register_losses"], "provides": {"losses": ["brightness"], "networks": []}, "status": "ok", "error": None,
+        "warning": None,
     }
 
 
