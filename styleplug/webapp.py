@@ -32,7 +32,6 @@ from .errors import StyleplugError, UsageError  # noqa: E402
 from .image import save_image  # noqa: E402
 from .job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
 from .lazy import tf  # noqa: E402
-from .networks.vgg import POOLINGS  # noqa: E402
 from .params import Param  # noqa: E402
 from .plugins import PluginHost, default_host  # noqa: E402
 from .webform import IMAGE_CONTROLS, LABELS, defaults, demo_name, field_help, job_from_form, weight_defaults  # noqa: E402
@@ -120,6 +119,7 @@ class _Page:
     output: Any
     download: Any
     loss_groups: dict[str, Any]
+    network_groups: dict[str, Any]
 
 
 def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
@@ -163,6 +163,8 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                 form["optimizer"] = gr.Radio(list(OPTIMIZERS), value=start["optimizer"], label=LABELS["optimizer"])
                 form["network"] = gr.Dropdown(list(host.networks), value=start["network"], label=LABELS["network"],
                                               elem_id="network")
+                form["weights"] = gr.Dropdown(list(host.networks[start["network"]].cls.weight_sources), value=start["weights"],
+                                              label=LABELS["weights"], elem_id="weights")
                 form["precision"] = gr.Radio(list(PRECISIONS), value=start["precision"], label=LABELS["precision"],
                                              info="auto: bfloat16 where this hardware runs it fast")
             with gr.Accordion("Several styles, masks, colours, scales", open=False, elem_id="more"):
@@ -182,7 +184,12 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                                               info=field_help("colors"))
                     form["coarse_to_fine"] = gr.Checkbox(value=start["coarse_to_fine"], label=LABELS["coarse_to_fine"],
                                                          elem_id="multiscale", info="from 512 px up: start at half size or less, then refine")
-                    form["pooling"] = gr.Radio(list(POOLINGS), value=start["pooling"], label=LABELS["pooling"], elem_id="pooling")
+            network_groups = {}
+            for name, entry in host.networks.items():
+                network: Any = entry.cls
+                with gr.Group(visible=name == start["network"], elem_id=f"network-{name}") as network_groups[name]:
+                    for param in network.params:
+                        form[f"{name}_{param.name}"] = _param_control(param, f"{name}: {param.name}")
             with gr.Row():
                 form["style_weight_log10"] = gr.Slider(5, 9, value=start["style_weight_log10"], step=0.25,
                                                        label=LABELS["style_weight_log10"])
@@ -200,7 +207,7 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                     form[f"{name}_weight"] = gr.Number(value=cls.default_weight, minimum=0, label=f"{name} weight")
                     for param in cls.params:
                         form[f"{name}_{param.name}"] = _param_control(param, f"{name}.{param.name}")
-    return _Page(form, run, stop, estimate, status, output, download, groups)
+    return _Page(form, run, stop, estimate, status, output, download, groups, network_groups)
 
 
 def build_app(host: PluginHost | None = None, limits: Limits | None = None, workers: int | None = None,
@@ -217,8 +224,8 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
     results = Path(tempfile.mkdtemp(prefix="styleplug-demo-"))
 
     def make_engine(key: tuple[Any, ...]) -> Engine:
-        network_name, precision_name, network_options = key
-        return Engine(network_name, precision=precision_name, host=host, **dict(network_options))
+        network_name, weights, precision_name, network_options = key
+        return Engine(network_name, weights, precision=precision_name, host=host, **dict(network_options))
 
     def on_device(worker: int) -> Any:
         return tf.device(f"/GPU:{worker % len(found)}") if found else nullcontext()
@@ -226,7 +233,7 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
     jobs = JobQueue(make_engine, limits, workers or max(1, len(found)), on_device)
     if calibrate_step_time:
         threading.Thread(target=calibrate, args=(jobs, str(EXAMPLES / "tubingen.jpg"), str(EXAMPLES / "starry_night.jpg"),
-                                                 _image_size(EXAMPLES / "tubingen.jpg"), ("vgg19", "auto", (("pooling", "max"),))),
+                                                 _image_size(EXAMPLES / "tubingen.jpg"), ("vgg19", "auto", "auto", (("pooling", "max"),))),
                          daemon=True).start()
 
     with gr.Blocks(title="styleplug", delete_cache=(600, int(limits.result_minutes * 60))) as app:
@@ -236,8 +243,16 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
 
         for name, group in page.loss_groups.items():
             form["extra_losses"].change(lambda chosen, name=name: gr.update(visible=name in chosen), form["extra_losses"], group)
+        # A network brings its own weight sources, options and default loss weights.
         weight_controls = [form[name] for name in ("content_weight", "style_weight_log10", "tv_weight_log10")]
-        form["network"].change(lambda network: list(weight_defaults(host, network).values()), form["network"], weight_controls,
+        groups = list(page.network_groups.values())
+
+        def network_changed(network: str) -> list[Any]:
+            sources = list(host.network(network).cls.weight_sources)
+            return [*weight_defaults(host, network).values(), gr.update(choices=sources, value=sources[0]),
+                    *(gr.update(visible=name == network) for name in page.network_groups)]
+
+        form["network"].change(network_changed, form["network"], [*weight_controls, form["weights"], *groups],
                                queue=False, api_visibility="private")
 
         def submit(values: dict[str, Any], session: str) -> WebJob:

@@ -32,8 +32,9 @@ SERVER_FIELDS = ("max_pixels", "fit_memory", "chunk_seconds")
 # Kept at the job's defaults: expert settings the command line and the API offer.
 DEFAULT_FIELDS = ("learning_rate", "history", "content_layers", "style_layers", "init", "chunk_size", "tolerance", "window",
                   "max_memory")
-# Engine settings: a job runs on the engine they name.
-ENGINE_CONTROLS = ("network", "precision", "pooling")
+# Engine settings: a job runs on the engine they name, with the network's options from controls
+# named "{network}_{option}", generated from the network's declared parameters.
+ENGINE_CONTROLS = ("network", "weights", "precision")
 
 LABELS = {
     "content": "Content photo", "style": "Style painting", "style2": "Second style (optional)",
@@ -41,7 +42,7 @@ LABELS = {
     "style_scale": "Style scale", "colors": "Colours", "coarse_to_fine": "Coarse to fine", "size": "Output size (long side, px)",
     "steps": "Steps", "optimizer": "Optimiser", "content_weight": "Content weight", "style_weight_log10": "Style weight (log10)",
     "tv_weight_log10": "Smoothness (TV weight, log10)", "seed": "Seed", "extra_losses": "Extra losses (from plugins)",
-    "network": "Network", "precision": "Precision", "pooling": "Pooling (VGG networks)",
+    "network": "Network", "weights": "Weights", "precision": "Precision",
 }
 # The first web request a visitor makes should answer in seconds, not minutes, so the demo starts
 # smaller than the job's defaults (512 px, 300 steps), within the server's limits.
@@ -75,7 +76,7 @@ def defaults(host: PluginHost, limits: Limits) -> dict[str, Any]:
         "style_share": 0.5, "style_scale": _job_default("style_scale"), "colors": _job_default("colors"),
         "coarse_to_fine": _job_default("scales") == "auto", "size": min(DEMO_SIZE, limits.max_size or DEMO_SIZE),
         "steps": min(DEMO_STEPS, limits.max_steps), "optimizer": _job_default("optimizer"), "seed": _job_default("seed"),
-        "extra_losses": [], "network": "vgg19", "precision": "auto", "pooling": "max", **weight_defaults(host, "vgg19"),
+        "extra_losses": [], "network": "vgg19", "weights": "auto", "precision": "auto", **weight_defaults(host, "vgg19"),
     }
 
 
@@ -91,9 +92,10 @@ def demo_name(option: str, value: str | None) -> str:
 
 def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], host: PluginHost,
                   limits: Limits) -> tuple[tuple[Any, ...], Job]:
-    """The engine key (network, precision, network options) and the job that the form's
-    ``values`` (by control name; extra-loss options as ``{loss}_{option}``) and the uploaded
-    ``files`` (by image control) ask for, checked against the server's ``limits``."""
+    """The engine key (network, weights, precision, network options) and the job that the form's
+    ``values`` (by control name; extra-loss options as ``{loss}_{option}``, network options as
+    ``{network}_{option}``) and the uploaded ``files`` (by image control) ask for, checked against
+    the server's ``limits``."""
     if files["content"] is None or files["style"] is None:
         raise UsageError("upload a content photo and a style painting first.")
     try:
@@ -111,10 +113,14 @@ def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], ho
         losses[name] = {option: values[f"{name}_{option}"] for option in ("weight", *(p.name for p in cls.params))
                         if f"{name}_{option}" in values}
     try:
-        declared = [param.name for param in host.network(values["network"]).cls.params]
+        network: Any = host.network(values["network"]).cls
     except StyleplugError as error:
         raise UsageError(str(error)) from None
-    network_options = (("pooling", values["pooling"]),) if "pooling" in declared else ()
+    # Only the network's named sources: a visitor never names a file on the server.
+    if values["weights"] not in network.weight_sources:
+        raise UsageError(f"weights must be one of {', '.join(network.weight_sources)} for network '{network.name}'.")
+    network_options = tuple((param.name, values[f"{network.name}_{param.name}"]) for param in network.params
+                            if f"{network.name}_{param.name}" in values)
     share = float(values["style_share"])
     job = Job(
         content=files["content"], style=styles, masks=masks or None,
@@ -125,4 +131,4 @@ def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], ho
         losses=losses, seed=int(values["seed"] or 0),
         max_pixels=limits.max_pixels, fit_memory=True, chunk_seconds=limits.chunk_seconds,
     )
-    return (values["network"], values["precision"], network_options), job
+    return (network.name, values["weights"], values["precision"], network_options), job

@@ -130,7 +130,9 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("--scales=30,20", 2, "scales must be increasing sizes from 16 up to below the output size 40"),
         ("--scales=20", 2, "the content image at 20 px is 20x13, too small for layer 'block5_conv1'"),
         ("--scales=fine", 2, "--scales takes auto, none or comma-separated sizes"),
-        ("--pooling=mean", 2, "invalid value 'mean' for option 'pooling' of network 'vgg19'"),
+        ("--network-option=pooling=mean", 2, "invalid value 'mean' for option 'pooling' of network 'vgg19'"),
+        ("--network-option=pooling", 2, "--network-option takes NAME=VALUE, e.g. pooling=avg; got 'pooling'"),
+        ("--network-option=size=3", 2, "unknown option 'size' of network 'vgg19'"),
         ("--mask=/nowhere/mask.png", 2, "mask 1 '/nowhere/mask.png' does not exist"),
         ("--weights=/nowhere/vgg.h5", 1, "weights file '/nowhere/vgg.h5' does not exist"),
         ("--size=8192", 1, "GiB is free; use --size"),
@@ -261,7 +263,7 @@ def test_mask_pooling_and_scales_are_recorded_and_replayed(pair, tmp_path):
     half[:, 30:] = 255
     Image.fromarray(half).save(mask)
     output = tmp_path / "masked.png"
-    code, text = invoke("run", content, style, "-O", output, *FAST, "--mask", mask, "--pooling", "avg", "--scales", "24")
+    code, text = invoke("run", content, style, "-O", output, *FAST, "--mask", mask, "-N", "pooling=avg", "--scales", "24")
     assert code == 0, text
     from styleplug.record import read_record
 

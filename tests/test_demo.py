@@ -350,6 +350,9 @@ def test_browser_run_stop_and_generated_controls(server):
         expect(page.locator("#loss-brightness").first).to_contain_text("brightness.level")
         expect(page.locator("#loss-brightness").first).to_contain_text("target mean brightness")
         page.screenshot(path=ARTIFACTS / "demo-controls.png", full_page=True)
+        # The network's declared options get controls too, and its weights are chosen among named sources.
+        expect(page.locator("#network-vgg19").first).to_contain_text("vgg19: pooling")
+        expect(page.locator("#weights input")).to_have_value("auto")
         page.locator("#extra-losses").get_by_label("brightness").uncheck()
         page.locator("#more").get_by_text("Several styles, masks, colours, scales").click()
         expect(page.locator("#style2")).to_be_visible()

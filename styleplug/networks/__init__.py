@@ -23,6 +23,10 @@ class Network:
     default_content_layers: ClassVar[tuple[str, ...]]
     default_style_layers: ClassVar[tuple[str, ...]]
     params: ClassVar[tuple[Param, ...]] = ()
+    #: The named weight sources ``weights`` accepts besides a file path; the demo offers only these.
+    #: ``"auto"`` must pick the best source available offline and fall back to downloading, or raise
+    #: ``WeightsError`` saying how to get weights; ``"none"`` must give seeded random weights.
+    weight_sources: ClassVar[tuple[str, ...]] = ("auto", "none")
     #: Default weights of losses on this network, by loss name, where a loss's own ``default_weight``
     #: does not suit its feature scale. A job's explicit weights override them.
     loss_weights: ClassVar[Mapping[str, float]] = {}

