@@ -31,6 +31,10 @@ _LAZY = {"Engine": "engine", "Progress": "engine", "Result": "engine", "stylize"
          "PluginHost": "plugins", "default_host": "plugins", "set_threads": "device"}
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

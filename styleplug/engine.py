@@ -185,6 +185,14 @@ def _tf_errors(description: str) -> Iterator[None]:
                             "or {optimizer=adam}.") from error
     except tf.errors.OpError as error:
         raise StyleplugError(f"TensorFlow failed while {description}: {one_line(error)}") from error
+    except Exception as error:
+        # A plugin's failure while TensorFlow traced it comes wrapped in a multi-line StagingError.
+        cause = error.__context__
+        while cause is not None and not isinstance(cause, PluginError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 class Engine:

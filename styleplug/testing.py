@@ -21,11 +21,14 @@ randomly initialised convnet with named layers.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from .engine import with_dtype_policy
+from .errors import one_line
 from .lazy import keras, tf
 from .hookspecs import hookimpl
 from .losses import Loss, uses_old_contract
@@ -73,8 +76,21 @@ def _image(seed: int, size: tuple[int, int] = (24, 32)) -> Any:
     return tf.constant(np.random.default_rng(seed).uniform(0, 255, (1, *size, 3)).astype(np.float32))
 
 
+@contextmanager
+def _named(kind: str, cls: type) -> Iterator[None]:
+    """Every failure of a check as one ``AssertionError`` that names the class and its plugin's module."""
+    where = f"{kind} '{getattr(cls, 'name', cls.__name__)}' ({cls.__module__}.{cls.__name__})"
+    try:
+        yield
+    except AssertionError as error:
+        raise AssertionError(f"{where}: {error}") from error
+    except Exception as error:
+        raise AssertionError(f"{where} raised {type(error).__name__}: {one_line(error)}") from error
+
+
 def check_loss(cls: type[Loss], network: Network | None = None) -> None:
-    """Assert that a loss class keeps the ``Loss`` contract; raise ``AssertionError`` saying what broke.
+    """Assert that a loss class keeps the ``Loss`` contract; raise ``AssertionError`` saying what broke
+    (naming the loss and its module).
 
     Checks: it registers cleanly in a strict host; every declared parameter is accepted by the
     constructor; ``get_config``/``from_config`` round-trips; ``call`` gives a finite float32 scalar,
@@ -82,16 +98,25 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
     the image is its own target; ``compute_target`` gives the same inside ``tf.function``; a batch of
     two images gives the mean of the two alone; and a style loss given a mask gives the loss of the
     masked region cut out. A loss written to the old contract (``call(features, image)``) gets the
-    checks of that contract only: it sees neither masks nor batches.
+    checks of that contract only: it sees neither masks nor batches. Everything runs at two image
+    sizes, with features from the network in float32 and from its bfloat16 copy, as the engine runs
+    it on hardware with fast bfloat16.
     """
+    with _named("loss", cls):
+        _check_loss(cls, network or TinyNetwork(weights="none"))
+
+
+def _check_loss(cls: type[Loss], network: Network) -> None:
     _check_registers(cls, "register_losses")
-    network = network or TinyNetwork(weights="none")
     layers = {"content": network.default_content_layers, "style": network.default_style_layers}.get(cls.role, ())
     defaults = {param.name: param.default for param in cls.params}
     loss = cls(layers=layers, **defaults) if cls.uses_features else cls(**defaults)
     assert cls.from_config(loss.get_config()).get_config() == loss.get_config(), "get_config/from_config do not round-trip"
     old = uses_old_contract(cls)
     model = network.build(tuple(loss.layers) or network.default_content_layers)
+    for size in ((40, 48), (24, 32)):  # the last size is the one the checks below use
+        for copy in (with_dtype_policy(model, "mixed_bfloat16"), model):
+            _check_finite(loss, network, copy, size, old)
 
     def features(image: Any) -> dict[str, Any]:
         outputs = model(network.preprocess(image))
@@ -135,6 +160,26 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
         _check_mask(loss)
 
 
+def _check_finite(loss: Loss, network: Network, model: Any, size: tuple[int, int], old: bool) -> None:
+    """``call`` gives a finite float32 scalar at ``size``, with features from ``model``, whose
+    precision may be bfloat16."""
+    def features(image: Any) -> dict[str, Any]:
+        outputs = model(network.preprocess(image))
+        return {layer: outputs[layer] for layer in loss.layers}
+
+    image = _image(9, size)
+    if old:
+        loss.set_target(None if loss.role == "regularizer" else features(_image(10, size)))
+        value = loss.call(features(image), image)
+    else:
+        target = None if loss.role == "regularizer" else loss.compute_target(features(_image(10, size)))
+        value = loss.call(features(image), image, target)
+    precision = "bfloat16" if model.layers[-1].compute_dtype == "bfloat16" else "float32"
+    assert value.shape == () and value.dtype == tf.float32 and np.isfinite(float(value)), (
+        f"with {precision} features at {size[1]}x{size[0]}, call() gave {value.dtype} {value.shape} {value}; "
+        "return a finite float32 scalar (cast features to float32 before reducing)")
+
+
 def _check_batch(cls: type[Loss], target_of: Callable[[Any], Any], value: Callable[..., Any]) -> None:
     """A batch of two images gives the mean of their two values: with a target each for a content
     loss, with one shared target otherwise."""
@@ -174,12 +219,19 @@ def _check_mask(loss: Loss) -> None:
 
 
 def check_network(cls: type[Network], weights: str = "none") -> None:
-    """Assert that a network class keeps the ``Network`` contract (offline with ``weights="none"``).
+    """Assert that a network class keeps the ``Network`` contract (offline with ``weights="none"``);
+    raise ``AssertionError`` saying what broke (naming the network and its module).
 
     Checks: it registers cleanly in a strict host; ``build`` returns a frozen model whose outputs are
     the requested layers, stopping at the deepest of them; features are finite; the gradient reaches
-    the input through ``preprocess``.
+    the input through ``preprocess``; and the same holds for the bfloat16 copy the engine makes (every
+    layer must survive ``get_config``/``from_config``), at two image sizes.
     """
+    with _named("network", cls):
+        _check_network(cls, weights)
+
+
+def _check_network(cls: type[Network], weights: str) -> None:
     _check_registers(cls, "register_networks")
     network = cls(weights=weights)
     layers = tuple(dict.fromkeys(network.default_style_layers + network.default_content_layers))
@@ -188,14 +240,22 @@ def check_network(cls: type[Network], weights: str = "none") -> None:
     deepest = network.deepest(layers)
     later = set(network.layers[network.layers.index(deepest) + 1 :])
     assert not later & {layer.name for layer in model.layers}, f"the model goes past its deepest layer {deepest}"
-    image = tf.Variable(_image(3, (32, 32)))
-    with tf.GradientTape() as tape:
-        outputs = model(network.preprocess(image))
-        total = tf.add_n([tf.reduce_mean(tf.cast(outputs[layer], tf.float32)) for layer in layers])
-    assert set(outputs) == set(layers), f"outputs {sorted(outputs)} != requested {sorted(layers)}"
-    assert all(np.isfinite(np.asarray(outputs[layer], np.float32)).all() for layer in layers), "features are not finite"
-    gradient = tape.gradient(total, image)
-    assert gradient is not None, "the gradient does not reach the input image"
+    try:
+        copy = with_dtype_policy(model, "mixed_bfloat16")
+    except Exception as error:
+        raise AssertionError(f"the engine's bfloat16 copy of the model fails ({type(error).__name__}: {one_line(error)}); "
+                             "give every custom layer get_config() and from_config()") from error
+    for precision, built in (("float32", model), ("bfloat16", copy)):
+        for size in ((32, 32), (48, 40)):
+            image = tf.Variable(_image(3, size))
+            with tf.GradientTape() as tape:
+                outputs = built(network.preprocess(image))
+                total = tf.add_n([tf.reduce_mean(tf.cast(outputs[layer], tf.float32)) for layer in layers])
+            at = f"in {precision} at {size[1]}x{size[0]}"
+            assert set(outputs) == set(layers), f"{at}, outputs {sorted(outputs)} != requested {sorted(layers)}"
+            assert all(np.isfinite(np.asarray(tf.cast(outputs[layer], tf.float32))).all() for layer in layers), \
+                f"features are not finite {at}"
+            assert tape.gradient(total, image) is not None, f"the gradient does not reach the input image {at}"
 
 
 def _check_registers(cls: type, hook: str) -> None:
