@@ -362,6 +362,21 @@ def networks(debug: bool) -> None:
             click.echo(f"    layers: {', '.join(cls.layers)}")
 
 
+@cli.command("new-plugin")
+@click.argument("kind", type=click.Choice(["loss", "network"]))
+@click.argument("name")
+@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write the package styleplug-NAME into.")
+@_debug_option
+def new_plugin(kind: str, name: str, folder: str, debug: bool) -> None:
+    """Write a plugin package for a loss or a network: it installs, registers and passes its tests as generated."""
+    with _reported_errors(debug):
+        from .scaffold import new_plugin as write_package
+
+        package = write_package(kind, name, Path(folder))
+        click.echo(f"styleplug: wrote {package}; next: pip install -e {package} && pytest {package / 'tests'}", err=True)
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=None, help="Port (default: the first free one from 7860).")
