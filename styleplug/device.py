@@ -50,20 +50,24 @@ def estimate_memory(model: Any, height: int, width: int, optimizer: str, history
 
 
 def activation_bytes(model: Any, height: int, width: int) -> int:
-    """Bytes of every image-shaped layer output of ``model`` for one ``height`` x ``width`` image, from
+    """Bytes of every image-shaped output inside ``model`` for one ``height`` x ``width`` image, from
     Keras shape inference (no kernel runs), so any downsampling counts, whatever the layer is called."""
-    layers, probe = _shape_probe(model)
+    itemsizes, probe = _shape_probe(model)
     shapes = probe.compute_output_shape((1, height, width, 3))
-    return sum(int(np.prod(shape[1:])) * (2 if layer.compute_dtype == "bfloat16" else 4)
-               for layer, shape in zip(layers, shapes))
+    return sum(int(np.prod(shape[1:])) * itemsize for itemsize, shape in zip(itemsizes, shapes))
 
 
 @functools.lru_cache(maxsize=8)
-def _shape_probe(model: Any) -> tuple[list[Any], Any]:
-    """The layers of ``model`` with image-shaped outputs, and a model that outputs all of them."""
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
-              and len(getattr(getattr(layer, "output", None), "shape", None) or ()) == 4]
-    return layers, keras.Model(model.inputs, [layer.output for layer in layers])
+def _shape_probe(model: Any) -> tuple[list[int], Any]:
+    """The item size of every image-shaped tensor that ``model``'s layers produce (one per call of a
+    layer, as the model's graph holds them), and a model that outputs all those tensors."""
+    nodes = [node for depth in getattr(model, "_nodes_by_depth", {}).values() for node in depth
+             if not isinstance(node.operation, keras.layers.InputLayer)]
+    produced = [(node.operation, tensor) for node in nodes for tensor in node.outputs if len(tensor.shape) == 4]
+    if not produced:  # not a Keras functional graph: count its outputs only
+        produced = [(model.layers[-1], tensor) for tensor in keras.tree.flatten(model.outputs)]
+    itemsizes = [2 if getattr(operation, "compute_dtype", "float32") == "bfloat16" else 4 for operation, _ in produced]
+    return itemsizes, keras.Model(model.inputs, [tensor for _, tensor in produced])
 
 
 def fast_bfloat16() -> bool:
