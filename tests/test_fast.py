@@ -1,0 +1,128 @@
+"""Fast style models: training lowers the loss, files round-trip safely, apply paints many photos, bad input is one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import styleplug
+from styleplug.errors import UsageError
+from styleplug.fast import Architecture, StyleModel
+from styleplug.plugins import PluginHost
+from styleplug.testing import TinyNetwork
+from styleplug.training import train
+
+from support import gradient_image, stripes_image
+
+TINY = Architecture((8, 8, 8), 1)
+
+
+def tiny_host() -> PluginHost:
+    plugin = types.SimpleNamespace(__name__="tiny", register_networks=styleplug.hookimpl(lambda register: register(TinyNetwork)))
+    return PluginHost([plugin], entrypoints=False)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(4):
+        gradient_image(80, 64, seed=seed).save(folder / f"photo{seed}.png")
+    return folder
+
+
+@pytest.fixture
+def styles(tmp_path: Path) -> list[str]:
+    stripes_image(64, 64).save(tmp_path / "stripes.png")
+    Image.fromarray((np.random.default_rng(3).uniform(0, 1, (64, 64, 3)) ** 3 * 255).astype(np.uint8)).save(tmp_path / "dots.png")
+    return [str(tmp_path / "stripes.png"), str(tmp_path / "dots.png")]
+
+
+def quick_train(styles, photos, output, **options):
+    reports = []
+    settings = {"size": 48, "batch": 2, "style_size": 64, "architecture": TINY, "network": "tiny", "weights": "none",
+                "precision": "float32", "host": tiny_host(), "checkpoint_every": 10, "learning_rate": 1e-2,
+                "callback": reports.append, **options}
+    return train(styles, photos, output, **settings), reports
+
+
+def test_training_lowers_the_loss_and_reports_held_out_photos(styles, photos, tmp_path):
+    model, reports = quick_train(styles, photos, tmp_path / "model.npz", steps=40)
+    checkpoints = [report for report in reports if report.held_out]
+    assert [report.step for report in checkpoints] == [10, 20, 30, 40]
+    assert checkpoints[-1].held_out["total"] < 0.7 * checkpoints[0].held_out["total"]
+    assert {report.style for report in reports} == {"stripes", "dots"}  # the styles take turns
+    record = StyleModel.load(tmp_path / "model.npz").record
+    assert record["steps"] == 40 and record["held_out"][0].endswith("photo3.png") and len(record["photos"]) == 3
+    assert record["losses"]["gram"]["weight"] == 1e7 and set(record["styles"]) == {"stripes", "dots"}
+
+
+def test_training_resumes_and_adds_a_style_without_changing_the_others(styles, photos, tmp_path):
+    output = tmp_path / "model.npz"
+    quick_train(styles[:1], photos, output, steps=4, checkpoint_every=2)
+    model, reports = quick_train(styles[:1], photos, output, steps=8, checkpoint_every=2)
+    assert [report.step for report in reports] == [5, 6, 7, 8] and model.record["steps"] == 8
+    photo = gradient_image(64, 48, seed=9)
+    before = np.asarray(StyleModel.load(output, "float32").stylize(photo, style="stripes"))
+    grown, reports = quick_train(styles, photos, output, steps=14, checkpoint_every=2)
+    assert grown.styles == ["stripes", "dots"] and {report.style for report in reports} == {"dots"}
+    after = StyleModel.load(output, "float32")
+    assert np.array_equal(np.asarray(after.stylize(photo, style="stripes")), before)
+    assert not np.array_equal(np.asarray(after.stylize(photo, style="dots")), before)
+
+
+def test_a_saved_model_loads_to_identical_outputs_and_blends(styles, photos, tmp_path):
+    model, _ = quick_train(styles, photos, tmp_path / "model.npz", steps=6)
+    again = StyleModel.load(tmp_path / "model.npz", "float32")
+    photo = gradient_image(70, 50, seed=5)  # not a multiple of 4: padded, then cropped back
+    for style in ("stripes", "dots", {"stripes": 1, "dots": 3}):
+        first = np.asarray(model.stylize(photo, style=style))
+        assert np.array_equal(first, np.asarray(again.stylize(photo, style=style))) and first.shape == (50, 70, 3)
+    assert np.array_equal(np.asarray(again.stylize(photo, strength=0)), np.asarray(photo))
+    with pytest.raises(UsageError, match="this model has no style 'cubism'; it has: stripes, dots"):
+        again.stylize(photo, style="cubism")
+    with pytest.raises(UsageError, match="a style model needs at least 32 px on each side"):
+        again.stylize(gradient_image(40, 20))
+
+
+def test_a_file_that_is_not_a_model_gets_one_line(tmp_path):
+    for name, content in (("empty.npz", b""), ("text.npz", b"not a model"), ("other.npz", None)):
+        path = tmp_path / name
+        if content is None:
+            np.savez(path, values=np.zeros(3))
+        else:
+            path.write_bytes(content)
+        with pytest.raises(UsageError, match="is not a styleplug style model"):
+            StyleModel.load(path)
+
+
+def styleplug_cli(*arguments: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "styleplug", *map(str, arguments)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_apply_paints_several_photos_and_refuses_bad_input_writing_nothing(styles, photos, tmp_path, precision):
+    quick_train(styles, photos, tmp_path / "model.npz", steps=2)
+    out = tmp_path / "out"
+    done = styleplug_cli("apply", tmp_path / "model.npz", photos / "photo0.png", photos / "photo1.png", "-O", out,
+                         "--blend", "stripes=0.7,dots=0.3", "--strength", "0.8", "--precision", precision)
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["photo0.png", "photo1.png"]
+    assert Image.open(out / "photo0.png").size == (80, 64)
+    tiny = tmp_path / "tiny.png"
+    gradient_image(20, 20).save(tiny)
+    for arguments, message in (
+        ((tmp_path / "model.npz", photos / "photo0.png", "--style", "cubism"), "this model has no style 'cubism'"),
+        ((photos / "photo1.png", photos / "photo0.png"), "is not a styleplug style model"),
+        ((tmp_path / "model.npz", tiny), "a style model needs at least 32 px on each side"),
+    ):
+        refused = styleplug_cli("apply", *arguments, "-O", tmp_path / "refused.png")
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and message in lines[0], refused.stderr
+        assert not (tmp_path / "refused.png").exists()
