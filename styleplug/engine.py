@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -95,6 +96,7 @@ class _Images:
     style: list[Image.Image]
     masks: list[Image.Image] | None
     init: Image.Image | None
+    painted: Image.Image | None = None  # the start a fast style model painted (init="MODEL.npz")
 
     @property
     def style_labels(self) -> list[str]:
@@ -397,6 +399,12 @@ class Engine:
         styles = [load_image(source, f"style image {i + 1}" if len(job.style) > 1 else "style image", job.max_pixels)
                   for i, source in enumerate(job.style)]
         masks = None if job.masks is None else _load_masks(job.masks, content, job.max_pixels)
+        if job.init_model is not None:  # the one-pass painting of a fast style model, refined from there
+            from .fast import StyleModel
+
+            path, style = job.init_model
+            painted = StyleModel.load(path, self.precision).stylize(content, style=style, size=job.size)
+            return _Images(content, styles, masks, None, painted)
         init = None if isinstance(job.init, str) and job.init in INIT_MODES else load_image(job.init, "init image", job.max_pixels)
         return _Images(content, styles, masks, init)
 
@@ -409,7 +417,7 @@ class Engine:
         if job.colors == "match":
             styles = [match_colors(image, content) for image in styles]
         if previous is None:
-            start = self._initial(job, images.init, content, styles[0])
+            start = self._initial(job, images.init or images.painted, content, styles[0])
         else:
             start = np.asarray(previous.resize(content.size, Image.Resampling.LANCZOS), dtype=np.float32)
         masks = None if images.masks is None else [
@@ -450,6 +458,9 @@ class Engine:
             "steps_run": steps_run, "plugins": {t.loss.name: f"{t.provider.package} {t.provider.version}" for t in terms},
         }
         loaded = {"content": images.content, "style": images.style, "masks": images.masks, "init": images.init}
+        if job.init_model is not None:  # recorded by its absolute path, so a replay finds it from anywhere
+            path, style = job.init_model
+            job = dataclasses.replace(job, init=str(Path(path).resolve()) + (f":{style}" if style else ""))
         return write_record(job, loaded, self.settings, provenance)
 
     def _weights_digest(self, layers: tuple[str, ...]) -> str:

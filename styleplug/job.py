@@ -122,7 +122,9 @@ class Job:
     losses: Mapping[str, Mapping[str, Any]] = _option(
         {}, "More losses or options of any loss, by name, e.g. {'tv': {'weight': 10, 'exponent': 1.25}}; "
         "every loss takes weight and (if it reads features) layers, plus its declared parameters.")
-    init: str | ImageInput = _option("content", f"Starting image: {', '.join(INIT_MODES)} or an image.")
+    init: str | ImageInput = _option(
+        "content", f"Starting image: {', '.join(INIT_MODES)}, an image, or a fast style model's result (MODEL.npz, in "
+        "its first style, or MODEL.npz:STYLE): optimise from the one-pass painting.")
     seed: int = _option(0, "Random seed (noise start).")
     chunk_size: int = _option(10, "Most steps between two progress reports (and checks for cancellation).")
     chunk_seconds: float | None = _option(None, "Also bound a chunk by time, in seconds, so that reports come that often "
@@ -188,9 +190,19 @@ class Job:
             raise UsageError(f"{{fit_memory}} must be True or False; got {self.fit_memory!r}.")
 
     @property
+    def init_model(self) -> tuple[str, str | None] | None:
+        """The style model file and style that ``init`` names (``MODEL.npz`` or ``MODEL.npz:STYLE``), if it names one."""
+        if not isinstance(self.init, str) or ".npz" not in self.init:
+            return None
+        path, _, style = self.init.partition(".npz")
+        if style and not style.startswith(":"):
+            return None
+        return path + ".npz", style[1:] or None
+
+    @property
     def image_files(self) -> list[str]:
-        """The paths among the job's images (an output must overwrite none of them)."""
-        init = [] if isinstance(self.init, str) and self.init in INIT_MODES else [self.init]
+        """The paths among the job's images and models (an output must overwrite none of them)."""
+        init = [] if isinstance(self.init, str) and self.init in INIT_MODES else [self.init_model[0] if self.init_model else self.init]
         return [image for image in (self.content, *self.style, *(self.masks or ()), *init) if isinstance(image, str)]
 
     @property

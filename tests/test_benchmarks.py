@@ -65,3 +65,16 @@ def test_quality_times_the_defaults_to_the_old_quality():
     output = run_benchmark("quality.py", "--time-to-quality", "48", "--reference-steps", "10")
     assert "time to quality at 48 px, chelsea x woman_with_hat_matisse" in output
     assert "defaults,  float32:" in output, output
+
+
+def test_fast_prints_apply_times_training_step_time_and_judged_quality(tmp_path):
+    from styleplug.fast import Architecture, StyleModel
+
+    model = tmp_path / "model.npz"
+    StyleModel.new(["starry_night", "shipwreck", "matisse"], Architecture((8, 8, 8), 1), "float32").save(model)
+    output = run_benchmark("fast.py", "--apply-sizes", "64", "--train-steps", "2", "--model", str(model), "--size", "64",
+                           "--steps", "3", "--out", str(tmp_path))
+    assert "(32, 64, 128) x5" in output and "s per step" in output, output
+    rows = [line.split() for line in output.splitlines() if "chelsea x" in line]
+    assert [row[3] for row in rows].count("optimiser") == 3 and sum(row[3:5] == ["fast", "+"] for row in rows) == 3, output
+    assert (tmp_path / "fast_quality.jpg").exists()

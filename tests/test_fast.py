@@ -126,3 +126,21 @@ def test_apply_paints_several_photos_and_refuses_bad_input_writing_nothing(style
         lines = refused.stderr.strip().splitlines()
         assert refused.returncode == 2 and len(lines) == 1 and message in lines[0], refused.stderr
         assert not (tmp_path / "refused.png").exists()
+
+
+def test_the_optimiser_refines_a_fast_result_and_the_record_replays(styles, photos, tmp_path, monkeypatch):
+    from styleplug.record import replay_job
+
+    quick_train(styles, photos, tmp_path / "model.npz", steps=4)
+    monkeypatch.chdir(tmp_path)
+    engine = styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost(entrypoints=False))
+    content, reports = str(photos / "photo0.png"), []
+    refined = engine.stylize(content, styles[1], size=48, steps=2, init="model.npz:dots", callback=reports.append)
+    plain = []
+    engine.stylize(content, styles[1], size=48, steps=2, callback=plain.append)
+    assert reports[0].losses["content"] > plain[0].losses["content"]  # it starts from the painting, not the photo
+    import json
+
+    settings, job = replay_job(json.loads(refined.info["styleplug"]))
+    assert job.init == f"{tmp_path / 'model.npz'}:dots"
+    assert np.array_equal(np.asarray(styleplug.Engine.from_settings(settings, engine.host).run(job)), np.asarray(refined))
