@@ -20,14 +20,17 @@ from .params import Param
 
 if TYPE_CHECKING:
     from .engine import Engine, Progress, Result, stylize
+    from .fast import StyleModel
     from .job import Job
+    from .training import train
     from .device import set_threads
     from .plugins import PluginHost, default_host
 
-__all__ = ["Engine", "Job", "Loss", "Network", "Param", "PluginHost", "Progress", "Result", "StyleplugError", "default_host",
-           "hookimpl", "set_threads", "stylize"]
+__all__ = ["Engine", "Job", "Loss", "Network", "Param", "PluginHost", "Progress", "Result", "StyleModel", "StyleplugError",
+           "default_host", "hookimpl", "set_threads", "stylize", "train"]
 
 _LAZY = {"Engine": "engine", "Progress": "engine", "Result": "engine", "stylize": "engine", "Job": "job",
+         "StyleModel": "fast", "train": "training",
          "PluginHost": "plugins", "default_host": "plugins", "set_threads": "device"}
 
 
