@@ -536,10 +536,12 @@ def new_plugin(kind: str, name: str, folder: str, debug: bool) -> None:
               help="Jobs run at once, each with its own engine [default: one per GPU, else 1].")
 @click.option("--auth", multiple=True, metavar="USER:PASSWORD", help="Require a login (repeat for more users).")
 @click.option("--root-path", default=None, help="The URL prefix when served behind a reverse proxy, e.g. /styleplug.")
+@click.option("--style-model", type=click.Path(dir_okay=False, exists=True),
+              help="A fast style model for the Instant tab [default: the one shipped with styleplug, if any].")
 @click.option("--debug", is_flag=True, help="Log tracebacks of failed jobs.")
 def demo(host: str, port: int | None, share: bool, max_size: int | None, max_steps: int, max_pixels: int,
          max_upload_mb: int, max_queue: int, result_minutes: float, workers: int | None, auth: tuple[str, ...],
-         root_path: str | None, debug: bool) -> None:
+         root_path: str | None, style_model: str | None, debug: bool) -> None:
     """Start the web demo (needs the 'demo' extra: pip install 'styleplug[demo]')."""
     with _reported_errors(debug):
         logins = []
@@ -557,7 +559,8 @@ def demo(host: str, port: int | None, share: bool, max_size: int | None, max_ste
             raise UsageError(f"the demo needs Gradio ({error}); install it with: pip install 'styleplug[demo]'") from None
         limits = Limits(max_size=max_size, max_steps=max_steps, max_pixels=max_pixels,
                         max_upload_mb=max_upload_mb, max_queue=max_queue, result_minutes=result_minutes)
-        launch(host=host, port=port, share=share, limits=limits, workers=workers, auth=logins or None, root_path=root_path)
+        launch(host=host, port=port, share=share, limits=limits, workers=workers, auth=logins or None, root_path=root_path,
+               style_model=style_model)
 
 
 def main(args: list[str] | None = None) -> None:

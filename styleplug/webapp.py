@@ -29,17 +29,20 @@ from .colors import COLOR_MODES  # noqa: E402
 from .device import PRECISIONS, device_label, gpus  # noqa: E402
 from .engine import Engine  # noqa: E402
 from .errors import StyleplugError, UsageError  # noqa: E402
+from .fast import StyleModel  # noqa: E402
 from .image import save_image  # noqa: E402
 from .job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
 from .lazy import tf  # noqa: E402
 from .params import Param  # noqa: E402
 from .plugins import PluginHost, default_host  # noqa: E402
-from .webform import IMAGE_CONTROLS, LABELS, defaults, demo_name, field_help, job_from_form, weight_defaults  # noqa: E402
+from .webform import IMAGE_CONTROLS, LABELS, control_name, defaults, demo_name, field_help, job_from_form, weight_defaults  # noqa: E402
 from .webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
 
 log = logging.getLogger("styleplug")
 
 EXAMPLES = Path(__file__).parent / "examples"
+# The style model the demo's Instant tab uses when the operator names none (shipped with the package).
+SHIPPED_MODEL = Path(__file__).parent / "models" / "styles.npz"
 EXAMPLE_PAIRS = [("tubingen", "starry_night"), ("hoovertowernight", "shipwreck"), ("tubingen", "woman_with_hat_matisse")]
 # A small result (64 px) is shown filling its frame, not as a thumbnail; the download keeps its size.
 CSS = "#result img { width: 100%; height: 100%; object-fit: contain; }"
@@ -122,11 +125,7 @@ class _Page:
     network_groups: dict[str, Any]
 
 
-def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
-    """The components, laid out; the first column is what a visitor needs to run a job (on a
-    phone it comes before the settings). Labels, defaults and help come from ``styleplug.webform``."""
-    start = defaults(host, limits)
-    form: dict[str, Any] = {}
+def _header(host: PluginHost, limits: Limits, device: str) -> None:
     gr.Markdown(
         "# styleplug\nPaint a photo in the style of a painting (Gatys et al.). "
         f"Device: **{device}**. Limits: up to {limits.max_size} px, {limits.max_steps} steps, "
@@ -135,6 +134,54 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
     if host.failures:
         gr.Markdown("**Some plugins failed to load and were skipped:** "
                     + "; ".join(f"{r.provider} - {public(str(r.error))}" for r in host.failures), elem_id="plugin-failures")
+
+
+@dataclass
+class _Instant:
+    """The Instant tab's components."""
+
+    photo: Any
+    style: Any
+    second: Any
+    share: Any
+    strength: Any
+    size: Any
+    paint: Any
+    refine: Any
+    result: Any
+    status: Any
+
+
+NO_SECOND_STYLE = "(none)"
+
+
+def _instant_layout(model: StyleModel, limits: Limits) -> _Instant:
+    """A photo, painted in one pass by the server's fast style model: styles, a blend, a strength."""
+    gr.Markdown("Paint a photo in about a second with a trained style model (Johnson et al. 2016); "
+                "**Refine** hands it to the optimiser, which starts from this painting.")
+    with gr.Row():
+        with gr.Column():
+            photo = gr.Image(type="filepath", label="Photo", elem_id="instant-photo", height=260)
+            with gr.Row():
+                style = gr.Dropdown(model.styles, value=model.styles[0], label="Style", elem_id="instant-style")
+                second = gr.Dropdown([NO_SECOND_STYLE, *model.styles], value=NO_SECOND_STYLE, label="Blend with")
+            share = gr.Slider(0, 1, value=0.5, step=0.05, label="Share of the first style", info="with a second style")
+            strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength", info="0 keeps the photo")
+            size = gr.Slider(64, limits.max_size, value=min(512, limits.max_size or 512), step=32, label="Size (long side, px)")
+            with gr.Row():
+                paint = gr.Button("Paint", variant="primary", elem_id="instant-run")
+                refine = gr.Button("Refine with the optimiser", elem_id="instant-refine")
+        with gr.Column():
+            status = gr.Markdown("", elem_id="instant-status")
+            result = gr.Image(label="Painted", elem_id="instant-result", interactive=False, format="png", height=384)
+    return _Instant(photo, style, second, share, strength, size, paint, refine, result, status)
+
+
+def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
+    """The components, laid out; the first column is what a visitor needs to run a job (on a
+    phone it comes before the settings). Labels, defaults and help come from ``styleplug.webform``."""
+    start = defaults(host, limits)
+    form: dict[str, Any] = {}
 
     def image(name: str, height: int) -> Any:
         form[name] = gr.Image(type="filepath", label=LABELS[name], elem_id=name, height=height)
@@ -189,7 +236,7 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                 network: Any = entry.cls
                 with gr.Group(visible=name == start["network"], elem_id=f"network-{name}") as network_groups[name]:
                     for param in network.params:
-                        form[f"{name}_{param.name}"] = _param_control(param, f"{name}: {param.name}")
+                        form[control_name(name, param.name)] = _param_control(param, f"{name}: {param.name}")
             with gr.Row():
                 form["style_weight_log10"] = gr.Slider(5, 9, value=start["style_weight_log10"], step=0.25,
                                                        label=LABELS["style_weight_log10"])
@@ -199,22 +246,23 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
             extra_losses = [name for name in host.losses if name not in BUILT_IN_TERMS]
             form["extra_losses"] = gr.CheckboxGroup(extra_losses, value=start["extra_losses"], label=LABELS["extra_losses"],
                                                     elem_id="extra-losses", visible=bool(extra_losses))
+            form["refine_style"] = gr.Textbox(start["refine_style"], visible=False, elem_id="refine-style")
             groups = {}
             for name in extra_losses:
                 cls: Any = host.losses[name].cls
                 with gr.Group(visible=False, elem_id=f"loss-{name}") as groups[name]:
                     gr.Markdown(f"**{name}**: {(cls.__doc__ or '').strip().splitlines()[0]}")
-                    form[f"{name}_weight"] = gr.Number(value=cls.default_weight, minimum=0, label=f"{name} weight")
+                    form[control_name(name, "weight")] = gr.Number(value=cls.default_weight, minimum=0, label=f"{name} weight")
                     for param in cls.params:
-                        form[f"{name}_{param.name}"] = _param_control(param, f"{name}.{param.name}")
+                        form[control_name(name, param.name)] = _param_control(param, f"{name}.{param.name}")
     return _Page(form, run, stop, estimate, status, output, download, groups, network_groups)
 
 
 def build_app(host: PluginHost | None = None, limits: Limits | None = None, workers: int | None = None,
-              calibrate_step_time: bool = True) -> gr.Blocks:
+              calibrate_step_time: bool = True, style_model: str | Path | None = None) -> gr.Blocks:
     """Build the Blocks app. Losses and networks come from ``host`` (default: installed plugins);
     ``limits`` bound what any request may ask; ``workers`` jobs run at once (default: one per GPU,
-    else one)."""
+    else one). ``style_model`` (default: the shipped one, if any) adds the Instant tab."""
     host = host or default_host()
     device, found = device_label(), gpus()
     limits = limits or Limits()
@@ -236,9 +284,20 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
                                                  _image_size(EXAMPLES / "tubingen.jpg"), ("vgg19", "auto", "auto", (("pooling", "max"),))),
                          daemon=True).start()
 
+    model_path = Path(style_model) if style_model else (SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None)
+    model = StyleModel.load(model_path) if model_path else None
+
     with gr.Blocks(title="styleplug", delete_cache=(600, int(limits.result_minutes * 60))) as app:
-        page = _layout(host, limits, device)
+        _header(host, limits, device)
+        with gr.Tabs(selected="instant" if model else "optimise") as tabs:
+            if model is not None:
+                with gr.Tab("Instant", id="instant"):
+                    instant = _instant_layout(model, limits)
+            with gr.Tab("Optimise (any painting)", id="optimise"):
+                page = _layout(host, limits, device)
         form = page.form
+        if model is not None:
+            _wire_instant(instant, model, form, tabs, roots, limits, device)
         _wire_estimate(app, page, jobs, roots, device)
 
         for name, group in page.loss_groups.items():
@@ -268,7 +327,8 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
             if files["content"] is not None and content_size is None:
                 raise UsageError(f"the content photo '{files['content'].name}' is not an image Pillow can read; "
                                  "use PNG, JPEG, WebP, TIFF, BMP or GIF.")
-            engine_key, job = job_from_form(values, {name: path and str(path) for name, path in files.items()}, host, limits)
+            engine_key, job = job_from_form(values, {name: path and str(path) for name, path in files.items()}, host, limits,
+                                            (str(model_path), model.styles) if model else None)
             assert content_size is not None
             seconds = jobs.times.estimate(content_size, job.size, job.steps, str(job.scales))
             web_job = WebJob(session, engine_key, job, content_size, seconds)
@@ -349,6 +409,37 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
     return app
 
 
+def _wire_instant(page: _Instant, model: StyleModel, form: dict[str, Any], tabs: Any, roots: list[Path], limits: Limits,
+                  device: str) -> None:
+    """Paint in one pass, outside the optimiser's queue; Refine fills the optimiser's form."""
+    def instant(photo: Any, style: str, second: str, share: float, strength: float, size: float) -> tuple[Any, str]:
+        try:
+            path = _upload_path(photo, roots)
+            if path is None:
+                raise UsageError("upload a photo first.")
+            limits.check(int(size), 1)
+            blend = {style: float(share), second: 1 - float(share)} if second not in (NO_SECOND_STYLE, style) else style
+            started = time.perf_counter()
+            image = model.stylize(str(path), style=blend, strength=float(strength), size=int(size), max_pixels=limits.max_pixels)
+        except _Refused:
+            raise gr.Error("images must be uploaded through this page.", print_exception=False) from None
+        except StyleplugError as error:
+            raise gr.Error(public(error.phrase(demo_name)), print_exception=False) from None
+        return image, f"Painted in {time.perf_counter() - started:.2f} s on {device}."
+
+    inputs = [page.photo, page.style, page.second, page.share, page.strength, page.size]
+    # Its own small concurrency group: never queued behind the optimiser's jobs.
+    page.paint.click(instant, inputs, [page.result, page.status], api_name="instant", preprocess=False,
+                     concurrency_limit=2, concurrency_id="instant")
+
+    def refine(photo: Any, style: str) -> tuple[Any, ...]:
+        painting = EXAMPLES / f"{style}.jpg"
+        return (gr.Tabs(selected="optimise"), photo, str(painting) if painting.is_file() else gr.skip(), style)
+
+    page.refine.click(refine, [page.photo, page.style], [tabs, form["content"], form["style"], form["refine_style"]],
+                      queue=False, api_visibility="private")
+
+
 def _wire_estimate(app: gr.Blocks, page: _Page, jobs: JobQueue, roots: list[Path], device: str) -> None:
     """Show the expected time of a job before it runs, as the content, size, steps or scales change."""
     inputs = [page.form[name] for name in ("content", "size", "steps", "coarse_to_fine")]
@@ -382,10 +473,10 @@ def _delete_older_than(folder: Path, seconds: float) -> None:
 
 def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False, limits: Limits | None = None,
            workers: int | None = None, auth: list[tuple[str, str]] | None = None, root_path: str | None = None,
-           prevent_thread_lock: bool = False) -> gr.Blocks:
+           prevent_thread_lock: bool = False, style_model: str | Path | None = None) -> gr.Blocks:
     """Serve the demo. Jobs queue in styleplug's own queue (``styleplug.webjobs``); Gradio's queue
     only carries the page's events."""
-    app = build_app(limits=limits, workers=workers)
+    app = build_app(limits=limits, workers=workers, style_model=style_model)
     upload_mb = (limits or Limits()).max_upload_mb
     app.queue(default_concurrency_limit=None, max_size=64)
     app.launch(server_name=host, server_port=port, share=share, max_file_size=f"{upload_mb}mb", show_error=True,

@@ -10,7 +10,7 @@ A new ``Job`` field fails the tests until it is placed in one of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import StyleplugError, UsageError
@@ -26,11 +26,12 @@ VISITOR_FIELDS: dict[str, tuple[str, ...]] = {
     "style_scale": ("style_scale",), "colors": ("colors",), "scales": ("coarse_to_fine",), "size": ("size",),
     "steps": ("steps",), "optimizer": ("optimizer",), "content_weight": ("content_weight",),
     "style_weight": ("style_weight_log10",), "tv_weight": ("tv_weight_log10",), "losses": ("extra_losses",), "seed": ("seed",),
+    "init": ("refine_style",),  # "Refine" on the Instant tab: start from the server's style model's painting
 }
 # Set from the server's limits, whatever a client sends: the operator decides them.
 SERVER_FIELDS = ("max_pixels", "fit_memory", "chunk_seconds")
 # Kept at the job's defaults: expert settings the command line and the API offer.
-DEFAULT_FIELDS = ("learning_rate", "history", "content_layers", "style_layers", "init", "chunk_size", "tolerance", "window",
+DEFAULT_FIELDS = ("learning_rate", "history", "content_layers", "style_layers", "chunk_size", "tolerance", "window",
                   "max_memory")
 # Engine settings: a job runs on the engine they name, with the network's options from controls
 # named "{network}_{option}", generated from the network's declared parameters.
@@ -42,11 +43,17 @@ LABELS = {
     "style_scale": "Style scale", "colors": "Colours", "coarse_to_fine": "Coarse to fine", "size": "Output size (long side, px)",
     "steps": "Steps", "optimizer": "Optimiser", "content_weight": "Content weight", "style_weight_log10": "Style weight (log10)",
     "tv_weight_log10": "Smoothness (TV weight, log10)", "seed": "Seed", "extra_losses": "Extra losses (from plugins)",
-    "network": "Network", "weights": "Weights", "precision": "Precision",
+    "network": "Network", "weights": "Weights", "precision": "Precision", "refine_style": "Start from the instant painting in",
 }
 # The first web request a visitor makes should answer in seconds, not minutes, so the demo starts
 # smaller than the job's defaults (512 px, 300 steps), within the server's limits.
 DEMO_SIZE, DEMO_STEPS = 256, 150
+
+
+def control_name(owner: str, option: str) -> str:
+    """The /run API name of a loss's or a network's option: ``{owner}_{option}``, with '-' as '_'
+    (a plugin's name may have a '-', an API parameter may not)."""
+    return f"{owner}_{option}".replace("-", "_")
 
 
 def field_help(name: str) -> str:
@@ -76,7 +83,7 @@ def defaults(host: PluginHost, limits: Limits) -> dict[str, Any]:
         "style_share": 0.5, "style_scale": _job_default("style_scale"), "colors": _job_default("colors"),
         "coarse_to_fine": _job_default("scales") == "auto", "size": min(DEMO_SIZE, limits.max_size or DEMO_SIZE),
         "steps": min(DEMO_STEPS, limits.max_steps), "optimizer": _job_default("optimizer"), "seed": _job_default("seed"),
-        "extra_losses": [], "network": "vgg19", "weights": "auto", "precision": "auto", **weight_defaults(host, "vgg19"),
+        "extra_losses": [], "refine_style": "", "network": "vgg19", "weights": "auto", "precision": "auto", **weight_defaults(host, "vgg19"),
     }
 
 
@@ -90,12 +97,13 @@ def demo_name(option: str, value: str | None) -> str:
     return label if value is None else f"{label} {value}"
 
 
-def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], host: PluginHost,
-                  limits: Limits) -> tuple[tuple[Any, ...], Job]:
+def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], host: PluginHost, limits: Limits,
+                  style_model: tuple[str, Sequence[str]] | None = None) -> tuple[tuple[Any, ...], Job]:
     """The engine key (network, weights, precision, network options) and the job that the form's
     ``values`` (by control name; extra-loss options as ``{loss}_{option}``, network options as
     ``{network}_{option}``) and the uploaded ``files`` (by image control) ask for, checked against
-    the server's ``limits``."""
+    the server's ``limits``. ``style_model`` is the server's fast style model (path, style names):
+    ``refine_style`` may name one of its styles, to start from its painting."""
     if files["content"] is None or files["style"] is None:
         raise UsageError("upload a content photo and a style painting first.")
     try:
@@ -110,8 +118,8 @@ def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], ho
         if name in BUILT_IN_TERMS or name not in host.losses:
             raise UsageError(f"'{name}' is not one of this page's extra losses.")
         cls: Any = host.losses[name].cls
-        losses[name] = {option: values[f"{name}_{option}"] for option in ("weight", *(p.name for p in cls.params))
-                        if f"{name}_{option}" in values}
+        losses[name] = {option: values[control_name(name, option)] for option in ("weight", *(p.name for p in cls.params))
+                        if control_name(name, option) in values}
     try:
         network: Any = host.network(values["network"]).cls
     except StyleplugError as error:
@@ -119,8 +127,11 @@ def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], ho
     # Only the network's named sources: a visitor never names a file on the server.
     if values["weights"] not in network.weight_sources:
         raise UsageError(f"weights must be one of {', '.join(network.weight_sources)} for network '{network.name}'.")
-    network_options = tuple((param.name, values[f"{network.name}_{param.name}"]) for param in network.params
-                            if f"{network.name}_{param.name}" in values)
+    network_options = tuple((param.name, values[control_name(network.name, param.name)]) for param in network.params
+                            if control_name(network.name, param.name) in values)
+    refine = values.get("refine_style") or ""
+    if refine and (style_model is None or refine not in style_model[1]):
+        raise UsageError(f"there is no instant style '{refine}' on this server to start from.")
     share = float(values["style_share"])
     job = Job(
         content=files["content"], style=styles, masks=masks or None,
@@ -128,7 +139,7 @@ def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], ho
         colors=values["colors"], scales="auto" if values["coarse_to_fine"] else "none", size=size, steps=steps,
         optimizer=values["optimizer"], content_weight=float(values["content_weight"] or 0),
         style_weight=10.0 ** float(values["style_weight_log10"]), tv_weight=10.0 ** float(values["tv_weight_log10"]),
-        losses=losses, seed=int(values["seed"] or 0),
+        losses=losses, seed=int(values["seed"] or 0), init=f"{style_model[0]}:{refine}" if refine and style_model else "content",
         max_pixels=limits.max_pixels, fit_memory=True, chunk_seconds=limits.chunk_seconds,
     )
     return (network.name, values["weights"], values["precision"], network_options), job

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,20 +44,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(installed_test_plugins: Path) -> Iterator[str]:
-    """`styleplug demo` in a subprocess, with the test plugins 'brightness' (a loss with a declared
-    parameter) and 'broken_import' (fails to load) installed."""
+@contextmanager
+def _serving(*arguments: str, env: dict[str, str] | None = None, log_name: str = "demo-server.log") -> Iterator[str]:
+    """`styleplug demo` in a subprocess, until the block ends; yields its URL."""
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(installed_test_plugins), "STYLEPLUG_LOAD_PLUGINS": "brightness,broken_import"}
     started = time.perf_counter()
     # The server's output goes to a file: a pipe nobody reads fills up and then blocks the server.
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "demo-server.log"
+    log_path = ARTIFACTS / log_name
     log = log_path.open("w")
-    process = subprocess.Popen([sys.executable, "-m", "styleplug", "demo", "--port", str(port)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "styleplug", "demo", "--port", str(port), *arguments], env=env,
                                stdout=log, stderr=subprocess.STDOUT, text=True)
-    SERVER["pid"] = process.pid
+    SERVER.setdefault("pid", process.pid)
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(240):
@@ -75,6 +74,15 @@ def server(installed_test_plugins: Path) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(installed_test_plugins: Path) -> Iterator[str]:
+    """`styleplug demo` with the test plugins 'brightness' (a loss with a declared parameter) and
+    'broken_import' (fails to load) installed."""
+    env = {**os.environ, "PYTHONPATH": str(installed_test_plugins), "STYLEPLUG_LOAD_PLUGINS": "brightness,broken_import"}
+    with _serving(env=env) as url:
+        yield url
 
 
 def _call(client, content, style, size=64, steps=20, **options):
@@ -142,19 +150,19 @@ class RawClient:
     """Speaks the queue protocol directly, so payloads reach the server exactly as written
     (gradio_client would upload a local file it is given, which is the legitimate path)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, endpoint: str = "run") -> None:
+        self.url, self.endpoint = url.rstrip("/"), endpoint
         with urllib.request.urlopen(f"{self.url}/config") as response:
             config = json.load(response)
         self.fn_index = {d.get("api_name"): index for index, d in enumerate(config["dependencies"])}
         with urllib.request.urlopen(f"{self.url}/gradio_api/info") as response:
-            self.parameters = json.load(response)["named_endpoints"]["/run"]["parameters"]
+            self.parameters = json.load(response)["named_endpoints"][f"/{endpoint}"]["parameters"]
         self.session = os.urandom(8).hex()
 
     def run(self, **values) -> dict:
-        """Call /run with the API's defaults and ``values`` by parameter name; return the final message."""
+        """Call the endpoint with the API's defaults and ``values`` by parameter name; return the final message."""
         data = [values.get(p["parameter_name"], p["parameter_default"]) for p in self.parameters]
-        body = json.dumps({"data": data, "fn_index": self.fn_index["run"], "session_hash": self.session}).encode()
+        body = json.dumps({"data": data, "fn_index": self.fn_index[self.endpoint], "session_hash": self.session}).encode()
         request = urllib.request.Request(f"{self.url}/gradio_api/queue/join", body, {"Content-Type": "application/json"})
         urllib.request.urlopen(request).read()
         with urllib.request.urlopen(f"{self.url}/gradio_api/queue/data?session_hash={self.session}", timeout=300) as stream:
@@ -399,3 +407,35 @@ def test_browser_run_stop_and_generated_controls(server):
         assert run_box["y"] + run_box["height"] < 900 and run_box["y"] < size_box["y"], (run_box, size_box)
         phone.screenshot(path=ARTIFACTS / "demo-phone.png", full_page=False)
         browser.close()
+
+
+def test_instant_paints_in_one_pass_outside_the_queue_and_hands_over_to_the_optimiser(tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from styleplug.fast import Architecture, StyleModel
+
+    model = tmp_path / "styles.npz"
+    StyleModel.new(["starry_night", "shipwreck"], Architecture((8, 8, 8), 1), "float32").save(model)
+    with _serving("--style-model", str(model), log_name="demo-instant.log") as url:
+        client = _client(url, tmp_path)
+        started = time.perf_counter()
+        image, status = client.predict(handle_file(str(CONTENT)), "starry_night", "shipwreck", 0.7, 0.9, 128,
+                                       api_name="/instant")
+        assert status.startswith("Painted in") and max(Image.open(image).size) == 128, status
+        print(f"instant at 128 px through the API: {time.perf_counter() - started:.2f} s")
+        for arguments, message in ((("cubism", "(none)", 1, 1, 128), "no style 'cubism'"),
+                                   (("starry_night", "(none)", 1, 1, 4096), "between 64 and 512 px")):
+            with pytest.raises(AppError, match=re.escape(message)):
+                client.predict(handle_file(str(CONTENT)), *arguments, api_name="/instant")
+        secret = tmp_path / "secret.png"
+        Image.new("RGB", (64, 48)).save(secret)
+        refused = RawClient(url, "instant").run(photo={"path": str(secret)}, style="starry_night")
+        assert refused == {"error": "images must be uploaded through this page."}
+        # Refine: the optimiser starts from the instant painting of that style (by the server's model only).
+        _, status, download = _call(client, CONTENT, STYLE, size=64, steps=10, refine_style="starry_night")
+        assert status.startswith("Done: 10 steps"), status
+        with Image.open(download["value"] if isinstance(download, dict) else download) as saved:
+            assert json.loads(saved.text["styleplug"])["job"]["init"] == "styles.npz:starry_night"
+        with pytest.raises(AppError, match="no instant style 'cubism' on this server"):
+            _call(client, CONTENT, STYLE, size=64, steps=10, refine_style="cubism")
