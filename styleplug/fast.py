@@ -97,9 +97,12 @@ def build_transformer(architecture: Architecture, styles: int, policy: str = "fl
     weights = keras.Input((styles,), name="style_weights")
     small, medium, large = architecture.widths
 
+    seeds = iter(range(10**6))  # seeded initial weights: the same training run gives the same model
+
     def conv(x: Any, width: int, kernel: int, stride: int, name: str, relu: bool = True) -> Any:
         x = ReflectionPadding(kernel // 2, dtype=policy, name=f"{name}_pad")(x)
-        x = keras.layers.Conv2D(width, kernel, stride, dtype=policy, name=name)(x)
+        x = keras.layers.Conv2D(width, kernel, stride, dtype=policy, name=name,
+                                kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)))(x)
         x = ConditionalInstanceNorm(styles, dtype=policy, name=f"{name}_norm")([x, weights])
         return keras.layers.ReLU(dtype=policy, name=f"{name}_relu")(x) if relu else x
 
@@ -116,7 +119,7 @@ def build_transformer(architecture: Architecture, styles: int, policy: str = "fl
         x = keras.layers.UpSampling2D(2, dtype=policy, name=f"up{index}_resize")(x)
         x = conv(x, width, 3, 1, f"up{index}")
     x = ReflectionPadding(4, dtype=policy, name="out_pad")(x)
-    x = keras.layers.Conv2D(3, 9, dtype=policy, name="out")(x)
+    x = keras.layers.Conv2D(3, 9, dtype=policy, name="out", kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)))(x)
     x = keras.layers.Activation("tanh", dtype="float32", name="tanh")(x)
     outputs = keras.layers.Rescaling(127.5, offset=127.5, dtype="float32", name="to_pixels")(x)
     return keras.Model([images, weights], outputs, name="transformer")

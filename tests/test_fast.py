@@ -47,19 +47,23 @@ def styles(tmp_path: Path) -> list[str]:
 def quick_train(styles, photos, output, **options):
     reports = []
     settings = {"size": 48, "batch": 2, "style_size": 64, "architecture": TINY, "network": "tiny", "weights": "none",
-                "precision": "float32", "host": tiny_host(), "checkpoint_every": 10, "learning_rate": 1e-2,
+                "precision": "float32", "host": tiny_host(), "checkpoint_every": 10, "learning_rate": 2e-3,
                 "callback": reports.append, **options}
     return train(styles, photos, output, **settings), reports
 
 
 def test_training_lowers_the_loss_and_reports_held_out_photos(styles, photos, tmp_path):
-    model, reports = quick_train(styles, photos, tmp_path / "model.npz", steps=40)
+    # The same seeded run, stopped after 2 steps and after 40; then two styles take turns.
+    _, early = quick_train(styles[:1], photos, tmp_path / "early.npz", steps=2)
+    _, reports = quick_train(styles[:1], photos, tmp_path / "trained.npz", steps=40, checkpoint_every=20)
     checkpoints = [report for report in reports if report.held_out]
-    assert [report.step for report in checkpoints] == [10, 20, 30, 40]
-    assert checkpoints[-1].held_out["total"] < 0.7 * checkpoints[0].held_out["total"]
-    assert {report.style for report in reports} == {"stripes", "dots"}  # the styles take turns
+    assert [report.step for report in checkpoints] == [20, 40]
+    print(f"held-out total after 2 steps {early[-1].held_out['total']:.3g}, after 40 {checkpoints[-1].held_out['total']:.3g}")
+    assert checkpoints[-1].held_out["total"] < 0.6 * early[-1].held_out["total"]
+    _, reports = quick_train(styles, photos, tmp_path / "model.npz", steps=4)
+    assert [report.style for report in reports] == ["stripes", "dots", "stripes", "dots"]
     record = StyleModel.load(tmp_path / "model.npz").record
-    assert record["steps"] == 40 and record["held_out"][0].endswith("photo3.png") and len(record["photos"]) == 3
+    assert record["steps"] == 4 and record["held_out"][0].endswith("photo3.png") and len(record["photos"]) == 3
     assert record["losses"]["gram"]["weight"] == 1e7 and set(record["styles"]) == {"stripes", "dots"}
 
 
