@@ -433,7 +433,9 @@ def _wire_instant(page: _Instant, model: StyleModel, form: dict[str, Any], tabs:
                      concurrency_limit=2, concurrency_id="instant")
 
     def refine(photo: Any, style: str) -> tuple[Any, ...]:
-        painting = EXAMPLES / f"{style}.jpg"
+        # The painting the style was trained on, when it is one of the bundled examples.
+        source = model.record.get("styles", {}).get(style, {}).get("source") or f"{style}.jpg"
+        painting = EXAMPLES / Path(source).name
         return (gr.Tabs(selected="optimise"), photo, str(painting) if painting.is_file() else gr.skip(), style)
 
     page.refine.click(refine, [page.photo, page.style], [tabs, form["content"], form["style"], form["refine_style"]],
