@@ -279,11 +279,15 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
 @click.option("--held-out", default=1, show_default=True, help="Photos (the last by name) kept out of training and reported.")
 @click.option("--checkpoint-every", default=100, show_default=True, help="Save the model every this many steps.")
 @click.option("--seed", default=0, show_default=True, help="Random seed of the crops.")
+@click.option("--widths", default="16,32,64", show_default=True,
+              help="Channels of the transformer at full, half and quarter resolution (a new model only).")
+@click.option("--residual-blocks", default=4, show_default=True, help="Residual blocks of the transformer (a new model only).")
 @_job_options(LOSS_FIELDS)
 @_engine_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @_debug_option
-def train(style: tuple[str, ...], photos: str, output: str, names: str | None, loss_names: tuple[str, ...],
+def train(style: tuple[str, ...], photos: str, output: str, names: str | None, widths: str, residual_blocks: int,
+          loss_names: tuple[str, ...],
           loss_options: tuple[tuple[str, str], ...], network: str, weights: str, network_options: tuple[str, ...],
           precision: str, threads: int | None, quiet: bool, debug: bool, **options: Any) -> None:
     """Train a fast style model on STYLE (one or more images): then `styleplug apply` paints in one pass."""
@@ -291,8 +295,16 @@ def train(style: tuple[str, ...], photos: str, output: str, names: str | None, l
         if not debug:
             _import_tensorflow_quietly()
         from .device import set_threads
+        from .fast import Architecture
         from .training import train as train_model
 
+        try:
+            architecture = Architecture(tuple(int(width) for width in widths.split(",")), residual_blocks)  # type: ignore[arg-type]
+        except ValueError:
+            raise UsageError(f"--widths takes three whole numbers, e.g. 32,64,128; got {widths!r}.") from None
+        if len(architecture.widths) != 3 or min(architecture.widths) < 1 or residual_blocks < 0:
+            raise UsageError(f"--widths takes three whole numbers >= 1 and --residual-blocks one >= 0; got {widths!r}, "
+                             f"{residual_blocks}.")
         if threads is not None:
             set_threads(threads)
         host = default_host()
@@ -301,6 +313,7 @@ def train(style: tuple[str, ...], photos: str, output: str, names: str | None, l
         bar = _training_bar(quiet)
         try:
             model = train_model(list(style), photos, output, names=names.split(",") if names else None, network=network,
+                                architecture=architecture,
                                 weights=weights, precision=precision, host=host, callback=bar,
                                 network_options=_network_options(network_options),
                                 losses=_loss_options(host, loss_names, loss_options), **settings, **_given(options))

@@ -347,6 +347,14 @@ def test_browser_run_stop_and_generated_controls(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
         page.goto(server)
         status = page.locator("#status")
+        # With the shipped style model the page opens on the Instant tab: one pass, about a second.
+        expect(page.get_by_role("tab", name="Instant")).to_be_visible(timeout=60_000)
+        page.locator("#instant-photo input[type=file]").set_input_files(str(CONTENT))
+        page.locator("#instant-run").click()
+        expect(page.locator("#instant-status")).to_contain_text("Painted in", timeout=60_000)
+        expect(page.locator("#instant-result img")).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "demo-instant.png", full_page=True)
+        page.get_by_role("tab", name="Optimise (any painting)").click()
         expect(page.locator("#run")).to_be_visible(timeout=60_000)
         expect(page.locator("#stop")).to_be_disabled()  # nothing of this visitor's is running
         expect(page.locator("#estimate")).to_contain_text("About", timeout=60_000)  # the time to expect, before Run
@@ -402,6 +410,7 @@ def test_browser_run_stop_and_generated_controls(server):
         # At phone width, Run is on the first screen, above the settings.
         phone = browser.new_page(viewport={"width": 420, "height": 900})
         phone.goto(server)
+        phone.get_by_role("tab", name="Optimise (any painting)").click(timeout=60_000)
         expect(phone.locator("#run")).to_be_visible(timeout=60_000)
         run_box, size_box = phone.locator("#run").bounding_box(), phone.locator("#size").bounding_box()
         assert run_box["y"] + run_box["height"] < 900 and run_box["y"] < size_box["y"], (run_box, size_box)
