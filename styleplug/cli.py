@@ -323,18 +323,26 @@ def train(style: tuple[str, ...], photos: str, output: str, names: str | None, w
             click.echo(f"styleplug: wrote {output} ({model.record['steps']} steps; styles: {', '.join(model.styles)})", err=True)
 
 
+def _reporter(quiet: bool, start: Callable[[Any], Any], draw: Callable[[Any, Any], None]) -> Callable[[Any], None]:
+    """A progress callback that creates its tqdm bar at the first report (``start(progress)``, so
+    that errors found while setting up are not preceded by an empty bar), then ``draw(bar, progress)``."""
+    bars: list[Any] = []
+
+    def update(progress: Any) -> None:
+        if quiet:
+            return
+        if not bars:
+            bars.append(start(progress))
+        draw(bars[0], progress)
+
+    return update
+
+
 def _training_bar(quiet: bool) -> Any:
     """A training callback drawing a tqdm bar with the loss terms, and the held-out losses at checkpoints."""
     from tqdm import tqdm
 
-    bar = None
-
-    def update(progress: Any) -> None:
-        nonlocal bar
-        if quiet:
-            return
-        if bar is None:
-            bar = tqdm(total=progress.total, initial=progress.step - 1, unit="step", file=sys.stderr, dynamic_ncols=True)
+    def draw(bar: Any, progress: Any) -> None:
         bar.set_postfix(style=progress.style, **{name: f"{value:.3g}" for name, value in progress.losses.items()}, refresh=False)
         bar.update(progress.step - bar.n)
         if progress.held_out:
@@ -343,7 +351,8 @@ def _training_bar(quiet: bool) -> Any:
         if progress.step >= progress.total:
             bar.close()
 
-    return update
+    return _reporter(quiet, lambda progress: tqdm(total=progress.total, initial=progress.step - 1, unit="step", file=sys.stderr,
+                                                  dynamic_ncols=True), draw)
 
 
 @cli.command()
@@ -403,19 +412,14 @@ def _number(text: str, option: str) -> float:
 
 
 def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
-    """A progress callback drawing a tqdm bar, created at the first report so that errors found
-    while setting up are not preceded by an empty bar."""
+    """A progress callback drawing a tqdm bar, after a line naming the network, precision and weights."""
     from tqdm import tqdm
 
-    bar = None
+    def start(progress: Any) -> Any:
+        click.echo(f"styleplug: {engine.network.name} in {engine.precision}, weights: {engine.weights_source}", err=True)
+        return tqdm(total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
 
-    def update(progress: Any) -> None:
-        nonlocal bar
-        if quiet:
-            return
-        if bar is None:
-            click.echo(f"styleplug: {engine.network.name} in {engine.precision}, weights: {engine.weights_source}", err=True)
-            bar = tqdm(total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+    def draw(bar: Any, progress: Any) -> None:
         bar.total = progress.total  # shrinks when a coarse scale stops early
         bar.set_postfix(size=f"{progress.size}px", loss=f"{progress.losses['total']:.4g}", refresh=False)
         bar.update(progress.step - bar.n)
@@ -425,7 +429,7 @@ def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
         if progress.step >= progress.total or progress.converged:
             bar.close()
 
-    return update
+    return _reporter(quiet, start, draw)
 
 
 @cli.command()
