@@ -95,12 +95,12 @@ class _Images:
     content: Image.Image
     style: list[Image.Image]
     masks: list[Image.Image] | None
-    init: Image.Image | None
-    painted: Image.Image | None = None  # the start a fast style model painted (init="MODEL.npz")
+    init: Image.Image | None  # an init image, or the painting of a fast style model (init="MODEL.npz")
 
-    @property
-    def style_labels(self) -> list[str]:
-        return [f"style image {i + 1}" if len(self.style) > 1 else "style image" for i in range(len(self.style))]
+
+def _style_labels(count: int) -> list[str]:
+    """How errors name each of ``count`` style images."""
+    return [f"style image {i + 1}" if count > 1 else "style image" for i in range(count)]
 
 
 @dataclass
@@ -314,9 +314,9 @@ class Engine:
         terms = self.terms(job)
         images = self._load(job)
         sizes = plan_scales(job.scales, job.size)
-        model = self.feature_model([layer for term in terms for layer in term.loss.layers])
+        model = self.feature_model(self._layers(terms))
         check_sizes(self.network, model, self._layers(terms), images.content,
-                    list(zip(images.style_labels, images.style)), sizes, job.style_scale)
+                    list(zip(_style_labels(len(images.style)), images.style)), sizes, job.style_scale)
         output = resize_long_side(images.content, job.size)
         optimizer, history = self._plan_memory(model, output, job)
         rate = job.learning_rate if optimizer == job.optimizer and job.learning_rate else DEFAULT_LEARNING_RATES[optimizer]
@@ -396,15 +396,14 @@ class Engine:
 
     def _load(self, job: Job) -> _Images:
         content = load_image(job.content, "content image", job.max_pixels)
-        styles = [load_image(source, f"style image {i + 1}" if len(job.style) > 1 else "style image", job.max_pixels)
-                  for i, source in enumerate(job.style)]
+        styles = [load_image(source, label, job.max_pixels) for source, label in zip(job.style, _style_labels(len(job.style)))]
         masks = None if job.masks is None else _load_masks(job.masks, content, job.max_pixels)
         if job.init_model is not None:  # the one-pass painting of a fast style model, refined from there
             from .fast import StyleModel
 
             path, style = job.init_model
             painted = StyleModel.load(path, self.precision).stylize(content, style=style, size=job.size)
-            return _Images(content, styles, masks, None, painted)
+            return _Images(content, styles, masks, painted)
         init = None if isinstance(job.init, str) and job.init in INIT_MODES else load_image(job.init, "init image", job.max_pixels)
         return _Images(content, styles, masks, init)
 
@@ -417,7 +416,7 @@ class Engine:
         if job.colors == "match":
             styles = [match_colors(image, content) for image in styles]
         if previous is None:
-            start = self._initial(job, images.init or images.painted, content, styles[0])
+            start = self._initial(job, images.init, content, styles[0])
         else:
             start = np.asarray(previous.resize(content.size, Image.Resampling.LANCZOS), dtype=np.float32)
         masks = None if images.masks is None else [
@@ -461,6 +460,7 @@ class Engine:
         if job.init_model is not None:  # recorded by its absolute path, so a replay finds it from anywhere
             path, style = job.init_model
             job = dataclasses.replace(job, init=str(Path(path).resolve()) + (f":{style}" if style else ""))
+            loaded["init"] = None  # a painting made during the run, not an input to check on replay
         return write_record(job, loaded, self.settings, provenance)
 
     def _weights_digest(self, layers: tuple[str, ...]) -> str:
