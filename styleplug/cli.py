@@ -90,13 +90,13 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-def _network_options(pairs: tuple[str, ...], option: str = "--network-option") -> dict[str, str]:
-    """``("pooling=avg",)`` -> ``{"pooling": "avg"}``; the network checks names and values."""
+def _pairs(pairs: tuple[str, ...], option: str = "--network-option", example: str = "pooling=avg") -> dict[str, str]:
+    """``("pooling=avg",)`` -> ``{"pooling": "avg"}``; whoever takes them checks names and values."""
     options = {}
     for pair in pairs:
         name, equals, value = pair.partition("=")
         if not equals or not name.strip():
-            raise UsageError(f"{option} takes NAME=VALUE, e.g. pooling=avg; got '{pair}'.")
+            raise UsageError(f"{option} takes NAME=VALUE, e.g. {example}; got '{pair}'.")
         options[name.strip()] = value.strip()
     return options
 
@@ -211,7 +211,7 @@ def _engine_options(command: Any) -> Any:
 @_engine_options
 @click.option("--jit-compile", is_flag=True, help="Compile the optimisation with XLA (slower on CPUs; see benchmarks/gpu.py).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@_debug_option
 def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, loss_names: tuple[str, ...],
         loss_options: tuple[tuple[str, str], ...], network: str, weights: str, network_options: tuple[str, ...], precision: str,
         jit_compile: bool, threads: int | None, quiet: bool, debug: bool, **options: Any) -> None:
@@ -228,7 +228,7 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
             options["tolerance"] = 0.0
         job = Job(content=content, style=style, losses=_loss_options(host, loss_names, loss_options), **_given(options))
         engine = Engine(network, weights, precision=precision, jit_compile=jit_compile, threads=threads, host=host,
-                        **_network_options(network_options))
+                        **_pairs(network_options))
         image = engine.run(job, _progress_bar(engine, job, quiet))
         save_image(image, output, inputs=job.image_files)
         if not quiet:
@@ -239,7 +239,7 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("-O", "--output", type=click.Path(dir_okay=False), help="Where to write the replay [default: IMAGE.replay.png].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@_debug_option
 def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
     """Re-run the job recorded in IMAGE (a styleplug output) and say whether it reproduced."""
     with _reported_errors(debug):
@@ -299,12 +299,10 @@ def train(style: tuple[str, ...], photos: str, output: str, names: str | None, w
         from .training import train as train_model
 
         try:
-            architecture = Architecture(tuple(int(width) for width in widths.split(",")), residual_blocks)  # type: ignore[arg-type]
+            channels = tuple(int(width) for width in widths.split(","))
         except ValueError:
             raise UsageError(f"--widths takes three whole numbers, e.g. 32,64,128; got {widths!r}.") from None
-        if len(architecture.widths) != 3 or min(architecture.widths) < 1 or residual_blocks < 0:
-            raise UsageError(f"--widths takes three whole numbers >= 1 and --residual-blocks one >= 0; got {widths!r}, "
-                             f"{residual_blocks}.")
+        architecture = Architecture(channels, residual_blocks)  # type: ignore[arg-type]
         if threads is not None:
             set_threads(threads)
         host = default_host()
@@ -315,7 +313,7 @@ def train(style: tuple[str, ...], photos: str, output: str, names: str | None, w
             model = train_model(list(style), photos, output, names=names.split(",") if names else None, network=network,
                                 architecture=architecture,
                                 weights=weights, precision=precision, host=host, callback=bar,
-                                network_options=_network_options(network_options),
+                                network_options=_pairs(network_options),
                                 losses=_loss_options(host, loss_names, loss_options), **settings, **_given(options))
         except KeyboardInterrupt:
             raise _ReportedError(f"interrupted; the model so far is in {output}: run the same command to resume.", 130) from None
@@ -392,7 +390,8 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
         from .fast import StyleModel
 
         chosen: Any = style if blend is None else {
-            name: _number(value, "--blend") for name, value in _network_options(tuple(blend.split(",")), "--blend").items()}
+            name: _number(value, "--blend")
+            for name, value in _pairs(tuple(blend.split(",")), "--blend", "starry_night=0.7,shipwreck=0.3").items()}
         loaded = StyleModel.load(model, precision)
         loaded.style_weights(chosen)  # an unknown style name stops here, before anything is written
         images = [loaded.stylize(item, style=chosen, strength=strength, size=size) for item in photo]

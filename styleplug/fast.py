@@ -44,6 +44,13 @@ class Architecture:
     widths: tuple[int, int, int] = (16, 32, 64)
     residual_blocks: int = 4
 
+    def __post_init__(self) -> None:
+        widths, blocks = self.widths, self.residual_blocks
+        if (len(widths) != 3 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)
+                or isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0):
+            raise UsageError(f"a transformer takes three channel widths >= 1 (e.g. 32, 64, 128) and residual blocks >= 0; "
+                             f"got {tuple(widths)} and {blocks!r}.")
+
 
 class ReflectionPadding(keras.layers.Layer):
     """Pads height and width by mirroring, so convolutions see no dark border."""
