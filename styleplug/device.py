@@ -6,7 +6,7 @@ from ``device_label`` and ``available_memory``), and so that planning works wher
 
 from __future__ import annotations
 
-import functools
+import weakref
 from typing import Any
 
 import numpy as np
@@ -57,10 +57,20 @@ def activation_bytes(model: Any, height: int, width: int) -> int:
     return sum(int(np.prod(shape[1:])) * itemsize for itemsize, shape in zip(itemsizes, shapes))
 
 
-@functools.lru_cache(maxsize=8)
+# Per feature model, kept only as long as the model itself: engines come and go in long-lived hosts.
+_probes: weakref.WeakKeyDictionary[Any, tuple[list[int], Any]] = weakref.WeakKeyDictionary()
+
+
 def _shape_probe(model: Any) -> tuple[list[int], Any]:
     """The item size of every image-shaped tensor that ``model``'s layers produce (one per call of a
-    layer, as the model's graph holds them), and a model that outputs all those tensors."""
+    layer, as the model's graph holds them), and a model that outputs all those tensors (built once
+    per model)."""
+    if model not in _probes:
+        _probes[model] = _new_probe(model)
+    return _probes[model]
+
+
+def _new_probe(model: Any) -> tuple[list[int], Any]:
     nodes = [node for depth in getattr(model, "_nodes_by_depth", {}).values() for node in depth
              if not isinstance(node.operation, keras.layers.InputLayer)]
     produced = [(node.operation, tensor) for node in nodes for tensor in node.outputs if len(tensor.shape) == 4]

@@ -71,23 +71,25 @@ class Crops:
         return np.stack([self._crop(self.photos[self.random.integers(len(self.photos))]) for _ in range(count)])
 
     def _crop(self, photo: Image.Image) -> np.ndarray:
-        short = min(photo.size)
-        scale = self.size / short * self.random.uniform(1.0, 2.0)
-        image = photo.resize((max(self.size, round(photo.width * scale)), max(self.size, round(photo.height * scale))),
-                             Image.Resampling.BILINEAR)
+        image = _zoomed(photo, self.size, self.random.uniform(1.0, 2.0))
         left = self.random.integers(image.width - self.size + 1)
         top = self.random.integers(image.height - self.size + 1)
         crop = np.asarray(image.crop((left, top, left + self.size, top + self.size)), np.float32)
         return crop[:, ::-1] if self.random.random() < 0.5 else crop
 
 
+def _zoomed(photo: Image.Image, size: int, zoom: float) -> Image.Image:
+    """``photo`` scaled so that its short side is ``size`` x ``zoom`` (never below ``size``)."""
+    scale = size / min(photo.size) * zoom
+    return photo.resize((max(size, round(photo.width * scale)), max(size, round(photo.height * scale))),
+                        Image.Resampling.BILINEAR)
+
+
 def centre_crops(photos: Sequence[Image.Image], size: int) -> np.ndarray:
     """The middle ``size`` x ``size`` of each photo scaled so its short side is ``size``: the held-out batch."""
     crops = []
     for photo in photos:
-        scale = size / min(photo.size)
-        image = photo.resize((max(size, round(photo.width * scale)), max(size, round(photo.height * scale))),
-                             Image.Resampling.BILINEAR)
+        image = _zoomed(photo, size, 1.0)
         left, top = (image.width - size) // 2, (image.height - size) // 2
         crops.append(np.asarray(image.crop((left, top, left + size, top + size)), np.float32))
     return np.stack(crops)
