@@ -106,75 +106,72 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
         _check_loss(cls, network or TinyNetwork(weights="none"))
 
 
+class _Calls:
+    """A loss's target and value on images through one model, under whichever contract it keeps."""
+
+    def __init__(self, loss: Loss, network: Network, model: Any) -> None:
+        self.loss, self.network, self.model = loss, network, model
+        self.old = uses_old_contract(type(loss))
+
+    def features(self, image: Any) -> dict[str, Any]:
+        outputs = self.model(self.network.preprocess(image))
+        return {layer: outputs[layer] for layer in self.loss.layers}
+
+    def target_of(self, reference: Any) -> Any:
+        """The target from ``reference``, as the engine gets it (None for a regularizer)."""
+        regularizer = self.loss.role == "regularizer"
+        if self.old:
+            self.loss.set_target(None if regularizer else self.features(reference))
+            return self.loss.target
+        return None if regularizer else self.loss.compute_target(self.features(reference))
+
+    def value(self, image: Any, target: Any, mask: Any = None) -> Any:
+        if self.old:
+            return self.loss.call(self.features(image), image)
+        return self.loss.call(self.features(image), image, target, mask)
+
+
 def _check_loss(cls: type[Loss], network: Network) -> None:
     _check_registers(cls, "register_losses")
     layers = {"content": network.default_content_layers, "style": network.default_style_layers}.get(cls.role, ())
     defaults = {param.name: param.default for param in cls.params}
     loss = cls(layers=layers, **defaults) if cls.uses_features else cls(**defaults)
     assert cls.from_config(loss.get_config()).get_config() == loss.get_config(), "get_config/from_config do not round-trip"
-    old = uses_old_contract(cls)
     model = network.build(tuple(loss.layers) or network.default_content_layers)
-    for size in ((40, 48), (24, 32)):  # the last size is the one the checks below use
+    for size in ((40, 48), (24, 32)):
         for copy in (with_dtype_policy(model, "mixed_bfloat16"), model):
-            _check_finite(loss, network, copy, size, old)
+            _check_finite(_Calls(loss, network, copy), size)
 
-    def features(image: Any) -> dict[str, Any]:
-        outputs = model(network.preprocess(image))
-        return {layer: outputs[layer] for layer in loss.layers}
-
-    def target_of(reference: Any) -> Any:
-        if cls.role == "regularizer" and old:
-            loss.set_target(None)
-            return None
-        if cls.role == "regularizer":
-            return None
-        if old:
-            loss.set_target(features(reference))
-            return loss.target
-        return loss.compute_target(features(reference))
-
-    def value(image: Any, target: Any, mask: Any = None) -> Any:
-        return loss.call(features(image), image) if old else loss.call(features(image), image, target, mask)
-
-    target = target_of(_image(1))
+    calls = _Calls(loss, network, model)
+    target = calls.target_of(_image(1))
     image = tf.Variable(_image(2))
     with tf.GradientTape() as tape:
-        result = value(image, target)
+        result = calls.value(image, target)
     assert result.shape == () and result.dtype == tf.float32, f"call() must return a float32 scalar; got {result.dtype} {result.shape}"
     assert np.isfinite(float(result)), f"call() returned {float(result)}"
     gradient = tape.gradient(result, image)
     assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0, "the gradient does not reach the image"
-    compiled = float(tf.function(lambda: value(image, target))())
+    compiled = float(tf.function(lambda: calls.value(image, target))())
     assert np.isclose(compiled, float(result), rtol=1e-4, atol=1e-6), f"inside tf.function: {compiled} != eager {float(result)}"
     if cls.role != "regularizer":
-        at_target = float(value(_image(1), target_of(_image(1))))
+        at_target = float(calls.value(_image(1), calls.target_of(_image(1))))
         assert abs(at_target) <= 1e-5 * max(1.0, abs(float(result))), f"a comparison loss must be ~0 at its target; got {at_target}"
-    if old:
+    if calls.old:
         return
     if cls.role != "regularizer":
-        traced = tf.function(lambda: loss.compute_target(features(_image(1))))()
+        traced = tf.function(lambda: loss.compute_target(calls.features(_image(1))))()
         for eager_part, traced_part in zip(tf.nest.flatten(target), tf.nest.flatten(traced)):
             assert np.allclose(eager_part, traced_part, rtol=1e-4, atol=1e-6), "compute_target differs inside tf.function"
-    _check_batch(cls, target_of, value)
+    _check_batch(cls, calls.target_of, calls.value)
     if cls.role == "style" and cls.uses_features:
         _check_mask(loss)
 
 
-def _check_finite(loss: Loss, network: Network, model: Any, size: tuple[int, int], old: bool) -> None:
-    """``call`` gives a finite float32 scalar at ``size``, with features from ``model``, whose
-    precision may be bfloat16."""
-    def features(image: Any) -> dict[str, Any]:
-        outputs = model(network.preprocess(image))
-        return {layer: outputs[layer] for layer in loss.layers}
-
-    image = _image(9, size)
-    if old:
-        loss.set_target(None if loss.role == "regularizer" else features(_image(10, size)))
-        value = loss.call(features(image), image)
-    else:
-        target = None if loss.role == "regularizer" else loss.compute_target(features(_image(10, size)))
-        value = loss.call(features(image), image, target)
-    precision = "bfloat16" if model.layers[-1].compute_dtype == "bfloat16" else "float32"
+def _check_finite(calls: _Calls, size: tuple[int, int]) -> None:
+    """``call`` gives a finite float32 scalar at ``size``, with features from the calls' model,
+    whose precision may be bfloat16."""
+    value = calls.value(_image(9, size), calls.target_of(_image(10, size)))
+    precision = "bfloat16" if calls.model.layers[-1].compute_dtype == "bfloat16" else "float32"
     assert value.shape == () and value.dtype == tf.float32 and np.isfinite(float(value)), (
         f"with {precision} features at {size[1]}x{size[0]}, call() gave {value.dtype} {value.shape} {value}; "
         "return a finite float32 scalar (cast features to float32 before reducing)")
