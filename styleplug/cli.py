@@ -145,6 +145,41 @@ def _default_text(item: dataclasses.Field) -> str:  # type: ignore[type-arg]
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks (also: STYLEPLUG_DEBUG=1).")
 
 
+def _style_model_options(command: Any) -> Any:
+    """How a fast style model paints: which style (or blend), and how strongly."""
+    for option in reversed([
+        click.option("--style", help="The model's style to paint in [default: its first]."),
+        click.option("--blend", help="Blend of styles instead, e.g. starry_night=0.7,shipwreck=0.3."),
+        click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+                     help="0 keeps the photo, 1 paints it fully."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _ray_options(command: Any) -> Any:
+    """Where a batch or video runs: here, or on Ray Data."""
+    for option in reversed([
+        click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                     help="Run on Ray Data: a local cluster on this machine's cores, or the cluster at ADDRESS "
+                          "(needs: pip install 'styleplug[ray]'). Put it after the inputs, or write --ray=ADDRESS."),
+        click.option("--actors", type=click.IntRange(1), help="Ray actors, each holding one model or engine "
+                                                               "[default: the cluster's CPUs / --threads]."),
+        click.option("--temporal-blend", default=0.6, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="Videos: share of the previous output frame, moved along the optical flow, in each new one "
+                          "(less flicker); 0 turns it off."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _checked_ray(address: str | None) -> str | None:
+    if address is not None and Path(address).exists():
+        raise UsageError(f"--ray took '{address}' as a cluster address, but it is a file or folder; put --ray after the "
+                         "inputs, or write --ray=ADDRESS.")
+    return address
+
+
 # The Job fields that say which losses a run uses and how they weigh (training takes these too).
 LOSS_FIELDS = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers")
 
@@ -174,10 +209,12 @@ def _field_option(item: dataclasses.Field) -> Any:  # type: ignore[type-arg]
     return click.option(_flag(item.name), item.name, **settings)
 
 
-def _given(options: dict[str, Any]) -> dict[str, Any]:
+def _given(options: dict[str, Any], no_early_stop: bool = False) -> dict[str, Any]:
     """The job fields given on the command line, read from their text; the rest keep their defaults."""
     fields = {item.name: item for item in job_fields()}
     given = {name: value for name, value in options.items() if not (value is None or value is False or value == ())}
+    if no_early_stop:
+        given["tolerance"] = 0.0
     return {name: fields[name].metadata["parse"](value) if fields[name].metadata["parse"] else value
             for name, value in given.items()}
 
@@ -202,14 +239,20 @@ def _engine_options(command: Any) -> Any:
     return command
 
 
+def _optimiser_options(command: Any) -> Any:
+    """Every option of an optimisation run: the job's fields, the engine, the losses."""
+    command = click.option("--jit-compile", is_flag=True,
+                           help="Compile the optimisation with XLA (slower on CPUs; see benchmarks/gpu.py).")(command)
+    command = _engine_options(command)
+    command = click.option("--no-early-stop", is_flag=True, help="Always run all --steps (the same as --tolerance 0).")(command)
+    return _job_options()(command)
+
+
 @cli.command()
 @click.argument("content", type=click.Path(dir_okay=False))
 @click.argument("style", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .jpg, .webp).")
-@_job_options()
-@click.option("--no-early-stop", is_flag=True, help="Always run all --steps (the same as --tolerance 0).")
-@_engine_options
-@click.option("--jit-compile", is_flag=True, help="Compile the optimisation with XLA (slower on CPUs; see benchmarks/gpu.py).")
+@_optimiser_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @_debug_option
 def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, loss_names: tuple[str, ...],
@@ -224,9 +267,8 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
         if not debug:
             _import_tensorflow_quietly()
         host = default_host()
-        if no_early_stop:
-            options["tolerance"] = 0.0
-        job = Job(content=content, style=style, losses=_loss_options(host, loss_names, loss_options), **_given(options))
+        job = Job(content=content, style=style, losses=_loss_options(host, loss_names, loss_options),
+                  **_given(options, no_early_stop))
         engine = Engine(network, weights, precision=precision, jit_compile=jit_compile, threads=threads, host=host,
                         **_pairs(network_options))
         image = engine.run(job, _progress_bar(engine, job, quiet))
@@ -358,10 +400,7 @@ def _training_bar(quiet: bool) -> Any:
 @click.argument("photo", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-O", "--output", required=True, type=click.Path(),
               help="Output image, or a folder for several photos (each written as NAME.png there).")
-@click.option("--style", help="The model's style to paint in [default: its first].")
-@click.option("--blend", help="Blend of styles instead, e.g. starry_night=0.7,shipwreck=0.3.")
-@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
-              help="0 keeps the photo, 1 paints it fully.")
+@_style_model_options
 @click.option("--size", type=click.IntRange(32), help="Resize each photo to this long side first [default: as it is].")
 @click.option("--precision", default="auto", show_default=True, help="auto, float32 or bfloat16.")
 @click.option("-q", "--quiet", is_flag=True, help="No messages.")
@@ -372,8 +411,7 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
     with _reported_errors(debug):
         from .image import check_output, save_image
 
-        if style and blend:
-            raise UsageError("give --style or --blend, not both.")
+        chosen = _chosen_style(style, blend)
         folder = Path(output)
         many = len(photo) > 1 or folder.is_dir()
         targets = [folder / f"{Path(item).stem}.png" for item in photo] if many else [folder]
@@ -389,9 +427,6 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
             _import_tensorflow_quietly()
         from .fast import StyleModel
 
-        chosen: Any = style if blend is None else {
-            name: _number(value, "--blend")
-            for name, value in _pairs(tuple(blend.split(",")), "--blend", "starry_night=0.7,shipwreck=0.3").items()}
         loaded = StyleModel.load(model, precision)
         loaded.style_weights(chosen)  # an unknown style name stops here, before anything is written
         images = [loaded.stylize(item, style=chosen, strength=strength, size=size) for item in photo]
@@ -401,6 +436,146 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
             save_image(image, target)
             if not quiet:
                 click.echo(f"styleplug: wrote {target} ({image.width}x{image.height})", err=True)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-O", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder for the outputs: NAME.png per photo, NAME.mp4 per video (created if missing).")
+@click.option("--model", type=click.Path(dir_okay=False), help="Paint with this fast style model, one pass per photo.")
+@_style_model_options
+@click.option("--style-image", "style_images", multiple=True, type=click.Path(dir_okay=False),
+              help="Or paint with the optimiser in the style of this image (repeat for several); "
+                   "every option of `styleplug run` applies.")
+@_optimiser_options
+@_ray_options
+@click.option("--report", type=click.Path(dir_okay=False), help="Also write what happened to each input as JSON here.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@_debug_option
+def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | None, blend: str | None, strength: float,
+          style_images: tuple[str, ...], no_early_stop: bool, loss_names: tuple[str, ...],
+          loss_options: tuple[tuple[str, str], ...], network: str, weights: str, network_options: tuple[str, ...],
+          precision: str, jit_compile: bool, threads: int | None, ray_address: str | None, actors: int | None,
+          temporal_blend: float, report: str | None, quiet: bool, debug: bool, **options: Any) -> None:
+    """Paint every INPUT (files, folders, glob patterns; photos and videos) into the --output folder.
+
+    Outputs already made by the same command are skipped, so an interrupted batch resumes; an input
+    that fails is reported and the rest go on (exit status 1 if any failed)."""
+    with _reported_errors(debug):
+        from .batch import FastPainter, OptimiserPainter, run_batch
+
+        _checked_ray(ray_address)
+        if report:
+            check_report = Path(report)
+            if not check_report.parent.is_dir():
+                raise UsageError(f"folder '{check_report.parent}' of --report does not exist; create it first.")
+        if bool(model) == bool(style_images):
+            raise UsageError("give --model MODEL (a fast style model) or --style-image IMAGE (the optimiser), one of them.")
+        if not debug:
+            _import_tensorflow_quietly()
+        given = _given(options, no_early_stop)
+        painter: Any
+        if model:
+            ignored = sorted(set(given) - {"size", "max_pixels"}) + (["--loss"] if loss_names else [])
+            if ignored:
+                raise UsageError(f"{', '.join(_flag(name) for name in ignored)} set the optimiser; with --model only "
+                                 "--size, --max-pixels, --style, --blend and --strength apply.")
+            painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength,
+                                            size=given.get("size"), precision=precision, max_pixels=given.get("max_pixels"))
+        else:
+            from .device import resolve_precision
+
+            host = default_host()
+            job = Job(content=np.zeros((64, 64, 3), np.uint8), style=style_images,
+                      losses=_loss_options(host, loss_names, loss_options), **given)
+            host.network(network)
+            painter = OptimiserPainter.from_job(job, {"network": network, "weights": weights, "jit_compile": jit_compile,
+                                                      "precision": resolve_precision(precision),
+                                                      "network_options": _pairs(network_options)})
+        result = run_batch(inputs, output, painter, ray=ray_address, actors=actors, threads=threads,
+                           progress=_batch_bar(quiet), video_blend=temporal_blend)
+        if report:
+            from .image import write_atomically
+
+            write_atomically(Path(report), lambda stream: stream.write(json.dumps(result.to_dict(), indent=2).encode()))
+        if not quiet:
+            click.echo(f"styleplug: batch ({result.where}, {result.seconds:.1f} s): {result.summary}", err=True)
+            for failure in result.failed:
+                click.echo(f"styleplug: failed: {failure['input']}: {failure['error']}", err=True)
+        if result.interrupted:
+            sys.exit(130)
+        if result.failed:
+            sys.exit(1)
+
+
+def _batch_bar(quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    def draw(bar: Any, arguments: tuple[Any, int]) -> None:
+        report, total = arguments
+        bar.set_postfix(failed=len(report.failed), refresh=False)
+        bar.update(len(report.done) + len(report.failed) - bar.n)
+        if bar.n >= total:
+            bar.close()
+
+    update = _reporter(quiet, lambda arguments: tqdm(total=arguments[1], unit="input", file=sys.stderr, dynamic_ncols=True),
+                       draw)
+    return lambda *arguments: update(arguments)
+
+
+@cli.command()
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("-O", "--output", required=True, type=click.Path(dir_okay=False), help="Output video (.mp4).")
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="The fast style model to paint each frame with.")
+@_style_model_options
+@click.option("--size", type=click.IntRange(32), help="Scale the frames to this long side first [default: as they are].")
+@click.option("--precision", default="auto", show_default=True, help="auto, float32 or bfloat16.")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads per operation (per actor on Ray) [default: all cores].")
+@_ray_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
+@_debug_option
+def video(video: str, output: str, model: str, style: str | None, blend: str | None, strength: float, size: int | None,
+          precision: str, threads: int | None, ray_address: str | None, actors: int | None, temporal_blend: float,
+          quiet: bool, debug: bool) -> None:
+    """Paint every frame of VIDEO with a fast style MODEL: same frame rate and count, audio kept."""
+    with _reported_errors(debug):
+        from .batch import FastPainter
+        from .video import stylize_video
+
+        _checked_ray(ray_address)
+        if not debug:
+            _import_tensorflow_quietly()
+        painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength, size=size,
+                                        precision=precision)
+        try:
+            written = stylize_video(video, output, painter, blend=temporal_blend, size=size, ray=ray_address, actors=actors,
+                                    threads=threads, record={"fast": painter.fingerprint()}, progress=_frame_bar(quiet))
+        except KeyboardInterrupt:
+            raise _ReportedError("interrupted; nothing was written.", 130) from None
+        if not quiet:
+            click.echo(f"styleplug: wrote {output} ({written})", err=True)
+
+
+def _frame_bar(quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    def draw(bar: Any, counts: tuple[int, int]) -> None:
+        bar.update(counts[0] - bar.n)
+        if counts[0] >= counts[1]:
+            bar.close()
+
+    update = _reporter(quiet, lambda counts: tqdm(total=counts[1], unit="frame", file=sys.stderr, dynamic_ncols=True), draw)
+    return lambda *counts: update(counts)
+
+
+def _chosen_style(style: str | None, blend: str | None) -> str | dict[str, float] | None:
+    """The style a fast model paints in: --style NAME, or --blend NAME=WEIGHT,..."""
+    if style and blend:
+        raise UsageError("give --style or --blend, not both.")
+    if blend is None:
+        return style
+    pairs = _pairs(tuple(blend.split(",")), "--blend", "starry_night=0.7,shipwreck=0.3")
+    return {name: _number(value, "--blend") for name, value in pairs.items()}
 
 
 def _number(text: str, option: str) -> float:

@@ -13,6 +13,7 @@ file never runs code.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -171,13 +172,14 @@ class StyleModel:
         os.replace(temporary, target)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], precision: str = "auto") -> StyleModel:
-        """Read a model file; any file that is not a styleplug style model gets one ``UsageError`` line."""
-        source = Path(path)
-        if not source.is_file():
+    def load(cls, path: str | os.PathLike[str] | bytes, precision: str = "auto") -> StyleModel:
+        """Read a model file (or its contents, as bytes: how batch workers on other machines get it);
+        any file that is not a styleplug style model gets one ``UsageError`` line."""
+        source = "the style model" if isinstance(path, bytes) else Path(path)
+        if isinstance(source, Path) and not source.is_file():
             raise UsageError(f"style model '{source}' does not exist; check the path.")
         try:
-            with np.load(source, allow_pickle=False) as archive:
+            with np.load(io.BytesIO(path) if isinstance(path, bytes) else source, allow_pickle=False) as archive:
                 header = json.loads(str(archive["header"]))
                 arrays = [archive[f"weight_{index}"] for index in range(len(archive.files) - 1)]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError):

@@ -16,6 +16,7 @@ environment variable) are refused from their header, before any pixel is decoded
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import secrets
 import warnings
@@ -28,7 +29,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, UsageError
 
-ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, bytes]
 
 DEFAULT_MAX_PIXELS = 50_000_000
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -51,33 +52,38 @@ def load_image(source: ImageInput, what: str, max_pixels: int | None = None) -> 
     if isinstance(source, Image.Image):
         _check_pixels(source.size, what, limit)
         return _to_rgb(source, what)
+    if isinstance(source, bytes):
+        return _decode(io.BytesIO(source), what, limit)
     if not isinstance(source, (str, os.PathLike)):
-        raise UsageError(f"{what} must be a file path, a PIL image or a numpy array; got {type(source).__name__}.")
-    return _from_file(Path(source), what, limit)
-
-
-def _from_file(path: Path, what: str, limit: int) -> Image.Image:
+        raise UsageError(f"{what} must be a file path, a PIL image, a numpy array or an encoded file's bytes; "
+                         f"got {type(source).__name__}.")
+    path = Path(source)
     if not path.exists():
         raise ImageError(f"{what} '{path}' does not exist; check the path.")
     if not path.is_file():
         raise ImageError(f"{what} '{path}' is not a file; pass an image file.")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{what} '{path}' is empty (0 bytes); pass a real image file.")
+    return _decode(path, f"{what} '{path}'", limit)
+
+
+def _decode(source: Path | io.BytesIO, what: str, limit: int) -> Image.Image:
+    """Decode an image file or an encoded file's bytes; ``what`` names it (with its path)."""
+    if (source.stat().st_size if isinstance(source, Path) else source.getbuffer().nbytes) == 0:
+        raise ImageError(f"{what} is empty (0 bytes); pass a real image file.")
     try:
         with warnings.catch_warnings():
             # Pillow's own decompression-bomb warning; the limit below is ours and configurable.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
         with image:
             _check_pixels(image.size, what, limit)  # from the header, before decoding
             image.load()
             return _to_rgb(image, what)
     except Image.DecompressionBombError:
-        raise ImageError(f"{what} '{path}' has too many pixels to decode safely; resize it first.") from None
+        raise ImageError(f"{what} has too many pixels to decode safely; resize it first.") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{what} '{path}' is not an image Pillow can read; use PNG, JPEG, WebP, TIFF, BMP or GIF.") from None
+        raise ImageError(f"{what} is not an image Pillow can read; use PNG, JPEG, WebP, TIFF, BMP or GIF.") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{what} '{path}' is truncated or corrupt ({error}); re-export or re-download it.") from None
+        raise ImageError(f"{what} is truncated or corrupt ({error}); re-export or re-download it.") from None
 
 
 def _check_pixels(size: tuple[int, int], what: str, limit: int) -> None:
@@ -190,11 +196,11 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], inputs: Iterabl
         save_options["pnginfo"] = PngImagePlugin.PngInfo()
         save_options["pnginfo"].add_text("styleplug", record)
     elif record:
-        _write_atomically(output.with_name(output.name + ".json"), lambda stream: stream.write(record.encode()))
-    _write_atomically(output, lambda stream: image.save(stream, format=image_format, **save_options))
+        write_atomically(output.with_name(output.name + ".json"), lambda stream: stream.write(record.encode()))
+    write_atomically(output, lambda stream: image.save(stream, format=image_format, **save_options))
 
 
-def _write_atomically(output: Path, write: Any) -> None:
+def write_atomically(output: Path, write: Any) -> None:
     # A fresh name opened with "x" (not mkstemp, whose 0600 mode would stick to the output).
     temporary = output.with_name(f".{output.name}.{secrets.token_hex(6)}.tmp")
     try:

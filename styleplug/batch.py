@@ -1,0 +1,389 @@
+"""Batches: many photos (and videos) painted into a folder, in this process or on Ray Data.
+
+A batch never loses or repeats work. Each output is written atomically and carries a run record
+with a *batch key*: a digest of the input file's bytes and of everything that decides the painting
+(the model file's digest and style, or the optimiser's job and engine). A rerun skips every output
+whose key matches, so an interrupted batch resumes where it stopped. An input that cannot be
+painted (unreadable, too large, too small) is reported and skipped; the rest go on.
+
+The same worker code runs in both places. In this process, one ``Painter`` is opened and fed the
+inputs in turn. On Ray, ``map_batches`` runs a pool of actors, each holding one opened painter
+(one loaded model or engine) and pinned to its share of the CPU threads. The driver reads each
+input file and sends its bytes, and writes the PNG bytes that come back, so worker machines need
+no shared disk (optimiser style images travel inside the painter, once per actor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from .errors import StyleplugError, UsageError, one_line
+from .image import load_image, write_atomically
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+RAY_INSTALL = "pip install 'styleplug[ray]'"
+
+
+class Painter(Protocol):
+    """What a batch paints with; picklable, so that Ray can send it to each actor."""
+
+    # Inputs handed to an actor at a time: enough to keep it busy, few enough to spread the work.
+    batch_size: int
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that decides the painting, as JSON; part of each output's batch key."""
+
+    def open(self) -> Callable[[Image.Image, str], Image.Image]:
+        """Load the model or engine once; the function paints one photo (named by its path) and
+        returns the image with its run record in ``info["styleplug"]``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FastPainter:
+    """Paint with a fast style model. The model file travels as bytes (about 1.4 MB)."""
+
+    model: bytes
+    model_path: str
+    style: str | Mapping[str, float] | None = None
+    strength: float = 1.0
+    size: int | None = None
+    precision: str = "auto"
+    max_pixels: int | None = None
+    batch_size: int = 4
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> FastPainter:
+        """Read the model file, check it and the style now (one clear line before any work)."""
+        from .fast import StyleModel
+
+        StyleModel.load(path).style_weights(options.get("style"))
+        return cls(Path(path).read_bytes(), str(Path(path).resolve()), **options)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"model": hashlib.sha256(self.model).hexdigest(), "style": self.style, "strength": self.strength,
+                "size": self.size, "precision": self.precision, "max_pixels": self.max_pixels}
+
+    def open(self) -> Callable[[Image.Image, str], Image.Image]:
+        from .fast import StyleModel
+
+        model = StyleModel.load(self.model, self.precision)
+        record = {"schema": 2, "fast": {**self.fingerprint(), "model_path": self.model_path, "styles": model.styles}}
+
+        def paint(photo: Image.Image, path: str) -> Image.Image:
+            image = model.stylize(photo, style=self.style, strength=self.strength, size=self.size, max_pixels=self.max_pixels)
+            image.info["styleplug"] = json.dumps({**record, "input": path})
+            return image
+        return paint
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimiserPainter:
+    """Paint with the optimiser: ``job`` gives every option but the content (its own style
+    images loaded, so they travel with it); ``engine`` is ``Engine.settings`` plus threads."""
+
+    job: Any  # a Job whose content is a placeholder, replaced per photo
+    engine: dict[str, Any]
+    style_paths: tuple[str, ...]
+    batch_size: int = 1  # a photo takes minutes
+
+    @classmethod
+    def from_job(cls, job: Any, engine: Mapping[str, Any]) -> OptimiserPainter:
+        from .job import Job
+
+        assert isinstance(job, Job)
+        styles = tuple(np.asarray(load_image(path, "style image")) for path in job.style)
+        return cls(dataclasses.replace(job, style=styles), dict(engine), tuple(str(Path(path).resolve()) for path in job.style))
+
+    def fingerprint(self) -> dict[str, Any]:
+        job = self.job.to_dict()
+        job.pop("content")
+        job["style"] = [hashlib.sha256(np.ascontiguousarray(style).tobytes()).hexdigest() for style in self.job.style]
+        return {"job": job, "engine": self.engine}
+
+    def open(self) -> Callable[[Image.Image, str], Image.Image]:
+        from .engine import Engine
+
+        engine = Engine.from_settings({"jit_compile": False, "network_options": {}, **self.engine})
+
+        def paint(photo: Image.Image, path: str) -> Image.Image:
+            image = engine.run(dataclasses.replace(self.job, content=photo))
+            # The record names the files, as ``styleplug run`` would, so that ``replay`` works here.
+            record = json.loads(image.info["styleplug"])
+            record["job"].update(content=path, style=list(self.style_paths))
+            image.info["styleplug"] = json.dumps(record)
+            return image
+        return paint
+
+
+@dataclasses.dataclass
+class BatchReport:
+    """What a batch did: one entry per input in ``done``, ``skipped`` (its output already matched)
+    or ``failed`` (with the reason); ``interrupted`` when it stopped early."""
+
+    done: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    failed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    where: str = "in-process"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def summary(self) -> str:
+        line = f"{len(self.done)} done, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"
+        return line + (" before it was interrupted; run the same command again to finish" if self.interrupted else "")
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+
+def collect_inputs(patterns: Iterable[str]) -> list[Path]:
+    """Files, folders (their images and videos, not recursive) and glob patterns, in order, once each."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = sorted(item for item in path.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            if not matches:
+                raise UsageError(f"folder '{path}' holds no images or videos ({', '.join(IMAGE_SUFFIXES)}, ...).")
+        elif path.exists() or not glob.has_magic(pattern):
+            matches = [path]  # a missing file is reported with the others, not fatal
+        else:
+            matches = sorted(Path(item) for item in glob.glob(pattern) if Path(item).is_file())
+            if not matches:
+                raise UsageError(f"no file matches '{pattern}'; check the pattern (quote it so the shell leaves it to styleplug).")
+        found.extend(match for match in matches if match not in found)
+    if not found:
+        raise UsageError("no inputs; give image files, folders or glob patterns.")
+    return found
+
+
+def output_paths(inputs: Sequence[Path], folder: Path) -> list[Path]:
+    """``folder/NAME.png`` for each photo and ``folder/NAME.mp4`` for each video; two inputs with one
+    name would overwrite each other, so that is refused."""
+    outputs = [folder / (item.stem + (".mp4" if is_video(item) else ".png")) for item in inputs]
+    clashes = sorted({str(a) for a, b in zip(inputs, outputs) for c, d in zip(inputs, outputs) if b == d and a != c})
+    if clashes:
+        raise UsageError(f"inputs {', '.join(clashes)} have the same name, so their outputs would collide; rename one.")
+    for output in outputs:
+        if output.exists() and any(item.exists() and output.samefile(item) for item in inputs):
+            raise UsageError(f"output '{output}' is one of the inputs; choose another --output folder.")
+    return outputs
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def batch_key(painter: str, data: bytes) -> str:
+    """The digest that says an output was made from these input bytes by this painter (its
+    fingerprint as JSON)."""
+    return hashlib.sha256(f"{painter}\n{hashlib.sha256(data).hexdigest()}".encode()).hexdigest()
+
+
+def recorded_key(output: Path) -> str | None:
+    """The batch key in an existing output's run record (PNG text chunk, or a video's sidecar)."""
+    try:
+        if is_video(output):
+            return json.loads(Path(str(output) + ".json").read_text()).get("batch")
+        with Image.open(output) as image:
+            return json.loads(getattr(image, "text", {}).get("styleplug", "{}")).get("batch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+# -- painting -------------------------------------------------------------------------------------
+
+def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[str, Any]) -> dict[str, Any]:
+    """Paint one input (its bytes) into PNG bytes carrying the run record and batch key; a failure
+    becomes a one-line reason instead, so that the batch goes on."""
+    started = time.perf_counter()
+    try:
+        photo = load_image(bytes(item["data"]), f"'{item['input']}'")
+        image = paint(photo, item["input"])
+        record = {**json.loads(image.info.get("styleplug", "{}")), "batch": item["key"]}
+        info = PngImagePlugin.PngInfo()
+        info.add_text("styleplug", json.dumps(record))
+        stream = io.BytesIO()
+        image.save(stream, format="PNG", pnginfo=info)
+        result = {"png": stream.getvalue(), "error": "", "size": f"{image.width}x{image.height}"}
+    except StyleplugError as error:
+        result = {"png": b"", "error": str(error), "size": ""}
+    except Exception as error:  # the worker survives anything one photo does to it
+        result = {"png": b"", "error": f"unexpected {type(error).__name__}: {one_line(error)}", "size": ""}
+    return {"input": item["input"], "output": item["output"], "seconds": time.perf_counter() - started,
+            "worker": item.get("worker", ""), **result}
+
+
+class RayPainterActor:
+    """A Ray Data actor: opens the painter once, with TensorFlow pinned to this actor's CPUs."""
+
+    def __init__(self, painter: Painter, threads: int) -> None:
+        import ray
+
+        from .device import set_threads
+
+        set_threads(threads)
+        self.paint = painter.open()
+        self.worker = ray.get_runtime_context().get_node_id()[:8]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        rows = [dict(zip(batch, values), worker=self.worker) for values in zip(*batch.values())]
+        results = [paint_one(self.paint, row) for row in rows]
+        return {key: [result[key] for result in results] for key in results[0]}
+
+
+def _in_process(painter: Painter, items: Iterable[dict[str, Any]], threads: int | None) -> Iterator[dict[str, Any]]:
+    if threads is not None:
+        from .device import set_threads
+
+        set_threads(threads)
+    paint = painter.open()
+    for item in items:
+        yield paint_one(paint, item)
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--ray needs Ray, which is not installed; install it with: {RAY_INSTALL}") from None
+    return ray
+
+
+def start_ray(address: str | None) -> tuple[Any, bool]:
+    """Connect to the cluster at ``address`` (None or "local": a local one on this machine's cores).
+    Returns Ray and whether this call started it (so that the caller shuts it down)."""
+    import logging
+
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    try:
+        ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise UsageError(f"cannot reach a Ray cluster at '{address}' ({one_line(error)}); check the address, "
+                         "or leave it out for a local cluster.") from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    return ray, True
+
+
+def _on_ray(painter: Painter, items: list[dict[str, Any]], address: str | None, actors: int | None,
+            threads: int | None) -> Iterator[dict[str, Any]]:
+    ray, started = start_ray(address)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        threads = threads or max(1, cpus // (actors or cpus))
+        actors = actors or max(1, cpus // threads)
+        # One block per input, and batches no larger than an even share, so that every actor gets work.
+        size = max(1, min(painter.batch_size, -(-len(items) // actors)))
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        painted = dataset.map_batches(RayPainterActor, fn_constructor_kwargs={"painter": painter, "threads": threads},
+                                      batch_size=size, concurrency=actors, num_cpus=threads)
+        yield from painted.iter_rows()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLike[str], painter: Painter, *,
+              ray: str | None = None, actors: int | None = None, threads: int | None = None,
+              progress: Callable[[BatchReport, int], None] | None = None,
+              cancel: threading.Event | None = None, video_blend: float = 0.6) -> BatchReport:
+    """Paint each of ``inputs`` (see ``collect_inputs``) into ``folder``; ``ray`` runs it on Ray Data
+    ("local" for a local cluster, or a cluster's address) with ``actors`` actors of ``threads`` CPU
+    threads each. ``progress(report, total)`` is called after each input; setting ``cancel`` stops
+    after the current one (as Ctrl-C does). Videos need a ``FastPainter``."""
+    started = time.perf_counter()
+    paths = collect_inputs(str(item) for item in inputs)
+    target = Path(folder)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"'{target}' is a file; --output names a folder for a batch.")
+    outputs = output_paths(paths, target)
+    target.mkdir(parents=True, exist_ok=True)
+    report = BatchReport(where=f"ray ({ray})" if ray else "in-process")
+    fingerprint = json.dumps(painter.fingerprint(), sort_keys=True, default=str)
+    photos, videos = [], []
+    for path, output in zip(paths, outputs):
+        entry = {"input": str(path), "output": str(output)}
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            report.failed.append({**entry, "error": f"cannot read '{path}' ({error.strerror or error})."})
+            continue
+        key = batch_key(fingerprint, data)
+        if recorded_key(output) == key:
+            report.skipped.append(entry)
+        else:
+            (videos if is_video(path) else photos).append({**entry, "data": data, "key": key})
+    total = len(photos) + len(videos)
+
+    def finish(result: Mapping[str, Any]) -> None:
+        entry = {key: result[key] for key in ("input", "output", "seconds", "worker")}
+        if result["error"]:
+            report.failed.append({**entry, "error": result["error"]})
+        else:
+            _write_bytes(Path(result["output"]), result["png"])
+            report.done.append({**entry, "size": result["size"]})
+        if progress:
+            progress(report, total)
+
+    try:
+        if photos:
+            results = _on_ray(painter, photos, ray, actors, threads) if ray else _in_process(painter, photos, threads)
+            for result in results:
+                finish(result)
+                if cancel is not None and cancel.is_set():
+                    report.interrupted = True
+                    break
+        for item in videos:
+            if cancel is not None and cancel.is_set():
+                report.interrupted = True
+                break
+            finish(_paint_video(painter, item, ray, actors, threads, video_blend))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _paint_video(painter: Painter, item: Mapping[str, Any], ray: str | None, actors: int | None, threads: int | None,
+                 blend: float) -> dict[str, Any]:
+    from .video import stylize_video
+
+    started = time.perf_counter()
+    entry = {"input": item["input"], "output": item["output"], "worker": "", "png": b""}
+    if not isinstance(painter, FastPainter):
+        return {**entry, "seconds": 0.0, "size": "", "error": "a video needs a fast style model (--model MODEL); "
+                "the optimiser takes minutes per frame."}
+    try:
+        size = stylize_video(item["input"], item["output"], painter, blend=blend, size=painter.size, ray=ray, actors=actors, threads=threads,
+                             record={"fast": painter.fingerprint(), "batch": item["key"]})
+        return {**entry, "seconds": time.perf_counter() - started, "size": size, "error": ""}
+    except StyleplugError as error:
+        return {**entry, "seconds": time.perf_counter() - started, "size": "", "error": str(error)}
+
+
+def _write_bytes(output: Path, data: bytes) -> None:
+    if data:  # a video has written its own file
+        write_atomically(output, lambda stream: stream.write(data))

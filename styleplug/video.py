@@ -1,0 +1,251 @@
+"""Videos: every frame painted by a fast style model, the audio kept, with a temporal blend.
+
+A feed-forward model paints each frame on its own, so small changes between frames (sensor noise,
+compression) become large changes of brush strokes: the video flickers. ``FlowBlend`` follows
+Ruder et al. (2016): the previous *output* frame is warped onto the current one along the optical
+flow between the input frames (OpenCV's DIS), and mixed into the newly painted frame, except where
+the forward and backward flows disagree (occlusions, things entering the frame), where the new
+frame stands alone. The mix is recursive, so each output leans on a short history, not on the
+first frame: the video still moves.
+
+Frames are decoded and encoded with PyAV (FFmpeg inside its wheels). The output is H.264 in an MP4
+at the input's frame rate and frame count; audio packets are copied unchanged. On Ray the frames go
+out in chunks, each led by a few frames of the previous chunk that are painted only to warm up the
+blend, so that no seam shows where one chunk meets the next.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import UsageError
+from .image import long_side_size, write_atomically
+
+VIDEO_INSTALL = "pip install 'styleplug[video]'"
+# Frames per Ray task, and frames of the previous chunk painted first to warm up the blend.
+CHUNK_FRAMES = 24
+WARM_UP_FRAMES = 6
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise UsageError(f"videos need PyAV and OpenCV, which are not installed; install them with: {VIDEO_INSTALL}") from None
+    return av
+
+
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise UsageError(f"videos need PyAV and OpenCV, which are not installed; install them with: {VIDEO_INSTALL}") from None
+    return cv2
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    rate: Fraction
+    width: int
+    height: int
+    audio: bool
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Frame count, frame rate, size and whether there is audio; one clear line for a file that is
+    not a video."""
+    av = _av()
+    try:
+        with av.open(str(path)) as source:
+            if not source.streams.video:
+                raise UsageError(f"'{path}' has no video stream.")
+            stream = source.streams.video[0]
+            frames = stream.frames or sum(1 for _ in source.decode(stream))
+            return VideoInfo(frames, Fraction(stream.average_rate or 25), stream.width, stream.height,
+                             bool(source.streams.audio))
+    except (av.error.FFmpegError, OSError) as error:
+        raise UsageError(f"'{path}' is not a video FFmpeg can read ({error}); check the file.") from None
+
+
+def read_frames(path: str | os.PathLike[str], size: int | None = None) -> Iterator[np.ndarray]:
+    """The video's frames as RGB arrays, scaled so the long side is ``size`` (sides kept even, as
+    H.264 needs)."""
+    av = _av()
+    with av.open(str(path)) as source:
+        stream = source.streams.video[0]
+        stream.thread_type = "AUTO"
+        width, height = long_side_size((stream.width, stream.height), size) if size else (stream.width, stream.height)
+        width, height = width - width % 2, height - height % 2
+        for frame in source.decode(stream):
+            yield frame.to_ndarray(width=width, height=height, format="rgb24")
+
+
+class FlowBlend:
+    """Mixes each painted frame with the previous output warped along the optical flow.
+
+    ``strength`` is the previous output's share where the flow is consistent (0 turns the blend off).
+    """
+
+    def __init__(self, strength: float = 0.6) -> None:
+        if not 0 <= strength < 1:
+            raise UsageError(f"the temporal blend must be at least 0 and below 1; got {strength!r}.")
+        self.strength = strength
+        self.flow = _cv2().DISOpticalFlow_create(_cv2().DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None  # (grey input, output)
+
+    def __call__(self, frame: np.ndarray, painted: np.ndarray) -> np.ndarray:
+        cv2 = _cv2()
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        output = painted
+        if self.previous is not None and self.strength > 0:
+            previous_grey, previous_output = self.previous
+            backward = self.flow.calc(grey, previous_grey, None)  # where each pixel was in the previous frame
+            forward = self.flow.calc(previous_grey, grey, None)
+            height, width = grey.shape
+            columns, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+            map_x, map_y = columns + backward[..., 0], rows + backward[..., 1]
+            warped = cv2.remap(previous_output, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            forward_back = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            # Ruder et al.'s test: following the flow there and back must land near the start.
+            error = np.sum((backward + forward_back) ** 2, axis=-1)
+            limit = 0.01 * (np.sum(backward ** 2, axis=-1) + np.sum(forward_back ** 2, axis=-1)) + 0.5
+            inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+            weight = self.strength * cv2.GaussianBlur(((error <= limit) & inside).astype(np.float32), (5, 5), 0)[..., None]
+            output = np.clip(weight * warped + (1 - weight) * painted, 0, 255).round().astype(np.uint8)
+        self.previous = (grey, output)
+        return output
+
+
+def paint_frames(paint: Callable[[Image.Image, str], Image.Image], frames: Iterator[np.ndarray] | list[np.ndarray],
+                 blend: float, skip: int = 0) -> Iterator[np.ndarray]:
+    """Paint and blend ``frames`` in order; the first ``skip`` only warm up the blend."""
+    mixer = FlowBlend(blend)
+    for index, frame in enumerate(frames):
+        painted = np.asarray(paint(Image.fromarray(frame), "frame"))
+        if painted.shape != frame.shape:  # the model may round sizes; frames keep theirs
+            painted = np.asarray(Image.fromarray(painted).resize((frame.shape[1], frame.shape[0])))
+        output = mixer(frame, painted)
+        if index >= skip:
+            yield output
+
+
+class RayVideoActor:
+    """A Ray Data actor painting chunks of frames (with their warm-up frames) with one model."""
+
+    def __init__(self, painter: Any, threads: int, blend: float) -> None:
+        from .device import set_threads
+
+        set_threads(threads)
+        self.paint = painter.open()
+        self.blend = blend
+
+    def __call__(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        frames = list(chunk["frames"])
+        return {"index": chunk["index"], "frames": np.stack(list(paint_frames(self.paint, frames, self.blend, chunk["skip"])))}
+
+
+def chunks(frames: list[np.ndarray], length: int = CHUNK_FRAMES, warm_up: int = WARM_UP_FRAMES) -> list[dict[str, Any]]:
+    """Overlapping chunks: each holds ``length`` frames, led by up to ``warm_up`` earlier ones."""
+    pieces = []
+    for index, start in enumerate(range(0, len(frames), length)):
+        lead = min(warm_up, start)
+        pieces.append({"index": index, "frames": np.stack(frames[start - lead:start + length]), "skip": lead})
+    return pieces
+
+
+def _painted_on_ray(painter: Any, frames: list[np.ndarray], blend: float, address: str | None, actors: int | None,
+                    threads: int | None) -> Iterator[np.ndarray]:
+    from .batch import start_ray
+
+    ray, started = start_ray(address)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        threads = threads or max(1, cpus // (actors or cpus))
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        pieces = chunks(frames)
+        dataset = ray.data.from_items(pieces, override_num_blocks=len(pieces)).map(
+            RayVideoActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "blend": blend},
+            concurrency=actors or max(1, cpus // threads), num_cpus=threads)
+        for piece in dataset.iter_rows():
+            yield from piece["frames"]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str], painter: Any, *, blend: float = 0.6,
+                  size: int | None = None, ray: str | None = None, actors: int | None = None, threads: int | None = None,
+                  record: Mapping[str, Any] | None = None, progress: Callable[[int, int], None] | None = None) -> str:
+    """Paint every frame of ``source`` with ``painter`` (a ``batch.FastPainter``) into an MP4 at
+    ``output``: same frame rate and count, audio copied. Written atomically, with a JSON sidecar
+    holding ``record``. Returns the output's size as ``WIDTHxHEIGHT``."""
+    target = Path(output)
+    if target.suffix.lower() != ".mp4":
+        raise UsageError(f"video output '{target}' must end in .mp4.")
+    if target.exists() and target.samefile(source):
+        raise UsageError(f"output '{target}' is the input video; choose another output path.")
+    if not target.parent.is_dir():
+        raise UsageError(f"output folder '{target.parent}' does not exist; create it or choose another path.")
+    info = probe(source)
+    frames = read_frames(source, size)
+    if ray:
+        painted = _painted_on_ray(painter, list(frames), blend, ray, actors, threads)
+    else:
+        if threads is not None:
+            from .device import set_threads
+
+            set_threads(threads)
+        painted = paint_frames(painter.open(), frames, blend)
+    temporary = target.with_name(f".{target.stem}.partial.mp4")
+    try:
+        width, height = _encode(painted, source, temporary, info, progress)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    sidecar = {"schema": 2, **(record or {}), "input": str(Path(source).resolve()), "blend": blend, "size": size}
+    write_atomically(Path(str(target) + ".json"), lambda stream: stream.write(json.dumps(sidecar).encode()))
+    return f"{width}x{height}"
+
+
+def _encode(frames: Iterator[np.ndarray], source: str | os.PathLike[str], output: Path, info: VideoInfo,
+            progress: Callable[[int, int], None] | None) -> tuple[int, int]:
+    """H.264 frames at the input's rate, with the input's audio packets muxed in time order."""
+    av = _av()
+    first = next(frames, None)
+    if first is None:
+        raise UsageError(f"'{source}' has no frames to paint.")
+    height, width = first.shape[:2]
+    with av.open(str(source)) as audio_source, av.open(str(output), "w", format="mp4") as sink:
+        video = sink.add_stream("libx264", rate=info.rate, options={"crf": "18"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio_in = audio_source.streams.audio[0] if audio_source.streams.audio else None
+        audio_out = sink.add_stream_from_template(audio_in) if audio_in is not None else None
+        audio_packets = (packet for packet in audio_source.demux(audio_in) if packet.dts is not None) if audio_in else iter(())
+        pending = next(audio_packets, None)
+        for index, pixels in enumerate(itertools.chain([first], frames)):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+            frame.pts, frame.time_base = index, 1 / info.rate
+            while pending is not None and pending.pts * pending.time_base <= index / info.rate:
+                pending.stream = audio_out
+                sink.mux(pending)
+                pending = next(audio_packets, None)
+            sink.mux(video.encode(frame))
+            if progress:
+                progress(index + 1, info.frames)
+        sink.mux(video.encode(None))
+        while pending is not None:
+            pending.stream = audio_out
+            sink.mux(pending)
+            pending = next(audio_packets, None)
+    return width, height
