@@ -23,6 +23,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -285,6 +286,8 @@ def start_ray(address: str | None) -> tuple[Any, bool]:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Ray Data's advice on concurrency is for pipelines of its own; a batch sizes its pool itself.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
     return ray, True
 
 
