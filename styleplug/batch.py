@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from .errors import OptionNamer as Namer
 from .errors import StyleplugError, UsageError, one_line
 from .image import load_image, write_atomically
 
@@ -210,9 +211,12 @@ def recorded_key(output: Path) -> str | None:
 
 # -- painting -------------------------------------------------------------------------------------
 
-def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[str, Any]) -> dict[str, Any]:
+
+
+def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[str, Any], namer: Namer | None) -> dict[str, Any]:
     """Paint one input (its bytes) into PNG bytes carrying the run record and batch key; a failure
-    becomes a one-line reason instead, so that the batch goes on."""
+    becomes a one-line reason instead (options in it named by ``namer``, as in ``StyleplugError.phrase``),
+    so that the batch goes on."""
     started = time.perf_counter()
     try:
         photo = load_image(bytes(item["data"]), f"'{item['input']}'")
@@ -224,7 +228,7 @@ def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[st
         image.save(stream, format="PNG", pnginfo=info)
         result = {"png": stream.getvalue(), "error": "", "size": f"{image.width}x{image.height}"}
     except StyleplugError as error:
-        result = {"png": b"", "error": str(error), "size": ""}
+        result = {"png": b"", "error": error.phrase(namer) if namer else str(error), "size": ""}
     except Exception as error:  # the worker survives anything one photo does to it
         result = {"png": b"", "error": f"unexpected {type(error).__name__}: {one_line(error)}", "size": ""}
     return {"input": item["input"], "output": item["output"], "seconds": time.perf_counter() - started,
@@ -234,7 +238,7 @@ def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[st
 class RayPainterActor:
     """A Ray Data actor: opens the painter once, with TensorFlow pinned to this actor's CPUs."""
 
-    def __init__(self, painter: Painter, threads: int) -> None:
+    def __init__(self, painter: Painter, threads: int, namer: Namer | None) -> None:
         import ray
 
         from .device import set_threads
@@ -242,21 +246,23 @@ class RayPainterActor:
         set_threads(threads)
         self.paint = painter.open()
         self.worker = ray.get_runtime_context().get_node_id()[:8]
+        self.namer = namer
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         rows = [dict(zip(batch, values), worker=self.worker) for values in zip(*batch.values())]
-        results = [paint_one(self.paint, row) for row in rows]
+        results = [paint_one(self.paint, row, self.namer) for row in rows]
         return {key: [result[key] for result in results] for key in results[0]}
 
 
-def _in_process(painter: Painter, items: Iterable[dict[str, Any]], threads: int | None) -> Iterator[dict[str, Any]]:
+def _in_process(painter: Painter, items: Iterable[dict[str, Any]], threads: int | None,
+                namer: Namer | None) -> Iterator[dict[str, Any]]:
     if threads is not None:
         from .device import set_threads
 
         set_threads(threads)
     paint = painter.open()
     for item in items:
-        yield paint_one(paint, item)
+        yield paint_one(paint, item, namer)
 
 
 def import_ray() -> Any:
@@ -274,6 +280,14 @@ def start_ray(address: str | None) -> tuple[Any, bool]:
     import logging
 
     ray = import_ray()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    # Start every actor before the first input goes out, so that the work spreads over all of them.
+    context.wait_for_min_actors_s = 600
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Ray Data's advice on concurrency is for pipelines of its own; a batch sizes its pool itself.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
     if ray.is_initialized():
         return ray, False
     try:
@@ -282,27 +296,36 @@ def start_ray(address: str | None) -> tuple[Any, bool]:
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise UsageError(f"cannot reach a Ray cluster at '{address}' ({one_line(error)}); check the address, "
                          "or leave it out for a local cluster.") from None
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-    # Ray Data's advice on concurrency is for pipelines of its own; a batch sizes its pool itself.
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
     return ray, True
 
 
+def pool_size(ray: Any, actors: int | None, threads: int | None) -> tuple[int, int]:
+    """Threads per actor and actors: by default the cluster's CPUs shared evenly; never more than it has."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    threads = threads or max(1, cpus // (actors or cpus))
+    actors = actors or max(1, cpus // threads)
+    if actors * threads > cpus:
+        raise UsageError(f"{actors} actors of {threads} threads need {actors * threads} CPUs, but the Ray cluster has "
+                         f"{cpus}; ask for fewer {{actors}} or {{threads}}.")
+    return threads, actors
+
+
+def actor_pool(ray: Any, actors: int) -> Any:
+    """A fixed pool of ``actors``, each given one task at a time: an actor that queued several would
+    hold work another could be doing (a painting takes long, the queue saves little)."""
+    return ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)
+
+
 def _on_ray(painter: Painter, items: list[dict[str, Any]], address: str | None, actors: int | None,
-            threads: int | None) -> Iterator[dict[str, Any]]:
+            threads: int | None, namer: Namer | None) -> Iterator[dict[str, Any]]:
     ray, started = start_ray(address)
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        threads = threads or max(1, cpus // (actors or cpus))
-        actors = actors or max(1, cpus // threads)
+        threads, actors = pool_size(ray, actors, threads)
         # One block per input, and batches no larger than an even share, so that every actor gets work.
         size = max(1, min(painter.batch_size, -(-len(items) // actors)))
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        painted = dataset.map_batches(RayPainterActor, fn_constructor_kwargs={"painter": painter, "threads": threads},
-                                      batch_size=size, concurrency=actors, num_cpus=threads)
+        painted = dataset.map_batches(RayPainterActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "namer": namer},
+                                      batch_size=size, compute=actor_pool(ray, actors), num_cpus=threads)
         yield from painted.iter_rows()
     finally:
         if started:
@@ -312,11 +335,12 @@ def _on_ray(painter: Painter, items: list[dict[str, Any]], address: str | None, 
 def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLike[str], painter: Painter, *,
               ray: str | None = None, actors: int | None = None, threads: int | None = None,
               progress: Callable[[BatchReport, int], None] | None = None,
-              cancel: threading.Event | None = None, video_blend: float = 0.6) -> BatchReport:
+              cancel: threading.Event | None = None, video_blend: float = 0.6, namer: Namer | None = None) -> BatchReport:
     """Paint each of ``inputs`` (see ``collect_inputs``) into ``folder``; ``ray`` runs it on Ray Data
     ("local" for a local cluster, or a cluster's address) with ``actors`` actors of ``threads`` CPU
     threads each. ``progress(report, total)`` is called after each input; setting ``cancel`` stops
-    after the current one (as Ctrl-C does). Videos need a ``FastPainter``."""
+    after the current one (as Ctrl-C does). Videos need a ``FastPainter``. ``namer`` phrases the
+    options named in failures, as a front end spells them (see ``StyleplugError.phrase``)."""
     started = time.perf_counter()
     paths = collect_inputs(str(item) for item in inputs)
     target = Path(folder)
@@ -353,7 +377,8 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
 
     try:
         if photos:
-            results = _on_ray(painter, photos, ray, actors, threads) if ray else _in_process(painter, photos, threads)
+            results = (_on_ray(painter, photos, ray, actors, threads, namer) if ray
+                       else _in_process(painter, photos, threads, namer))
             for result in results:
                 finish(result)
                 if cancel is not None and cancel.is_set():
@@ -363,7 +388,7 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
             if cancel is not None and cancel.is_set():
                 report.interrupted = True
                 break
-            finish(_paint_video(painter, item, ray, actors, threads, video_blend))
+            finish(_paint_video(painter, item, ray, actors, threads, video_blend, namer))
     except KeyboardInterrupt:
         report.interrupted = True
     report.seconds = time.perf_counter() - started
@@ -371,7 +396,7 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
 
 
 def _paint_video(painter: Painter, item: Mapping[str, Any], ray: str | None, actors: int | None, threads: int | None,
-                 blend: float) -> dict[str, Any]:
+                 blend: float, namer: Namer | None) -> dict[str, Any]:
     from .video import stylize_video
 
     started = time.perf_counter()
@@ -384,7 +409,7 @@ def _paint_video(painter: Painter, item: Mapping[str, Any], ray: str | None, act
                              record={"fast": painter.fingerprint(), "batch": item["key"]})
         return {**entry, "seconds": time.perf_counter() - started, "size": size, "error": ""}
     except StyleplugError as error:
-        return {**entry, "seconds": time.perf_counter() - started, "size": "", "error": str(error)}
+        return {**entry, "seconds": time.perf_counter() - started, "size": "", "error": error.phrase(namer) if namer else str(error)}
 
 
 def _write_bytes(output: Path, data: bytes) -> None:

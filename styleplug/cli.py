@@ -493,7 +493,7 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
                                                       "precision": resolve_precision(precision),
                                                       "network_options": _pairs(network_options)})
         result = run_batch(inputs, output, painter, ray=ray_address, actors=actors, threads=threads,
-                           progress=_batch_bar(quiet), video_blend=temporal_blend)
+                           progress=_batch_bar(quiet), video_blend=temporal_blend, namer=cli_name)
         if report:
             from .image import write_atomically
 

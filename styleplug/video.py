@@ -166,17 +166,16 @@ def chunks(frames: list[np.ndarray], length: int = CHUNK_FRAMES, warm_up: int = 
 
 def _painted_on_ray(painter: Any, frames: list[np.ndarray], blend: float, address: str | None, actors: int | None,
                     threads: int | None) -> Iterator[np.ndarray]:
-    from .batch import start_ray
+    from .batch import actor_pool, pool_size, start_ray
 
     ray, started = start_ray(address)
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        threads = threads or max(1, cpus // (actors or cpus))
+        threads, actors = pool_size(ray, actors, threads)
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         pieces = chunks(frames)
         dataset = ray.data.from_items(pieces, override_num_blocks=len(pieces)).map(
             RayVideoActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "blend": blend},
-            concurrency=actors or max(1, cpus // threads), num_cpus=threads)
+            compute=actor_pool(ray, actors), num_cpus=threads)
         for piece in dataset.iter_rows():
             yield from piece["frames"]
     finally:

@@ -1,0 +1,218 @@
+"""Batches of photos and videos: in this process, on a local Ray cluster and on a simulated two-node
+cluster; nothing lost or repeated across failures and interruptions."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from styleplug.batch import FastPainter, run_batch
+from styleplug.video import paint_frames, probe, read_frames
+from support import EXAMPLES, REPO, gradient_image, pan_frames, write_clip
+
+MODEL = REPO / "styleplug" / "models" / "styles.npz"
+
+
+def styleplug_cli(*arguments: object, **options: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "styleplug", *map(str, arguments)], capture_output=True, text=True,
+                          **options)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Six photos of different sizes and formats, and one file that is not an image."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(6):
+        gradient_image(64 + 8 * seed, 48 + 4 * seed, seed=seed).save(folder / f"photo{seed}.{'png' if seed % 2 else 'jpg'}")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    return folder
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path), np.float64)
+
+
+def test_a_batch_paints_every_photo_reports_the_broken_one_and_a_rerun_skips_what_is_done(photos, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    first = styleplug_cli("batch", photos, "-O", out, "--model", MODEL, "--style", "shipwreck", "--report", report)
+    assert first.returncode == 1, first.stderr  # one input failed
+    assert "6 done, 0 skipped (already done), 1 failed" in first.stderr
+    assert f"failed: {photos / 'broken.jpg'}: " in first.stderr and "not an image Pillow can read" in first.stderr
+    assert sorted(path.name for path in out.iterdir()) == [f"photo{seed}.png" for seed in range(6)]
+    assert Image.open(out / "photo5.png").size == (104, 68)
+    written = json.loads(report.read_text())
+    assert len(written["done"]) == 6 and [item["input"] for item in written["failed"]] == [str(photos / "broken.jpg")]
+    stamps = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+
+    again = styleplug_cli("batch", photos, "-O", out, "--model", MODEL, "--style", "shipwreck")
+    assert "0 done, 6 skipped (already done), 1 failed" in again.stderr
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == stamps  # nothing rewritten
+
+    # Another setting is another painting: every output is made again.
+    before = pixels(out / "photo2.png")
+    weaker = styleplug_cli("batch", photos / "photo1.png", str(photos / "photo[23].*"), "-O", out, "--model", MODEL,
+                           "--style", "shipwreck", "--strength", "0.5")
+    assert weaker.returncode == 0 and "3 done, 0 skipped" in weaker.stderr, weaker.stderr
+    assert np.abs(pixels(out / "photo2.png") - before).mean() > 5
+
+
+def test_too_large_and_too_small_inputs_are_skipped_with_their_reasons(photos, tmp_path):
+    gradient_image(20, 20).save(photos / "tiny.png")
+    out = tmp_path / "out"
+    result = styleplug_cli("batch", photos / "photo0.jpg", photos / "photo5.png", photos / "tiny.png", "-O", out,
+                           "--model", MODEL, "--max-pixels", "5000")
+    assert result.returncode == 1
+    failures = [line for line in result.stderr.splitlines() if line.startswith("styleplug: failed:")]
+    assert len(failures) == 2
+    assert "photo5.png" in failures[0] and "above the limit" in failures[0] and "--max-pixels" in failures[0]
+    assert "tiny.png" in failures[1] and "at least 32 px" in failures[1]
+    assert [path.name for path in out.iterdir()] == ["photo0.png"]
+
+
+def test_bad_commands_get_one_line_and_write_nothing(photos, tmp_path):
+    out = tmp_path / "out"
+    for arguments, message in (
+        ((), "give --model MODEL (a fast style model) or --style-image IMAGE (the optimiser)"),
+        (("--model", MODEL, "--steps", "50"), "--steps set the optimiser; with --model only --size"),
+        (("--model", MODEL, "--style", "cubism"), "this model has no style 'cubism'"),
+        (("--model", photos / "photo1.png"), "is not a styleplug style model"),
+        (("--model", MODEL, "--ray", photos / "photo1.png"), "--ray took"),
+    ):
+        refused = styleplug_cli("batch", photos, "-O", out, *arguments)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and message in lines[0], refused.stderr
+    missing = styleplug_cli("batch", str(photos / "*.tiff"), "-O", out, "--model", MODEL)
+    assert missing.returncode == 2 and "no file matches" in missing.stderr
+    assert not out.exists()
+
+
+def test_without_ray_installed_the_ray_option_says_how_to_install_it(photos, tmp_path):
+    # Ray is installed here; hide it from this one process as if it were not.
+    code = ("import sys; sys.modules['ray'] = None; from styleplug.cli import main; "
+            f"sys.argv = ['styleplug', 'batch', {str(photos)!r}, '-O', {str(tmp_path / 'out')!r}, '--model', {str(MODEL)!r}, "
+            "'--ray']; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2 and "pip install 'styleplug[ray]'" in result.stderr, result.stderr
+
+
+def test_an_interrupted_batch_resumes_without_repeating_work(photos, tmp_path):
+    out = tmp_path / "out"
+    (photos / "broken.jpg").unlink()
+    command = [sys.executable, "-m", "styleplug", "batch", str(photos), "-O", str(out), "--style-image",
+               str(EXAMPLES / "starry_night.jpg"), "--size", "48", "--steps", "60", "--no-early-stop", "--seed", "1"]
+    running = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.png"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = running.communicate(timeout=60)
+    assert running.returncode == 130, stderr
+    assert "before it was interrupted; run the same command again to finish" in stderr
+    finished = sorted(out.glob("*.png"))
+    assert 1 <= len(finished) < 6 and not list(out.glob(".*"))  # no half-written files
+
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{6 - len(finished)} done, {len(finished)} skipped (already done), 0 failed" in resumed.stderr
+    replayed = styleplug_cli("replay", out / "photo3.png", "-O", tmp_path / "replay.png")
+    assert "identical to the original" in replayed.stderr, replayed.stderr
+
+
+def test_cancelling_from_the_python_api_stops_after_the_current_photo(photos, tmp_path):
+    cancel = threading.Event()
+    report = run_batch([photos], tmp_path / "out", FastPainter.from_file(MODEL), cancel=cancel,
+                       progress=lambda report, total: len(report.done) == 2 and cancel.set())
+    assert report.interrupted and len(report.done) == 2
+
+
+# -- videos -----------------------------------------------------------------------------------------
+
+def test_a_video_keeps_its_frames_rate_and_audio_and_the_blend_reduces_flicker(tmp_path):
+    photo = Image.open(EXAMPLES / "tubingen.jpg")
+    clip = tmp_path / "static.mp4"
+    write_clip(clip, pan_frames(photo, 16, (160, 120), step=0, noise=4), rate=12)
+    result = styleplug_cli("video", clip, "-O", tmp_path / "out.mp4", "--model", MODEL, "--style", "starry_night")
+    assert result.returncode == 0, result.stderr
+    source, painted = probe(clip), probe(tmp_path / "out.mp4")
+    assert (painted.frames, painted.rate, painted.audio) == (16, source.rate, True)
+    assert json.loads((tmp_path / "out.mp4.json").read_text())["blend"] == 0.6
+
+    import av
+
+    with av.open(str(clip)) as original, av.open(str(tmp_path / "out.mp4")) as output:
+        assert [bytes(p) for p in original.demux(original.streams.audio[0]) if p.size] == \
+               [bytes(p) for p in output.demux(output.streams.audio[0]) if p.size]  # audio copied, unchanged
+
+    frames = list(read_frames(clip))
+    paint = FastPainter.from_file(MODEL, style="starry_night").open()
+
+    def flicker(blend: float) -> float:
+        outputs = [frame.astype(np.float64) for frame in paint_frames(paint, frames, blend)]
+        return float(np.mean([np.abs(a - b).mean() for a, b in zip(outputs, outputs[1:])]))
+
+    assert flicker(0.6) < 0.7 * flicker(0.0)
+
+
+def test_a_file_that_is_not_a_video_gets_one_line(tmp_path):
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"not a video at all")
+    result = styleplug_cli("video", fake, "-O", tmp_path / "out.mp4", "--model", MODEL)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "is not a video FFmpeg can read" in result.stderr and not (tmp_path / "out.mp4").exists()
+
+
+# -- Ray ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_same_photos_and_video_as_this_process(photos, tmp_path, local_ray):
+    painter = FastPainter.from_file(MODEL, style="matisse")
+    here = run_batch([photos], tmp_path / "here", painter)
+    there = run_batch([photos], tmp_path / "there", painter, ray="local", actors=2, threads=1)
+    assert (len(there.done), len(there.failed)) == (6, 1) and "not an image" in there.failed[0]["error"]
+    for item in here.done:
+        name = Path(item["output"]).name
+        assert np.abs(pixels(tmp_path / "here" / name) - pixels(tmp_path / "there" / name)).mean() <= 1
+
+    # A video in chunks: same frame count, and no seam where two chunks meet.
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, pan_frames(Image.open(EXAMPLES / "tubingen.jpg"), 30, (160, 120), step=0, noise=4), rate=10)
+    video = run_batch([clip], tmp_path / "video", painter, ray="local")
+    assert len(video.done) == 1, video.failed
+    frames = [frame.astype(np.float64) for frame in read_frames(tmp_path / "video" / "clip.mp4")]
+    assert len(frames) == 30
+    changes = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
+    assert changes[23] <= 1.2 * np.median(changes)  # frame 24 starts the second chunk
+
+
+def test_a_simulated_two_node_cluster_shares_the_batch(photos, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        report = run_batch([photos], tmp_path / "out", FastPainter.from_file(MODEL), ray=cluster.address, actors=2,
+                           threads=1)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert len(report.done) == 6
+    assert len({item["worker"] for item in report.done}) == 2  # both nodes painted
