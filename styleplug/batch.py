@@ -200,6 +200,8 @@ def batch_key(painter: str, data: bytes) -> str:
 
 def recorded_key(output: Path) -> str | None:
     """The batch key in an existing output's run record (PNG text chunk, or a video's sidecar)."""
+    if not output.is_file():
+        return None
     try:
         if is_video(output):
             return json.loads(Path(str(output) + ".json").read_text()).get("batch")

@@ -115,7 +115,8 @@ class FlowBlend:
             height, width = grey.shape
             columns, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
             map_x, map_y = columns + backward[..., 0], rows + backward[..., 1]
-            warped = cv2.remap(previous_output, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            # Cubic: the output is warped again every frame, and linear interpolation would blur it more each time.
+            warped = cv2.remap(previous_output, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
             forward_back = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             # Ruder et al.'s test: following the flow there and back must land near the start.
             error = np.sum((backward + forward_back) ** 2, axis=-1)

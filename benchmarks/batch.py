@@ -1,0 +1,161 @@
+"""Batches and videos: throughput in this process and on Ray, flicker with and without the flow blend.
+
+Run: .venv/bin/python benchmarks/batch.py [--photos 16] [--size 512] [--frames 48] [--out benchmark-output]
+
+- photos: images per second for --photos generated photos (--size px square) painted by the shipped
+  style model, in this process (one engine, all cores) and on a local Ray cluster with 1 and 2
+  actors (the cluster started beforehand, so its start-up is reported on its own line);
+- cluster: the same batch on a simulated two-node cluster (two Ray nodes on this machine): what it
+  adds is overhead, not scaling, since both nodes share the same cores; bytes sent per photo;
+- video: frames per second at --size px, in this process and on Ray;
+- flicker: the mean change between consecutive output frames (grey levels, 0..255) on a
+  static-camera clip with sensor noise, with and without the blend, and on a panning clip the judged
+  style and content distance of each frame (benchmarks/quality.py) with and without it; a few frames
+  of each are saved in --out to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from styleplug.batch import FastPainter, run_batch  # noqa: E402
+from styleplug.video import paint_frames, read_frames  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).parent))
+from quality import EXAMPLES, Judge, measure  # noqa: E402
+from support import gradient_image, pan_frames, write_clip  # noqa: E402
+
+MODEL = REPO / "styleplug" / "models" / "styles.npz"
+STYLE = "starry_night"
+
+
+def photos_per_second(folder: Path, photos: int, painter: FastPainter, **where: object) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        report = run_batch([folder], out, painter, **where)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - started
+        sizes = [(Path(item["input"]).stat().st_size, Path(item["output"]).stat().st_size) for item in report.done]
+    assert len(report.done) == photos, report.failed
+    # The painting alone: each photo's time in its worker, the actors working side by side.
+    busy = sum(item["seconds"] for item in report.done) / int(where.get("actors", 1))  # type: ignore[call-overload]
+    return photos / seconds, {"steady": photos / busy, "sent": statistics.mean(a for a, _ in sizes),
+                              "returned": statistics.mean(b for _, b in sizes)}
+
+
+def throughput(photos: int, size: int) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    painter = FastPainter.from_file(MODEL, style=STYLE)
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in range(photos):
+            gradient_image(size, size, seed=seed).save(Path(folder) / f"photo{seed:03}.jpg", quality=92)
+        here, steady = photos_per_second(Path(folder), photos, painter)
+        print(f"in-process (all cores):        {here:6.2f} photos/s  (1.00x); painting alone {steady['steady']:.2f}/s")
+        started = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        print(f"local Ray cluster start:       {time.perf_counter() - started:6.1f} s")
+        for actors in (1, 2):
+            rate, steady = photos_per_second(Path(folder), photos, painter, ray="local", actors=actors, threads=2 // actors)
+            print(f"Ray, {actors} actor(s) x {2 // actors} thread(s):    {rate:6.2f} photos/s  ({rate / here:.2f}x), "
+                  f"actor start-up included; painting alone {steady['steady']:.2f}/s")
+        ray.shutdown()
+        started = time.perf_counter()
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+        print(f"two-node simulated cluster start: {time.perf_counter() - started:6.1f} s")
+        rate, traffic = photos_per_second(Path(folder), photos, painter, ray=cluster.address, actors=2, threads=1)
+        print(f"two nodes x 1 actor x 1 thread: {rate:6.2f} photos/s  ({rate / here:.2f}x); per photo: "
+              f"{traffic['sent'] / 1e3:.0f} kB sent to a worker, {traffic['returned'] / 1e3:.0f} kB returned; "
+              f"the model ({MODEL.stat().st_size / 1e6:.1f} MB) once per actor")
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def video_rates(frames: int, size: int) -> None:
+    painter = FastPainter.from_file(MODEL, style=STYLE)
+    photo = Image.open(EXAMPLES / "tubingen.jpg").resize((size + frames * 2, size * 3 // 4 + 8))
+    with tempfile.TemporaryDirectory() as folder:
+        clip = Path(folder) / "clip.mp4"
+        write_clip(clip, pan_frames(photo, frames, (size, size * 3 // 4), step=2, noise=2), rate=24)
+        for where in ({}, {"ray": "local"}):
+            started = time.perf_counter()
+            report = run_batch([clip], Path(folder) / "out", painter, **where)  # type: ignore[arg-type]
+            seconds = time.perf_counter() - started
+            assert report.done, report.failed
+            print(f"video {size}px, {'Ray (local, 2 actors)' if where else 'in-process':<22}: "
+                  f"{frames / seconds:5.2f} frames/s (start-up included)")
+            (Path(folder) / "out" / "clip.mp4").unlink()
+
+
+def flicker(out: Path, size: int) -> None:
+    paint = FastPainter.from_file(MODEL, style=STYLE).open()
+    photo = Image.open(EXAMPLES / "tubingen.jpg").resize((size + 96, size * 3 // 4))
+    painting = Image.open(EXAMPLES / "starry_night.jpg")
+    static = pan_frames(photo, 24, (size, size * 3 // 4), step=0, noise=4)
+    moving = pan_frames(photo, 24, (size, size * 3 // 4), step=4, noise=4)
+    judge = Judge()
+
+    def change(frames: list[np.ndarray]) -> float:
+        return float(np.mean([np.abs(a.astype(np.float64) - b).mean() for a, b in zip(frames, frames[1:])]))
+
+    print(f"input change per frame: static {change(static):.2f}, panning {change(moving):.2f}")
+    for blend in (0.0, 0.6):
+        still = list(paint_frames(paint, static, blend))
+        panned = list(paint_frames(paint, moving, blend))
+        judged = [measure(judge, Image.fromarray(frame), painting, Image.fromarray(result))[:2]
+                  for frame, result in zip(moving[::4], panned[::4])]
+        style, content = np.mean(judged, axis=0)
+        print(f"blend {blend:.1f}: static clip change {change(still):5.2f}; panning clip change {change(panned):5.2f}, "
+              f"style {style:.3f}, content {content:.3f}")
+        Image.fromarray(np.concatenate([np.concatenate(still[10:12], 1), np.concatenate(panned[10:12], 1)], 0)).save(
+            out / f"video_blend_{blend:.1f}.png")
+
+
+def chunk_seam(size: int) -> None:
+    """Where Ray's chunks meet: each chunk painted as an actor paints it (here, before encoding),
+    on a static clip with noise, next to one pass over the whole clip."""
+    from styleplug.video import CHUNK_FRAMES, chunks
+
+    paint = FastPainter.from_file(MODEL, style=STYLE).open()
+    photo = Image.open(EXAMPLES / "tubingen.jpg").resize((size, size * 3 // 4))
+    frames = pan_frames(photo, 4 * CHUNK_FRAMES, photo.size, step=0, noise=4)
+    joined = [frame.astype(np.float64) for piece in chunks(frames)
+              for frame in paint_frames(paint, list(piece["frames"]), 0.6, piece["skip"])]
+    whole = [frame.astype(np.float64) for frame in paint_frames(paint, frames, 0.6)]
+    changes = [np.abs(a - b).mean() for a, b in zip(joined, joined[1:])]
+    seams = [changes[start - 1] for start in range(CHUNK_FRAMES, len(frames), CHUNK_FRAMES)]
+    print(f"Ray chunks of {CHUNK_FRAMES} frames at {size}px: change at the seams {', '.join(f'{seam:.2f}' for seam in seams)}; "
+          f"median change {np.median(changes):.2f} (range {min(changes):.2f}-{max(changes):.2f}); largest difference from "
+          f"one pass {max(np.abs(a - b).mean() for a, b in zip(joined, whole)):.3f} grey levels")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=32)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
+    options = parser.parse_args()
+    options.out.mkdir(exist_ok=True)
+    throughput(options.photos, options.size)
+    video_rates(options.frames, options.size)
+    chunk_seam(256)
+    flicker(options.out, 384)
+
+
+if __name__ == "__main__":
+    main()
