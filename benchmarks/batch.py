@@ -52,7 +52,8 @@ def photos_per_second(folder: Path, photos: int, painter: FastPainter, **where: 
     # The painting alone: each photo's time in its worker, the actors working side by side.
     busy = sum(item["seconds"] for item in report.done) / int(where.get("actors", 1))  # type: ignore[call-overload]
     return photos / seconds, {"steady": photos / busy, "sent": statistics.mean(a for a, _ in sizes),
-                              "returned": statistics.mean(b for _, b in sizes)}
+                              "returned": statistics.mean(b for _, b in sizes),
+                              "memory": max(item["memory"] for item in report.done)}
 
 
 def throughput(photos: int, size: int) -> None:
@@ -71,7 +72,9 @@ def throughput(photos: int, size: int) -> None:
         for actors in (1, 2):
             rate, steady = photos_per_second(Path(folder), photos, painter, ray="local", actors=actors, threads=2 // actors)
             print(f"Ray, {actors} actor(s) x {2 // actors} thread(s):    {rate:6.2f} photos/s  ({rate / here:.2f}x), "
-                  f"actor start-up included; painting alone {steady['steady']:.2f}/s")
+                  f"actor start-up included; painting alone {steady['steady']:.2f}/s; "
+                  f"peak memory per actor {steady['memory'] / 2**30:.2f} GiB")
+        optimiser_memory(Path(folder), size)
         ray.shutdown()
         started = time.perf_counter()
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -83,6 +86,19 @@ def throughput(photos: int, size: int) -> None:
               f"the model ({MODEL.stat().st_size / 1e6:.1f} MB) once per actor")
         ray.shutdown()
         cluster.shutdown()
+
+
+def optimiser_memory(folder: Path, size: int) -> None:
+    """Peak memory of an actor holding a VGG19 engine (5 steps per photo: the memory, not the time)."""
+    import styleplug
+    from styleplug.batch import OptimiserPainter
+
+    job = styleplug.Job(content=np.zeros((64, 64, 3), np.uint8), style=[str(EXAMPLES / "starry_night.jpg")], size=size,
+                        steps=5)
+    painter = OptimiserPainter.from_job(job, {"network": "vgg19", "weights": "auto", "precision": "auto"})
+    with tempfile.TemporaryDirectory() as out:
+        report = run_batch(sorted(folder.glob("*"))[:2], out, painter, ray="local", actors=2, threads=1)
+    print(f"Ray, optimiser (VGG19, {size}px): peak memory per actor {max(item['memory'] for item in report.done) / 2**30:.2f} GiB")
 
 
 def video_rates(frames: int, size: int) -> None:

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import threading
 import time
 import warnings
@@ -233,8 +234,10 @@ def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[st
         result = {"png": b"", "error": error.phrase(namer) if namer else str(error), "size": ""}
     except Exception as error:  # the worker survives anything one photo does to it
         result = {"png": b"", "error": f"unexpected {type(error).__name__}: {one_line(error)}", "size": ""}
+    # Peak memory of the process that painted (an actor's, on Ray): what a worker needs.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"input": item["input"], "output": item["output"], "seconds": time.perf_counter() - started,
-            "worker": item.get("worker", ""), **result}
+            "worker": item.get("worker", ""), "memory": peak, **result}
 
 
 class RayPainterActor:
@@ -368,7 +371,7 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
     total = len(photos) + len(videos)
 
     def finish(result: Mapping[str, Any]) -> None:
-        entry = {key: result[key] for key in ("input", "output", "seconds", "worker")}
+        entry = {key: result[key] for key in ("input", "output", "seconds", "worker", "memory")}
         if result["error"]:
             report.failed.append({**entry, "error": result["error"]})
         else:
@@ -402,7 +405,8 @@ def _paint_video(painter: Painter, item: Mapping[str, Any], ray: str | None, act
     from .video import stylize_video
 
     started = time.perf_counter()
-    entry = {"input": item["input"], "output": item["output"], "worker": "", "png": b""}
+    entry = {"input": item["input"], "output": item["output"], "worker": "", "png": b"",
+             "memory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if not isinstance(painter, FastPainter):
         return {**entry, "seconds": 0.0, "size": "", "error": "a video needs a fast style model (--model MODEL); "
                 "the optimiser takes minutes per frame."}

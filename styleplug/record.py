@@ -64,6 +64,9 @@ def replay_job(record: dict[str, Any]) -> tuple[dict[str, Any], Job]:
     """The engine settings and the job that repeat the recorded run, once every input image is
     found unchanged."""
     schema = record.get("schema", 1)
+    if "fast" in record:
+        raise UsageError("this image was painted by a fast style model, not the optimiser; paint it again with "
+                         "`styleplug apply` or `styleplug batch --model`.")
     if schema == 1:
         record = _from_schema_1(record)
     elif schema != SCHEMA:

@@ -232,20 +232,22 @@ def _encode(frames: Iterator[np.ndarray], source: str | os.PathLike[str], output
         audio_in = audio_source.streams.audio[0] if audio_source.streams.audio else None
         audio_out = sink.add_stream_from_template(audio_in) if audio_in is not None else None
         audio_packets = (packet for packet in audio_source.demux(audio_in) if packet.dts is not None) if audio_in else iter(())
-        pending = next(audio_packets, None)
+        pending = [next(audio_packets, None)]
+
+        def mux_audio(until: float) -> None:
+            """Copy the audio packets that start before ``until`` seconds (interleaved with the video)."""
+            while pending[0] is not None and pending[0].pts * pending[0].time_base <= until:
+                pending[0].stream = audio_out
+                sink.mux(pending[0])
+                pending[0] = next(audio_packets, None)
+
         for index, pixels in enumerate(itertools.chain([first], frames)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
             frame.pts, frame.time_base = index, 1 / info.rate
-            while pending is not None and pending.pts * pending.time_base <= index / info.rate:
-                pending.stream = audio_out
-                sink.mux(pending)
-                pending = next(audio_packets, None)
+            mux_audio(index / info.rate)
             sink.mux(video.encode(frame))
             if progress:
                 progress(index + 1, info.frames)
         sink.mux(video.encode(None))
-        while pending is not None:
-            pending.stream = audio_out
-            sink.mux(pending)
-            pending = next(audio_packets, None)
+        mux_audio(float("inf"))
     return width, height

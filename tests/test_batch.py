@@ -53,6 +53,8 @@ def test_a_batch_paints_every_photo_reports_the_broken_one_and_a_rerun_skips_wha
     written = json.loads(report.read_text())
     assert len(written["done"]) == 6 and [item["input"] for item in written["failed"]] == [str(photos / "broken.jpg")]
     stamps = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    replay = styleplug_cli("replay", out / "photo0.png", "-O", tmp_path / "replay.png")
+    assert replay.returncode == 2 and "painted by a fast style model" in replay.stderr
 
     again = styleplug_cli("batch", photos, "-O", out, "--model", MODEL, "--style", "shipwreck")
     assert "0 done, 6 skipped (already done), 1 failed" in again.stderr
