@@ -1,6 +1,7 @@
 """Batches and videos: throughput in this process and on Ray, flicker with and without the flow blend.
 
-Run: .venv/bin/python benchmarks/batch.py [--photos 16] [--size 512] [--frames 48] [--out benchmark-output]
+Run: .venv/bin/python benchmarks/batch.py [--photos 32] [--size 512] [--frames 48] [--seam-size 256]
+                                          [--flicker-size 384] [--out benchmark-output]
 
 - photos: images per second for --photos generated photos (--size px square) painted by the shipped
   style model, in this process (one engine, all cores) and on a local Ray cluster with 1 and 2
@@ -164,13 +165,15 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=32)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--seam-size", type=int, default=256)
+    parser.add_argument("--flicker-size", type=int, default=384)
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
     options = parser.parse_args()
     options.out.mkdir(exist_ok=True)
     throughput(options.photos, options.size)
     video_rates(options.frames, options.size)
-    chunk_seam(256)
-    flicker(options.out, 384)
+    chunk_seam(options.seam_size)
+    flicker(options.out, options.flicker_size)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,13 @@ def test_fast_prints_apply_times_training_step_time_and_judged_quality(tmp_path)
     rows = [line.split() for line in output.splitlines() if "chelsea x" in line]
     assert [row[3] for row in rows].count("optimiser") == 3 and sum(row[3:5] == ["fast", "+"] for row in rows) == 3, output
     assert (tmp_path / "fast_quality.jpg").exists()
+
+
+def test_batch_prints_throughput_memory_seams_and_flicker(tmp_path):
+    output = run_benchmark("batch.py", "--photos", "2", "--size", "64", "--frames", "4", "--seam-size", "64",
+                           "--flicker-size", "64", "--out", str(tmp_path))
+    for line in ("in-process (all cores):", "Ray, 2 actor(s) x 1 thread(s):", "peak memory per actor",
+                 "two nodes x 1 actor x 1 thread:", "video 64px, Ray (local, 2 actors)", "change at the seams",
+                 "blend 0.6: static clip change"):
+        assert line in output, output
+    assert {path.name for path in tmp_path.iterdir()} == {"video_blend_0.0.png", "video_blend_0.6.png"}
