@@ -193,10 +193,19 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def batch_key(painter: str, data: bytes) -> str:
-    """The digest that says an output was made from these input bytes by this painter (its
-    fingerprint as JSON)."""
-    return hashlib.sha256(f"{painter}\n{hashlib.sha256(data).hexdigest()}".encode()).hexdigest()
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in pieces (a video may not fit in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for piece in iter(lambda: file.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def batch_key(painter: str, digest: str) -> str:
+    """The digest that says an output was made from an input (its file's digest) by this painter
+    (its fingerprint as JSON)."""
+    return hashlib.sha256(f"{painter}\n{digest}".encode()).hexdigest()
 
 
 def recorded_key(output: Path) -> str | None:
@@ -214,6 +223,14 @@ def recorded_key(output: Path) -> str | None:
 
 # -- painting -------------------------------------------------------------------------------------
 
+
+
+def with_bytes(item: dict[str, Any]) -> dict[str, Any]:
+    """The input with its file's bytes, which the worker decodes (it may have no access to the file)."""
+    try:
+        return {**item, "data": Path(item["input"]).read_bytes()}
+    except OSError:
+        return {**item, "data": b""}  # reported by the worker as an empty file
 
 
 def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[str, Any], namer: Namer | None) -> dict[str, Any]:
@@ -266,8 +283,8 @@ def _in_process(painter: Painter, items: Iterable[dict[str, Any]], threads: int 
 
         set_threads(threads)
     paint = painter.open()
-    for item in items:
-        yield paint_one(paint, item, namer)
+    for item in items:  # read one at a time: a batch may be larger than memory
+        yield paint_one(paint, with_bytes(item), namer)
 
 
 def import_ray() -> Any:
@@ -328,7 +345,8 @@ def _on_ray(painter: Painter, items: list[dict[str, Any]], address: str | None, 
         threads, actors = pool_size(ray, actors, threads)
         # One block per input, and batches no larger than an even share, so that every actor gets work.
         size = max(1, min(painter.batch_size, -(-len(items) // actors)))
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        # The inputs go into Ray's object store up front (it spills to disk when full).
+        dataset = ray.data.from_items([with_bytes(item) for item in items], override_num_blocks=len(items))
         painted = dataset.map_batches(RayPainterActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "namer": namer},
                                       batch_size=size, compute=actor_pool(ray, actors), num_cpus=threads)
         yield from painted.iter_rows()
@@ -359,15 +377,14 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
     for path, output in zip(paths, outputs):
         entry = {"input": str(path), "output": str(output)}
         try:
-            data = path.read_bytes()
+            key = batch_key(fingerprint, file_digest(path))
         except OSError as error:
             report.failed.append({**entry, "error": f"cannot read '{path}' ({error.strerror or error})."})
             continue
-        key = batch_key(fingerprint, data)
         if recorded_key(output) == key:
             report.skipped.append(entry)
         else:
-            (videos if is_video(path) else photos).append({**entry, "data": data, "key": key})
+            (videos if is_video(path) else photos).append({**entry, "key": key})
     total = len(photos) + len(videos)
 
     def finish(result: Mapping[str, Any]) -> None:
