@@ -353,6 +353,7 @@ def test_browser_run_stop_and_generated_controls(server):
         page.locator("#instant-run").click()
         expect(page.locator("#instant-status")).to_contain_text("Painted in", timeout=60_000)
         expect(page.locator("#instant-result img")).to_be_visible()
+        page.wait_for_timeout(1000)  # the picture fades in; the screenshot is for people to look at
         page.screenshot(path=ARTIFACTS / "demo-instant.png", full_page=True)
         page.get_by_role("tab", name="Optimise (any painting)").click()
         expect(page.locator("#run")).to_be_visible(timeout=60_000)
