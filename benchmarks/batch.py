@@ -9,10 +9,10 @@ Run: .venv/bin/python benchmarks/batch.py [--photos 32] [--size 512] [--frames 4
 - cluster: the same batch on a simulated two-node cluster (two Ray nodes on this machine): what it
   adds is overhead, not scaling, since both nodes share the same cores; bytes sent per photo;
 - video: frames per second at --size px, in this process and on Ray;
-- flicker: the mean change between consecutive output frames (grey levels, 0..255) on a
-  static-camera clip with sensor noise, with and without the blend, and on a panning clip the judged
-  style and content distance of each frame (benchmarks/quality.py) with and without it; a few frames
-  of each are saved in --out to look at.
+- flicker: the mean change between consecutive output frames (grey levels, 0..255) and their
+  sharpness on a static-camera clip with sensor noise and on a panning clip, with each stage of the
+  smoothing on and off, and the judged style and content distance of the panning clip's frames
+  (benchmarks/quality.py); a few frames of each are saved in --out to look at.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from styleplug.batch import FastPainter, run_batch  # noqa: E402
-from styleplug.video import paint_frames, read_frames  # noqa: E402
+from styleplug.video import Smoothing, paint_frames, read_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -129,17 +129,22 @@ def flicker(out: Path, size: int) -> None:
     def change(frames: list[np.ndarray]) -> float:
         return float(np.mean([np.abs(a.astype(np.float64) - b).mean() for a, b in zip(frames, frames[1:])]))
 
+    def sharpness(frames: list[np.ndarray]) -> float:
+        """Mean horizontal gradient of the grey frames: what softening strokes lowers."""
+        return float(np.mean([np.abs(np.diff(frame.astype(np.float64).mean(axis=-1), axis=1)).mean() for frame in frames]))
+
     print(f"input change per frame: static {change(static):.2f}, panning {change(moving):.2f}")
-    for blend in (0.0, 0.6):
-        still = list(paint_frames(paint, static, blend))
-        panned = list(paint_frames(paint, moving, blend))
+    for name, smoothing in (("none", Smoothing(0, 0)), ("output blend 0.6 only", Smoothing(0, 0.6)),
+                            ("input denoise 0.8 only", Smoothing(0.8, 0)), ("default (0.8, 0.3)", Smoothing())):
+        still = list(paint_frames(paint, static, smoothing))
+        panned = list(paint_frames(paint, moving, smoothing))
         judged = [measure(judge, Image.fromarray(frame), painting, Image.fromarray(result))[:2]
                   for frame, result in zip(moving[::4], panned[::4])]
         style, content = np.mean(judged, axis=0)
-        print(f"blend {blend:.1f}: static clip change {change(still):5.2f}; panning clip change {change(panned):5.2f}, "
-              f"style {style:.3f}, content {content:.3f}")
+        print(f"{name:<23}: static clip change {change(still):5.2f}, sharpness {sharpness(still):5.2f}; panning clip change "
+              f"{change(panned):5.2f}, sharpness {sharpness(panned):5.2f}, style {style:.3f}, content {content:.3f}")
         Image.fromarray(np.concatenate([np.concatenate(still[10:12], 1), np.concatenate(panned[10:12], 1)], 0)).save(
-            out / f"video_blend_{blend:.1f}.png")
+            out / f"video_{smoothing.denoise:.1f}_{smoothing.blend:.1f}.png")
 
 
 def chunk_seam(size: int) -> None:
@@ -151,8 +156,8 @@ def chunk_seam(size: int) -> None:
     photo = Image.open(EXAMPLES / "tubingen.jpg").resize((size, size * 3 // 4))
     frames = pan_frames(photo, 4 * CHUNK_FRAMES, photo.size, step=0, noise=4)
     joined = [frame.astype(np.float64) for piece in chunks(frames)
-              for frame in paint_frames(paint, list(piece["frames"]), 0.6, piece["skip"])]
-    whole = [frame.astype(np.float64) for frame in paint_frames(paint, frames, 0.6)]
+              for frame in paint_frames(paint, list(piece["frames"]), Smoothing(), piece["skip"])]
+    whole = [frame.astype(np.float64) for frame in paint_frames(paint, frames, Smoothing())]
     changes = [np.abs(a - b).mean() for a, b in zip(joined, joined[1:])]
     seams = [changes[start - 1] for start in range(CHUNK_FRAMES, len(frames), CHUNK_FRAMES)]
     print(f"Ray chunks of {CHUNK_FRAMES} frames at {size}px: change at the seams {', '.join(f'{seam:.2f}' for seam in seams)}; "

@@ -35,6 +35,7 @@ from PIL import Image, PngImagePlugin
 from .errors import OptionNamer as Namer
 from .errors import StyleplugError, UsageError, one_line
 from .image import load_image, write_atomically
+from .video import Smoothing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -358,11 +359,13 @@ def _on_ray(painter: Painter, items: list[dict[str, Any]], address: str | None, 
 def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLike[str], painter: Painter, *,
               ray: str | None = None, actors: int | None = None, threads: int | None = None,
               progress: Callable[[BatchReport, int], None] | None = None,
-              cancel: threading.Event | None = None, video_blend: float = 0.6, namer: Namer | None = None) -> BatchReport:
+              cancel: threading.Event | None = None, smoothing: Smoothing = Smoothing(),
+              namer: Namer | None = None) -> BatchReport:
     """Paint each of ``inputs`` (see ``collect_inputs``) into ``folder``; ``ray`` runs it on Ray Data
     ("local" for a local cluster, or a cluster's address) with ``actors`` actors of ``threads`` CPU
     threads each. ``progress(report, total)`` is called after each input; setting ``cancel`` stops
-    after the current one (as Ctrl-C does). Videos need a ``FastPainter``. ``namer`` phrases the
+    after the current one (as Ctrl-C does). Videos need a ``FastPainter``; ``smoothing`` steadies
+    them. ``namer`` phrases the
     options named in failures, as a front end spells them (see ``StyleplugError.phrase``)."""
     started = time.perf_counter()
     paths = collect_inputs(str(item) for item in inputs)
@@ -377,7 +380,9 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
     for path, output in zip(paths, outputs):
         entry = {"input": str(path), "output": str(output)}
         try:
-            key = batch_key(fingerprint, file_digest(path))
+            # A video's key also holds how it is steadied.
+            key = batch_key(fingerprint + (json.dumps(dataclasses.asdict(smoothing)) if is_video(path) else ""),
+                            file_digest(path))
         except OSError as error:
             report.failed.append({**entry, "error": f"cannot read '{path}' ({error.strerror or error})."})
             continue
@@ -410,7 +415,7 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
             if cancel is not None and cancel.is_set():
                 report.interrupted = True
                 break
-            finish(_paint_video(painter, item, ray, actors, threads, video_blend, namer))
+            finish(_paint_video(painter, item, ray, actors, threads, smoothing, namer))
     except KeyboardInterrupt:
         report.interrupted = True
     report.seconds = time.perf_counter() - started
@@ -418,7 +423,7 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
 
 
 def _paint_video(painter: Painter, item: Mapping[str, Any], ray: str | None, actors: int | None, threads: int | None,
-                 blend: float, namer: Namer | None) -> dict[str, Any]:
+                 smoothing: Smoothing, namer: Namer | None) -> dict[str, Any]:
     from .video import stylize_video
 
     started = time.perf_counter()
@@ -428,11 +433,12 @@ def _paint_video(painter: Painter, item: Mapping[str, Any], ray: str | None, act
         return {**entry, "seconds": 0.0, "size": "", "error": "a video needs a fast style model (--model MODEL); "
                 "the optimiser takes minutes per frame."}
     try:
-        size = stylize_video(item["input"], item["output"], painter, blend=blend, size=painter.size, ray=ray, actors=actors, threads=threads,
-                             record={"fast": painter.fingerprint(), "batch": item["key"]})
+        size = stylize_video(item["input"], item["output"], painter, smoothing=smoothing, size=painter.size, ray=ray,
+                             actors=actors, threads=threads, record={"fast": painter.fingerprint(), "batch": item["key"]})
         return {**entry, "seconds": time.perf_counter() - started, "size": size, "error": ""}
     except StyleplugError as error:
-        return {**entry, "seconds": time.perf_counter() - started, "size": "", "error": error.phrase(namer) if namer else str(error)}
+        return {**entry, "seconds": time.perf_counter() - started, "size": "",
+                "error": error.phrase(namer) if namer else str(error)}
 
 
 def _write_bytes(output: Path, data: bytes) -> None:

@@ -165,9 +165,12 @@ def _ray_options(command: Any) -> Any:
                           "(needs: pip install 'styleplug[ray]'). Put it after the inputs, or write --ray=ADDRESS."),
         click.option("--actors", type=click.IntRange(1), help="Ray actors, each holding one model or engine "
                                                                "[default: the cluster's CPUs / --threads]."),
-        click.option("--temporal-blend", default=0.6, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-                     help="Videos: share of the previous output frame, moved along the optical flow, in each new one "
-                          "(less flicker); 0 turns it off."),
+        click.option("--denoise", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="Videos: share of the previous frame, moved along the optical flow, in each frame before it is "
+                          "painted (steady strokes where the camera holds still); 0 turns it off."),
+        click.option("--temporal-blend", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="Videos: share of the previous painted frame, moved along the optical flow, in each new one "
+                          "(steadier, softer strokes where things move); 0 turns it off."),
     ]):
         command = option(command)
     return command
@@ -456,13 +459,14 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
           style_images: tuple[str, ...], no_early_stop: bool, loss_names: tuple[str, ...],
           loss_options: tuple[tuple[str, str], ...], network: str, weights: str, network_options: tuple[str, ...],
           precision: str, jit_compile: bool, threads: int | None, ray_address: str | None, actors: int | None,
-          temporal_blend: float, report: str | None, quiet: bool, debug: bool, **options: Any) -> None:
+          denoise: float, temporal_blend: float, report: str | None, quiet: bool, debug: bool, **options: Any) -> None:
     """Paint every INPUT (files, folders, glob patterns; photos and videos) into the --output folder.
 
     Outputs already made by the same command are skipped, so an interrupted batch resumes; an input
     that fails is reported and the rest go on (exit status 1 if any failed)."""
     with _reported_errors(debug):
         from .batch import FastPainter, OptimiserPainter, run_batch
+        from .video import Smoothing
 
         _checked_ray(ray_address)
         if report:
@@ -493,7 +497,7 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
                                                       "precision": resolve_precision(precision),
                                                       "network_options": _pairs(network_options)})
         result = run_batch(inputs, output, painter, ray=ray_address, actors=actors, threads=threads,
-                           progress=_batch_bar(quiet), video_blend=temporal_blend, namer=cli_name)
+                           progress=_batch_bar(quiet), smoothing=Smoothing(denoise, temporal_blend), namer=cli_name)
         if report:
             from .image import write_atomically
 
@@ -535,12 +539,13 @@ def _batch_bar(quiet: bool) -> Any:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @_debug_option
 def video(video: str, output: str, model: str, style: str | None, blend: str | None, strength: float, size: int | None,
-          precision: str, threads: int | None, ray_address: str | None, actors: int | None, temporal_blend: float,
+          precision: str, threads: int | None, ray_address: str | None, actors: int | None, denoise: float,
+          temporal_blend: float,
           quiet: bool, debug: bool) -> None:
     """Paint every frame of VIDEO with a fast style MODEL: same frame rate and count, audio kept."""
     with _reported_errors(debug):
         from .batch import FastPainter
-        from .video import stylize_video
+        from .video import Smoothing, stylize_video
 
         _checked_ray(ray_address)
         if not debug:
@@ -548,7 +553,7 @@ def video(video: str, output: str, model: str, style: str | None, blend: str | N
         painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength, size=size,
                                         precision=precision)
         try:
-            written = stylize_video(video, output, painter, blend=temporal_blend, size=size, ray=ray_address, actors=actors,
+            written = stylize_video(video, output, painter, smoothing=Smoothing(denoise, temporal_blend), size=size, ray=ray_address, actors=actors,
                                     threads=threads, record={"fast": painter.fingerprint()}, progress=_frame_bar(quiet))
         except KeyboardInterrupt:
             raise _ReportedError("interrupted; nothing was written.", 130) from None

@@ -1,17 +1,18 @@
-"""Videos: every frame painted by a fast style model, the audio kept, with a temporal blend.
+"""Videos: every frame painted by a fast style model, the audio kept, steadied along the optical flow.
 
 A feed-forward model paints each frame on its own, so small changes between frames (sensor noise,
-compression) become large changes of brush strokes: the video flickers. ``FlowBlend`` follows
-Ruder et al. (2016): the previous *output* frame is warped onto the current one along the optical
-flow between the input frames (OpenCV's DIS), and mixed into the newly painted frame, except where
-the forward and backward flows disagree (occlusions, things entering the frame), where the new
-frame stands alone. The mix is recursive, so each output leans on a short history, not on the
-first frame: the video still moves.
+compression) become large changes of brush strokes: the video flickers. ``FlowSmoother`` warps the
+previous frame onto the current one along the optical flow between the input frames (OpenCV's
+DIS) and mixes it in twice: into the input before it is painted (a steadier picture, painted as
+sharply as ever), and, after Ruder et al. (2016), into the painted frame (steadier strokes, a
+little softer). Where the forward and backward flows disagree (occlusions, things entering the
+frame) the new frame stands alone. The mixes are recursive, so each frame leans on a short
+history, not on the first frame: the video still moves.
 
 Frames are decoded and encoded with PyAV (FFmpeg inside its wheels). The output is H.264 in an MP4
 at the input's frame rate and frame count; audio packets are copied unchanged. On Ray the frames go
 out in chunks, each led by a few frames of the previous chunk that are painted only to warm up the
-blend, so that no seam shows where one chunk meets the next.
+smoothing, so that no seam shows where one chunk meets the next.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ from .errors import UsageError
 from .image import long_side_size, write_atomically
 
 VIDEO_INSTALL = "pip install 'styleplug[video]'"
-# Frames per Ray task, and frames of the previous chunk painted first to warm up the blend.
-CHUNK_FRAMES = 24
-WARM_UP_FRAMES = 6
+# Frames per Ray task, and frames of the previous chunk painted first to warm up the smoothing.
+# The denoising mix keeps 0.8 of the past, so 20 frames leave about 1% of a chunk's cold start.
+CHUNK_FRAMES = 48
+WARM_UP_FRAMES = 20
 
 
 def _av() -> Any:
@@ -91,52 +93,90 @@ def read_frames(path: str | os.PathLike[str], size: int | None = None) -> Iterat
             yield frame.to_ndarray(width=width, height=height, format="rgb24")
 
 
-class FlowBlend:
-    """Mixes each painted frame with the previous output warped along the optical flow.
+@dataclass(frozen=True)
+class Smoothing:
+    """How a video is steadied along the optical flow (0 turns a stage off).
 
-    ``strength`` is the previous output's share where the flow is consistent (0 turns the blend off).
+    ``denoise``: the previous *input* frame's share in each input frame before it is painted: the
+    model sees a steady picture where the camera holds still, and paints as sharply as ever.
+    ``blend``: the previous *output* frame's share in each painted frame: steadier strokes where
+    things move, at the price of softer ones.
     """
 
-    def __init__(self, strength: float = 0.6) -> None:
-        if not 0 <= strength < 1:
-            raise UsageError(f"the temporal blend must be at least 0 and below 1; got {strength!r}.")
-        self.strength = strength
-        self.flow = _cv2().DISOpticalFlow_create(_cv2().DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self.previous: tuple[np.ndarray, np.ndarray] | None = None  # (grey input, output)
+    denoise: float = 0.8
+    blend: float = 0.3
 
-    def __call__(self, frame: np.ndarray, painted: np.ndarray) -> np.ndarray:
+    def __post_init__(self) -> None:
+        for name in ("denoise", "blend"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise UsageError(f"the temporal {name} must be at least 0 and below 1; got {value!r}.")
+
+
+class FlowSmoother:
+    """Paints frames in order, mixing in the previous frame warped along the optical flow (DIS)
+    wherever the forward and backward flows agree, as ``Smoothing`` says."""
+
+    def __init__(self, smoothing: Smoothing) -> None:
+        self.smoothing = smoothing
+        self.flow = _cv2().DISOpticalFlow_create(_cv2().DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # grey input, steadied input, output
+
+    def __call__(self, frame: np.ndarray, paint: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        grey = _cv2().cvtColor(frame, _cv2().COLOR_RGB2GRAY)
+        # The mixes are kept unrounded: rounding each time would let two runs from different starts
+        # (Ray's chunks) stay apart by up to 0.5 / (1 - share) grey levels for ever.
+        if self.previous is None:
+            steady = frame.astype(np.float32)
+            output = paint(frame).astype(np.float32)
+        else:
+            previous_grey, previous_steady, previous_output = self.previous
+            warp, consistent = self._warp(grey, previous_grey)
+            steady = _mix(frame, warp(previous_steady), self.smoothing.denoise * consistent)
+            output = _mix(paint(_pixels(steady)), warp(previous_output), self.smoothing.blend * consistent)
+        self.previous = (grey, steady, output)
+        return _pixels(output)
+
+    def _warp(self, grey: np.ndarray, previous: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
+        """A function moving an image of the previous frame onto this one, and where the flow is
+        consistent (0..1, softened at the edges)."""
         cv2 = _cv2()
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        output = painted
-        if self.previous is not None and self.strength > 0:
-            previous_grey, previous_output = self.previous
-            backward = self.flow.calc(grey, previous_grey, None)  # where each pixel was in the previous frame
-            forward = self.flow.calc(previous_grey, grey, None)
-            height, width = grey.shape
-            columns, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-            map_x, map_y = columns + backward[..., 0], rows + backward[..., 1]
-            # Cubic: the output is warped again every frame, and linear interpolation would blur it more each time.
-            warped = cv2.remap(previous_output, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-            forward_back = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            # Ruder et al.'s test: following the flow there and back must land near the start.
-            error = np.sum((backward + forward_back) ** 2, axis=-1)
-            limit = 0.01 * (np.sum(backward ** 2, axis=-1) + np.sum(forward_back ** 2, axis=-1)) + 0.5
-            inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
-            weight = self.strength * cv2.GaussianBlur(((error <= limit) & inside).astype(np.float32), (5, 5), 0)[..., None]
-            output = np.clip(weight * warped + (1 - weight) * painted, 0, 255).round().astype(np.uint8)
-        self.previous = (grey, output)
-        return output
+        backward = self.flow.calc(grey, previous, None)  # where each pixel was in the previous frame
+        forward = self.flow.calc(previous, grey, None)
+        height, width = grey.shape
+        columns, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        map_x, map_y = columns + backward[..., 0], rows + backward[..., 1]
+        forward_back = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # Ruder et al.'s test: following the flow there and back must land near the start.
+        error = np.sum((backward + forward_back) ** 2, axis=-1)
+        limit = 0.01 * (np.sum(backward ** 2, axis=-1) + np.sum(forward_back ** 2, axis=-1)) + 0.5
+        inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+        consistent = cv2.GaussianBlur(((error <= limit) & inside).astype(np.float32), (5, 5), 0)[..., None]
+        # Cubic: each image is warped again every frame, and linear interpolation would blur it more each time.
+        return (lambda image: cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)), consistent
+
+
+def _mix(current: np.ndarray, previous: np.ndarray, share: np.ndarray) -> np.ndarray:
+    return share * previous + (1 - share) * current
+
+
+def _pixels(image: np.ndarray) -> np.ndarray:
+    return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
 def paint_frames(paint: Callable[[Image.Image, str], Image.Image], frames: Iterator[np.ndarray] | list[np.ndarray],
-                 blend: float, skip: int = 0) -> Iterator[np.ndarray]:
-    """Paint and blend ``frames`` in order; the first ``skip`` only warm up the blend."""
-    mixer = FlowBlend(blend)
+                 smoothing: Smoothing = Smoothing(), skip: int = 0) -> Iterator[np.ndarray]:
+    """Paint ``frames`` in order, steadied by ``smoothing``; the first ``skip`` only warm it up."""
+    smoother = FlowSmoother(smoothing)
+
+    def painted(frame: np.ndarray) -> np.ndarray:
+        result = np.asarray(paint(Image.fromarray(frame), "frame"))
+        if result.shape != frame.shape:  # the model may round sizes; frames keep theirs
+            result = np.asarray(Image.fromarray(result).resize((frame.shape[1], frame.shape[0])))
+        return result
+
     for index, frame in enumerate(frames):
-        painted = np.asarray(paint(Image.fromarray(frame), "frame"))
-        if painted.shape != frame.shape:  # the model may round sizes; frames keep theirs
-            painted = np.asarray(Image.fromarray(painted).resize((frame.shape[1], frame.shape[0])))
-        output = mixer(frame, painted)
+        output = smoother(frame, painted)
         if index >= skip:
             yield output
 
@@ -144,16 +184,16 @@ def paint_frames(paint: Callable[[Image.Image, str], Image.Image], frames: Itera
 class RayVideoActor:
     """A Ray Data actor painting chunks of frames (with their warm-up frames) with one model."""
 
-    def __init__(self, painter: Any, threads: int, blend: float) -> None:
+    def __init__(self, painter: Any, threads: int, smoothing: Smoothing) -> None:
         from .device import set_threads
 
         set_threads(threads)
         self.paint = painter.open()
-        self.blend = blend
+        self.smoothing = smoothing
 
     def __call__(self, chunk: dict[str, Any]) -> dict[str, Any]:
         frames = list(chunk["frames"])
-        return {"index": chunk["index"], "frames": np.stack(list(paint_frames(self.paint, frames, self.blend, chunk["skip"])))}
+        return {"index": chunk["index"], "frames": np.stack(list(paint_frames(self.paint, frames, self.smoothing, chunk["skip"])))}
 
 
 def chunks(frames: list[np.ndarray], length: int = CHUNK_FRAMES, warm_up: int = WARM_UP_FRAMES) -> list[dict[str, Any]]:
@@ -165,7 +205,7 @@ def chunks(frames: list[np.ndarray], length: int = CHUNK_FRAMES, warm_up: int = 
     return pieces
 
 
-def _painted_on_ray(painter: Any, frames: list[np.ndarray], blend: float, address: str | None, actors: int | None,
+def _painted_on_ray(painter: Any, frames: list[np.ndarray], smoothing: Smoothing, address: str | None, actors: int | None,
                     threads: int | None) -> Iterator[np.ndarray]:
     from .batch import actor_pool, pool_size, start_ray
 
@@ -175,7 +215,7 @@ def _painted_on_ray(painter: Any, frames: list[np.ndarray], blend: float, addres
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         pieces = chunks(frames)
         dataset = ray.data.from_items(pieces, override_num_blocks=len(pieces)).map(
-            RayVideoActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "blend": blend},
+            RayVideoActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "smoothing": smoothing},
             compute=actor_pool(ray, actors), num_cpus=threads)
         for piece in dataset.iter_rows():
             yield from piece["frames"]
@@ -184,7 +224,8 @@ def _painted_on_ray(painter: Any, frames: list[np.ndarray], blend: float, addres
             ray.shutdown()
 
 
-def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str], painter: Any, *, blend: float = 0.6,
+def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str], painter: Any, *,
+                  smoothing: Smoothing = Smoothing(),
                   size: int | None = None, ray: str | None = None, actors: int | None = None, threads: int | None = None,
                   record: Mapping[str, Any] | None = None, progress: Callable[[int, int], None] | None = None) -> str:
     """Paint every frame of ``source`` with ``painter`` (a ``batch.FastPainter``) into an MP4 at
@@ -200,20 +241,20 @@ def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str]
     info = probe(source)
     frames = read_frames(source, size)
     if ray:
-        painted = _painted_on_ray(painter, list(frames), blend, ray, actors, threads)
+        painted = _painted_on_ray(painter, list(frames), smoothing, ray, actors, threads)
     else:
         if threads is not None:
             from .device import set_threads
 
             set_threads(threads)
-        painted = paint_frames(painter.open(), frames, blend)
+        painted = paint_frames(painter.open(), frames, smoothing)
     temporary = target.with_name(f".{target.stem}.partial.mp4")
     try:
         width, height = _encode(painted, source, temporary, info, progress)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
-    sidecar = {"schema": 2, **(record or {}), "input": str(Path(source).resolve()), "blend": blend, "size": size}
+    sidecar = {"schema": 2, **(record or {}), "input": str(Path(source).resolve()), "smoothing": asdict(smoothing), "size": size}
     write_atomically(Path(str(target) + ".json"), lambda stream: stream.write(json.dumps(sidecar).encode()))
     return f"{width}x{height}"
 

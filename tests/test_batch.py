@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from styleplug.batch import FastPainter, run_batch
-from styleplug.video import chunks, paint_frames, probe, read_frames
+from styleplug.video import Smoothing, chunks, paint_frames, probe, read_frames
 from support import EXAMPLES, REPO, gradient_image, pan_frames, write_clip
 
 MODEL = REPO / "styleplug" / "models" / "styles.npz"
@@ -147,7 +147,7 @@ def test_a_video_keeps_its_frames_rate_and_audio_and_the_blend_reduces_flicker(t
     assert result.returncode == 0, result.stderr
     source, painted = probe(clip), probe(tmp_path / "out.mp4")
     assert (painted.frames, painted.rate, painted.audio) == (16, source.rate, True)
-    assert json.loads((tmp_path / "out.mp4.json").read_text())["blend"] == 0.6
+    assert json.loads((tmp_path / "out.mp4.json").read_text())["smoothing"] == {"denoise": 0.8, "blend": 0.3}
 
     import av
 
@@ -158,11 +158,15 @@ def test_a_video_keeps_its_frames_rate_and_audio_and_the_blend_reduces_flicker(t
     frames = list(read_frames(clip))
     paint = FastPainter.from_file(MODEL, style="starry_night").open()
 
-    def flicker(blend: float) -> float:
-        outputs = [frame.astype(np.float64) for frame in paint_frames(paint, frames, blend)]
-        return float(np.mean([np.abs(a - b).mean() for a, b in zip(outputs, outputs[1:])]))
+    def flicker_and_sharpness(smoothing: Smoothing) -> tuple[float, float]:
+        outputs = [frame.astype(np.float64).mean(axis=-1) for frame in paint_frames(paint, frames, smoothing)]
+        return (float(np.mean([np.abs(a - b).mean() for a, b in zip(outputs, outputs[1:])])),
+                float(np.mean([np.abs(np.diff(frame, axis=1)).mean() for frame in outputs])))
 
-    assert flicker(0.6) < 0.7 * flicker(0.0)
+    flicker, sharpness = flicker_and_sharpness(Smoothing())
+    raw_flicker, raw_sharpness = flicker_and_sharpness(Smoothing(0, 0))
+    assert flicker < 0.7 * raw_flicker and sharpness > 0.85 * raw_sharpness  # steadier, and about as crisp
+    assert flicker_and_sharpness(Smoothing(0, 0.6))[1] < sharpness  # blending outputs alone softens more
 
 
 def test_a_file_that_is_not_a_video_gets_one_line(tmp_path):
@@ -202,16 +206,18 @@ def test_ray_gives_the_same_photos_and_video_as_this_process(photos, tmp_path, l
 
 def test_chunks_of_frames_meet_without_a_seam():
     """What each Ray actor does with its chunk, done here: thanks to the warm-up frames that lead
-    each chunk, the frames where chunks start are those of one pass over the whole clip."""
+    each chunk, the frames where chunks start are, within a tenth of a frame's change, those of one
+    pass over the whole clip."""
     frames = pan_frames(Image.open(EXAMPLES / "tubingen.jpg"), 30, (160, 120), step=0, noise=4)
     paint = FastPainter.from_file(MODEL).open()
-    joined = [frame.astype(np.float64) for piece in chunks(frames, length=12, warm_up=6)
-              for frame in paint_frames(paint, list(piece["frames"]), 0.6, piece["skip"])]
-    whole = [frame.astype(np.float64) for frame in paint_frames(paint, frames, 0.6)]
+    joined = [frame.astype(np.float64) for piece in chunks(frames, length=12)
+              for frame in paint_frames(paint, list(piece["frames"]), Smoothing(), piece["skip"])]
+    whole = [frame.astype(np.float64) for frame in paint_frames(paint, frames, Smoothing())]
     assert len(joined) == 30
-    assert max(np.abs(a - b).mean() for a, b in zip(joined, whole)) < 0.5  # grey levels
-    unblended = [frame.astype(np.float64) for frame in paint_frames(paint, frames, 0.0)]
-    assert np.abs(joined[12] - unblended[12]).mean() > 2  # a chunk's first frame is blended too
+    change = np.median([np.abs(a - b).mean() for a, b in zip(whole, whole[1:])])
+    assert max(np.abs(a - b).mean() for a, b in zip(joined, whole)) < 0.1 * change
+    unsmoothed = [frame.astype(np.float64) for frame in paint_frames(paint, frames, Smoothing(0, 0))]
+    assert np.abs(joined[12] - unsmoothed[12]).mean() > change  # a chunk's first frame is steadied too
 
 
 def test_a_simulated_two_node_cluster_shares_the_batch(photos, tmp_path):
