@@ -1,4 +1,4 @@
-"""Batches and videos: throughput in this process and on Ray, flicker with and without the flow blend.
+"""Batches and videos: throughput in this process and on Ray, flicker with and without the smoothing.
 
 Run: .venv/bin/python benchmarks/batch.py [--photos 32] [--size 512] [--frames 48] [--seam-size 256]
                                           [--flicker-size 384] [--out benchmark-output]
