@@ -135,7 +135,8 @@ def flicker(out: Path, size: int) -> None:
 
     print(f"input change per frame: static {change(static):.2f}, panning {change(moving):.2f}")
     for name, smoothing in (("none", Smoothing(0, 0)), ("output blend 0.6 only", Smoothing(0, 0.6)),
-                            ("input denoise 0.8 only", Smoothing(0.8, 0)), ("default (0.8, 0.3)", Smoothing())):
+                            ("input denoise 0.8 only", Smoothing(0.8, 0)), ("denoise 0.8, blend 0.3", Smoothing(0.8, 0.3)),
+                            ("default (0.8, 0.15)", Smoothing())):
         still = list(paint_frames(paint, static, smoothing))
         panned = list(paint_frames(paint, moving, smoothing))
         judged = [measure(judge, Image.fromarray(frame), painting, Image.fromarray(result))[:2]
@@ -144,7 +145,7 @@ def flicker(out: Path, size: int) -> None:
         print(f"{name:<23}: static clip change {change(still):5.2f}, sharpness {sharpness(still):5.2f}; panning clip change "
               f"{change(panned):5.2f}, sharpness {sharpness(panned):5.2f}, style {style:.3f}, content {content:.3f}")
         Image.fromarray(np.concatenate([np.concatenate(still[10:12], 1), np.concatenate(panned[10:12], 1)], 0)).save(
-            out / f"video_{smoothing.denoise:.1f}_{smoothing.blend:.1f}.png")
+            out / f"video_{smoothing.denoise:.1f}_{smoothing.blend:.2f}.png")
 
 
 def chunk_seam(size: int) -> None:

@@ -168,7 +168,7 @@ def _ray_options(command: Any) -> Any:
         click.option("--denoise", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True),
                      help="Videos: share of the previous frame, moved along the optical flow, in each frame before it is "
                           "painted (steady strokes where the camera holds still); 0 turns it off."),
-        click.option("--temporal-blend", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+        click.option("--temporal-blend", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True),
                      help="Videos: share of the previous painted frame, moved along the optical flow, in each new one "
                           "(steadier, softer strokes where things move); 0 turns it off."),
     ]):

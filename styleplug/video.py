@@ -104,7 +104,7 @@ class Smoothing:
     """
 
     denoise: float = 0.8
-    blend: float = 0.3
+    blend: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("denoise", "blend"):

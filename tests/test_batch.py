@@ -147,7 +147,7 @@ def test_a_video_keeps_its_frames_rate_and_audio_and_the_blend_reduces_flicker(t
     assert result.returncode == 0, result.stderr
     source, painted = probe(clip), probe(tmp_path / "out.mp4")
     assert (painted.frames, painted.rate, painted.audio) == (16, source.rate, True)
-    assert json.loads((tmp_path / "out.mp4.json").read_text())["smoothing"] == {"denoise": 0.8, "blend": 0.3}
+    assert json.loads((tmp_path / "out.mp4.json").read_text())["smoothing"] == {"denoise": 0.8, "blend": 0.15}
 
     import av
 

@@ -85,7 +85,7 @@ def test_batch_prints_throughput_memory_seams_and_flicker(tmp_path):
                            "--flicker-size", "64", "--out", str(tmp_path))
     for line in ("in-process (all cores):", "Ray, 2 actor(s) x 1 thread(s):", "peak memory per actor",
                  "two nodes x 1 actor x 1 thread:", "video 64px, Ray (local, 2 actors)", "change at the seams",
-                 "default (0.8, 0.3)     : static clip change"):
+                 "default (0.8, 0.15)    : static clip change"):
         assert line in output, output
-    assert {path.name for path in tmp_path.iterdir()} == {"video_0.0_0.0.png", "video_0.0_0.6.png", "video_0.8_0.0.png",
-                                                          "video_0.8_0.3.png"}
+    assert {path.name for path in tmp_path.iterdir()} == {"video_0.0_0.00.png", "video_0.0_0.60.png", "video_0.8_0.00.png",
+                                                          "video_0.8_0.15.png", "video_0.8_0.30.png"}
