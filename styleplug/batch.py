@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from .errors import OptionNamer as Namer
 from .errors import StyleplugError, UsageError, one_line
-from .image import load_image, write_atomically
+from .image import load_image, png_record, write_atomically
+from .record import stored_record
 from .video import Smoothing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
@@ -214,10 +215,7 @@ def recorded_key(output: Path) -> str | None:
     if not output.is_file():
         return None
     try:
-        if is_video(output):
-            return json.loads(Path(str(output) + ".json").read_text()).get("batch")
-        with Image.open(output) as image:
-            return json.loads(getattr(image, "text", {}).get("styleplug", "{}")).get("batch")
+        return json.loads(stored_record(output) or "{}").get("batch")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -243,10 +241,8 @@ def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[st
         photo = load_image(bytes(item["data"]), f"'{item['input']}'")
         image = paint(photo, item["input"])
         record = {**json.loads(image.info.get("styleplug", "{}")), "batch": item["key"]}
-        info = PngImagePlugin.PngInfo()
-        info.add_text("styleplug", json.dumps(record))
         stream = io.BytesIO()
-        image.save(stream, format="PNG", pnginfo=info)
+        image.save(stream, format="PNG", pnginfo=png_record(json.dumps(record)))
         result = {"png": stream.getvalue(), "error": "", "size": f"{image.width}x{image.height}"}
     except StyleplugError as error:
         result = {"png": b"", "error": error.phrase(namer) if namer else str(error), "size": ""}

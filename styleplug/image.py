@@ -193,11 +193,23 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], inputs: Iterabl
     image_format = check_output(output, inputs)
     record = image.info.get("styleplug")
     if record and image_format == "PNG":
-        save_options["pnginfo"] = PngImagePlugin.PngInfo()
-        save_options["pnginfo"].add_text("styleplug", record)
+        save_options["pnginfo"] = png_record(record)
     elif record:
-        write_atomically(output.with_name(output.name + ".json"), lambda stream: stream.write(record.encode()))
+        write_atomically(record_sidecar(output), lambda stream: stream.write(record.encode()))
     write_atomically(output, lambda stream: image.save(stream, format=image_format, **save_options))
+
+
+def png_record(record: str) -> PngImagePlugin.PngInfo:
+    """The PNG text chunk that holds a run record (JSON)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("styleplug", record)
+    return info
+
+
+def record_sidecar(path: str | os.PathLike[str]) -> Path:
+    """Where the run record of an output whose format cannot hold one (JPEG, WebP, MP4) is kept."""
+    output = Path(path)
+    return output.with_name(output.name + ".json")
 
 
 def write_atomically(output: Path, write: Any) -> None:

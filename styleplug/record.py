@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import ImageError, UsageError
-from .image import load_image, pixel_digest
+from .image import load_image, pixel_digest, record_sidecar
 from .job import Job
 
 SCHEMA = 2
@@ -45,19 +45,25 @@ def write_record(job: Job, images: dict[str, Any], engine: dict[str, Any], prove
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The run record of an output image (PNG text chunk or JSON sidecar)."""
     output = Path(path)
-    sidecar = output.with_name(output.name + ".json")
-    if sidecar.is_file():
-        text = sidecar.read_text()
-    else:
+    if not record_sidecar(output).is_file():
         load_image(output, "image to replay")  # one-line errors for missing or broken files
-        with Image.open(output) as image:
-            text = getattr(image, "text", {}).get("styleplug") or image.info.get("styleplug")
+    text = stored_record(output)
     if not text:
         raise UsageError(f"'{output}' has no styleplug run record; only images written by styleplug can be replayed.")
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"the run record of '{output}' is damaged ({error}); it cannot be replayed.") from None
+
+
+def stored_record(path: str | os.PathLike[str]) -> str | None:
+    """The run record (JSON text) kept with an output, in its sidecar or its PNG text chunk; None
+    if it has none. Pillow's errors for an unreadable file are left to the caller."""
+    sidecar = record_sidecar(path)
+    if sidecar.is_file():
+        return sidecar.read_text()
+    with Image.open(path) as image:
+        return getattr(image, "text", {}).get("styleplug") or image.info.get("styleplug")
 
 
 def replay_job(record: dict[str, Any]) -> tuple[dict[str, Any], Job]:

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import UsageError
-from .image import long_side_size, write_atomically
+from .image import long_side_size, record_sidecar, write_atomically
 
 VIDEO_INSTALL = "pip install 'styleplug[video]'"
 # Frames per Ray task, and frames of the previous chunk painted first to warm up the smoothing.
@@ -255,7 +255,7 @@ def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str]
     finally:
         temporary.unlink(missing_ok=True)
     sidecar = {"schema": 2, **(record or {}), "input": str(Path(source).resolve()), "smoothing": asdict(smoothing), "size": size}
-    write_atomically(Path(str(target) + ".json"), lambda stream: stream.write(json.dumps(sidecar).encode()))
+    write_atomically(record_sidecar(target), lambda stream: stream.write(json.dumps(sidecar).encode()))
     return f"{width}x{height}"
 
 
