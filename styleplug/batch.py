@@ -172,17 +172,20 @@ def collect_inputs(patterns: Iterable[str]) -> list[Path]:
             matches = sorted(Path(item) for item in glob.glob(pattern) if Path(item).is_file())
             if not matches:
                 raise UsageError(f"no file matches '{pattern}'; check the pattern (quote it so the shell leaves it to styleplug).")
-        found.extend(match for match in matches if match not in found)
+        found.extend(matches)
     if not found:
         raise UsageError("no inputs; give image files, folders or glob patterns.")
-    return found
+    return list(dict.fromkeys(found))  # once each, in order
 
 
 def output_paths(inputs: Sequence[Path], folder: Path) -> list[Path]:
     """``folder/NAME.png`` for each photo and ``folder/NAME.mp4`` for each video; two inputs with one
     name would overwrite each other, so that is refused."""
     outputs = [folder / (item.stem + (".mp4" if is_video(item) else ".png")) for item in inputs]
-    clashes = sorted({str(a) for a, b in zip(inputs, outputs) for c, d in zip(inputs, outputs) if b == d and a != c})
+    sources: dict[Path, list[Path]] = {}
+    for item, output in zip(inputs, outputs):
+        sources.setdefault(output, []).append(item)
+    clashes = sorted(str(item) for items in sources.values() if len(items) > 1 for item in items)
     if clashes:
         raise UsageError(f"inputs {', '.join(clashes)} have the same name, so their outputs would collide; rename one.")
     for output in outputs:
@@ -222,8 +225,6 @@ def recorded_key(output: Path) -> str | None:
 
 # -- painting -------------------------------------------------------------------------------------
 
-
-
 def with_bytes(item: dict[str, Any]) -> dict[str, Any]:
     """The input with its file's bytes, which the worker decodes (it may have no access to the file)."""
     try:
@@ -233,25 +234,33 @@ def with_bytes(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def paint_one(paint: Callable[[Image.Image, str], Image.Image], item: Mapping[str, Any], namer: Namer | None) -> dict[str, Any]:
-    """Paint one input (its bytes) into PNG bytes carrying the run record and batch key; a failure
-    becomes a one-line reason instead (options in it named by ``namer``, as in ``StyleplugError.phrase``),
-    so that the batch goes on."""
-    started = time.perf_counter()
-    try:
+    """Paint one input (its bytes) into PNG bytes carrying the run record and batch key."""
+    def work() -> dict[str, Any]:
         photo = load_image(bytes(item["data"]), f"'{item['input']}'")
         image = paint(photo, item["input"])
         record = {**json.loads(image.info.get("styleplug", "{}")), "batch": item["key"]}
         stream = io.BytesIO()
         image.save(stream, format="PNG", pnginfo=png_record(json.dumps(record)))
-        result = {"png": stream.getvalue(), "error": "", "size": f"{image.width}x{image.height}"}
+        return {"png": stream.getvalue(), "size": f"{image.width}x{image.height}"}
+
+    return _attempt(work, item, namer)
+
+
+def _attempt(work: Callable[[], dict[str, Any]], item: Mapping[str, Any], namer: Namer | None) -> dict[str, Any]:
+    """The result of painting one input, with its time and the worker's peak memory; a failure
+    becomes a one-line reason instead (options in it named by ``namer``, as in
+    ``StyleplugError.phrase``), so that the batch goes on."""
+    started = time.perf_counter()
+    try:
+        result = {**work(), "error": ""}
     except StyleplugError as error:
-        result = {"png": b"", "error": error.phrase(namer) if namer else str(error), "size": ""}
-    except Exception as error:  # the worker survives anything one photo does to it
-        result = {"png": b"", "error": f"unexpected {type(error).__name__}: {one_line(error)}", "size": ""}
+        result = {"error": error.phrase(namer) if namer else str(error)}
+    except Exception as error:  # the worker survives anything one input does to it
+        result = {"error": f"unexpected {type(error).__name__}: {one_line(error)}"}
     # Peak memory of the process that painted (an actor's, on Ray): what a worker needs.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"input": item["input"], "output": item["output"], "seconds": time.perf_counter() - started,
-            "worker": item.get("worker", ""), "memory": peak, **result}
+            "worker": item.get("worker", ""), "memory": peak, "png": b"", "size": "", **result}
 
 
 class RayPainterActor:
@@ -273,13 +282,18 @@ class RayPainterActor:
         return {key: [result[key] for result in results] for key in results[0]}
 
 
-def _in_process(painter: Painter, items: Iterable[dict[str, Any]], threads: int | None,
-                namer: Namer | None) -> Iterator[dict[str, Any]]:
+def open_here(painter: Painter, threads: int | None) -> Callable[[Image.Image, str], Image.Image]:
+    """Open ``painter`` in this process, TensorFlow limited to ``threads`` CPU threads if given."""
     if threads is not None:
         from .device import set_threads
 
         set_threads(threads)
-    paint = painter.open()
+    return painter.open()
+
+
+def _in_process(painter: Painter, items: Iterable[dict[str, Any]], threads: int | None,
+                namer: Namer | None) -> Iterator[dict[str, Any]]:
+    paint = open_here(painter, threads)
     for item in items:  # read one at a time: a batch may be larger than memory
         yield paint_one(paint, with_bytes(item), namer)
 
@@ -361,8 +375,8 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
     ("local" for a local cluster, or a cluster's address) with ``actors`` actors of ``threads`` CPU
     threads each. ``progress(report, total)`` is called after each input; setting ``cancel`` stops
     after the current one (as Ctrl-C does). Videos need a ``FastPainter``; ``smoothing`` steadies
-    them. ``namer`` phrases the
-    options named in failures, as a front end spells them (see ``StyleplugError.phrase``)."""
+    them. ``namer`` phrases the options named in failures, as a front end spells them (see
+    ``StyleplugError.phrase``)."""
     started = time.perf_counter()
     paths = collect_inputs(str(item) for item in inputs)
     target = Path(folder)
@@ -420,21 +434,16 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
 
 def _paint_video(painter: Painter, item: Mapping[str, Any], ray: str | None, actors: int | None, threads: int | None,
                  smoothing: Smoothing, namer: Namer | None) -> dict[str, Any]:
+    """Paint one video into its output file (a ``png`` of b"": the file is already written)."""
     from .video import stylize_video
 
-    started = time.perf_counter()
-    entry = {"input": item["input"], "output": item["output"], "worker": "", "png": b"",
-             "memory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    if not isinstance(painter, FastPainter):
-        return {**entry, "seconds": 0.0, "size": "", "error": "a video needs a fast style model (--model MODEL); "
-                "the optimiser takes minutes per frame."}
-    try:
-        size = stylize_video(item["input"], item["output"], painter, smoothing=smoothing, size=painter.size, ray=ray,
-                             actors=actors, threads=threads, record={"fast": painter.fingerprint(), "batch": item["key"]})
-        return {**entry, "seconds": time.perf_counter() - started, "size": size, "error": ""}
-    except StyleplugError as error:
-        return {**entry, "seconds": time.perf_counter() - started, "size": "",
-                "error": error.phrase(namer) if namer else str(error)}
+    def work() -> dict[str, Any]:
+        if not isinstance(painter, FastPainter):
+            raise UsageError("a video needs a fast style model (--model MODEL); the optimiser takes minutes per frame.")
+        return {"size": stylize_video(item["input"], item["output"], painter, smoothing=smoothing, ray=ray, actors=actors,
+                                      threads=threads, record={"fast": painter.fingerprint(), "batch": item["key"]})}
+
+    return _attempt(work, item, namer)
 
 
 def _write_bytes(output: Path, data: bytes) -> None:

@@ -176,11 +176,11 @@ def _ray_options(command: Any) -> Any:
     return command
 
 
-def _checked_ray(address: str | None) -> str | None:
+def _check_ray_address(address: str | None) -> None:
+    """``--ray`` takes an optional value, so ``--ray photos/`` would take the folder as an address."""
     if address is not None and Path(address).exists():
         raise UsageError(f"--ray took '{address}' as a cluster address, but it is a file or folder; put --ray after the "
                          "inputs, or write --ray=ADDRESS.")
-    return address
 
 
 # The Job fields that say which losses a run uses and how they weigh (training takes these too).
@@ -468,7 +468,7 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
         from .batch import FastPainter, OptimiserPainter, run_batch
         from .video import Smoothing
 
-        _checked_ray(ray_address)
+        _check_ray_address(ray_address)
         if report:
             check_report = Path(report)
             if not check_report.parent.is_dir():
@@ -496,8 +496,11 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
             painter = OptimiserPainter.from_job(job, {"network": network, "weights": weights, "jit_compile": jit_compile,
                                                       "precision": resolve_precision(precision),
                                                       "network_options": _pairs(network_options)})
+        bar = _counting_bar(quiet, "input")
         result = run_batch(inputs, output, painter, ray=ray_address, actors=actors, threads=threads,
-                           progress=_batch_bar(quiet), smoothing=Smoothing(denoise, temporal_blend), namer=cli_name)
+                           progress=lambda report, total: bar(len(report.done) + len(report.failed), total,
+                                                              failed=len(report.failed)),
+                           smoothing=Smoothing(denoise, temporal_blend), namer=cli_name)
         if report:
             from .image import write_atomically
 
@@ -512,19 +515,19 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
             sys.exit(1)
 
 
-def _batch_bar(quiet: bool) -> Any:
+def _counting_bar(quiet: bool, unit: str) -> Callable[..., None]:
+    """A progress callback ``(done, total, **postfix)`` drawing a tqdm bar of ``unit``s."""
     from tqdm import tqdm
 
-    def draw(bar: Any, arguments: tuple[Any, int]) -> None:
-        report, total = arguments
-        bar.set_postfix(failed=len(report.failed), refresh=False)
-        bar.update(len(report.done) + len(report.failed) - bar.n)
-        if bar.n >= total:
+    def draw(bar: Any, counts: tuple[int, int, dict[str, Any]]) -> None:
+        done, total, postfix = counts
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(done - bar.n)
+        if done >= total:
             bar.close()
 
-    update = _reporter(quiet, lambda arguments: tqdm(total=arguments[1], unit="input", file=sys.stderr, dynamic_ncols=True),
-                       draw)
-    return lambda *arguments: update(arguments)
+    update = _reporter(quiet, lambda counts: tqdm(total=counts[1], unit=unit, file=sys.stderr, dynamic_ncols=True), draw)
+    return lambda done, total, **postfix: update((done, total, postfix))
 
 
 @cli.command()
@@ -540,37 +543,25 @@ def _batch_bar(quiet: bool) -> Any:
 @_debug_option
 def video(video: str, output: str, model: str, style: str | None, blend: str | None, strength: float, size: int | None,
           precision: str, threads: int | None, ray_address: str | None, actors: int | None, denoise: float,
-          temporal_blend: float,
-          quiet: bool, debug: bool) -> None:
+          temporal_blend: float, quiet: bool, debug: bool) -> None:
     """Paint every frame of VIDEO with a fast style MODEL: same frame rate and count, audio kept."""
     with _reported_errors(debug):
         from .batch import FastPainter
         from .video import Smoothing, stylize_video
 
-        _checked_ray(ray_address)
+        _check_ray_address(ray_address)
         if not debug:
             _import_tensorflow_quietly()
         painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength, size=size,
                                         precision=precision)
         try:
-            written = stylize_video(video, output, painter, smoothing=Smoothing(denoise, temporal_blend), size=size, ray=ray_address, actors=actors,
-                                    threads=threads, record={"fast": painter.fingerprint()}, progress=_frame_bar(quiet))
+            written = stylize_video(video, output, painter, smoothing=Smoothing(denoise, temporal_blend), ray=ray_address,
+                                    actors=actors, threads=threads, record={"fast": painter.fingerprint()},
+                                    progress=_counting_bar(quiet, "frame"))
         except KeyboardInterrupt:
             raise _ReportedError("interrupted; nothing was written.", 130) from None
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({written})", err=True)
-
-
-def _frame_bar(quiet: bool) -> Any:
-    from tqdm import tqdm
-
-    def draw(bar: Any, counts: tuple[int, int]) -> None:
-        bar.update(counts[0] - bar.n)
-        if counts[0] >= counts[1]:
-            bar.close()
-
-    update = _reporter(quiet, lambda counts: tqdm(total=counts[1], unit="frame", file=sys.stderr, dynamic_ncols=True), draw)
-    return lambda *counts: update(counts)
 
 
 def _chosen_style(style: str | None, blend: str | None) -> str | dict[str, float] | None:

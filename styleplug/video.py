@@ -17,6 +17,8 @@ smoothing, so that no seam shows where one chunk meets the next.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import itertools
 import json
 import os
@@ -39,20 +41,20 @@ CHUNK_FRAMES = 48
 WARM_UP_FRAMES = 20
 
 
-def _av() -> Any:
+def _video_module(name: str) -> Any:
+    """PyAV (``av``) or OpenCV (``cv2``): optional, so a missing one is a line saying how to install both."""
     try:
-        import av
+        return importlib.import_module(name)
     except ImportError:
         raise UsageError(f"videos need PyAV and OpenCV, which are not installed; install them with: {VIDEO_INSTALL}") from None
-    return av
+
+
+def _av() -> Any:
+    return _video_module("av")
 
 
 def _cv2() -> Any:
-    try:
-        import cv2
-    except ImportError:
-        raise UsageError(f"videos need PyAV and OpenCV, which are not installed; install them with: {VIDEO_INSTALL}") from None
-    return cv2
+    return _video_module("cv2")
 
 
 @dataclass(frozen=True)
@@ -170,10 +172,7 @@ def paint_frames(paint: Callable[[Image.Image, str], Image.Image], frames: Itera
     smoother = FlowSmoother(smoothing)
 
     def painted(frame: np.ndarray) -> np.ndarray:
-        result = np.asarray(paint(Image.fromarray(frame), "frame"))
-        if result.shape != frame.shape:  # the model may round sizes; frames keep theirs
-            result = np.asarray(Image.fromarray(result).resize((frame.shape[1], frame.shape[0])))
-        return result
+        return np.asarray(paint(Image.fromarray(frame), "frame"))  # the same size: a model pads and crops back
 
     for index, frame in enumerate(frames):
         output = smoother(frame, painted)
@@ -225,12 +224,12 @@ def _painted_on_ray(painter: Any, frames: list[np.ndarray], smoothing: Smoothing
 
 
 def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str], painter: Any, *,
-                  smoothing: Smoothing = Smoothing(),
-                  size: int | None = None, ray: str | None = None, actors: int | None = None, threads: int | None = None,
-                  record: Mapping[str, Any] | None = None, progress: Callable[[int, int], None] | None = None) -> str:
-    """Paint every frame of ``source`` with ``painter`` (a ``batch.FastPainter``) into an MP4 at
-    ``output``: same frame rate and count, audio copied. Written atomically, with a JSON sidecar
-    holding ``record``. Returns the output's size as ``WIDTHxHEIGHT``."""
+                  smoothing: Smoothing = Smoothing(), ray: str | None = None, actors: int | None = None,
+                  threads: int | None = None, record: Mapping[str, Any] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> str:
+    """Paint every frame of ``source`` with ``painter`` (a ``batch.FastPainter``; its ``size`` scales
+    the frames) into an MP4 at ``output``: same frame rate and count, audio copied. Written
+    atomically, with a JSON sidecar holding ``record``. Returns the output's size as ``WIDTHxHEIGHT``."""
     target = Path(output)
     if target.suffix.lower() != ".mp4":
         raise UsageError(f"video output '{target}' must end in .mp4.")
@@ -239,22 +238,21 @@ def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str]
     if not target.parent.is_dir():
         raise UsageError(f"output folder '{target.parent}' does not exist; create it or choose another path.")
     info = probe(source)
-    frames = read_frames(source, size)
+    frames = read_frames(source, painter.size)
+    painter = dataclasses.replace(painter, size=None)  # the frames are read at its size already
     if ray:
         painted = _painted_on_ray(painter, list(frames), smoothing, ray, actors, threads)
     else:
-        if threads is not None:
-            from .device import set_threads
+        from .batch import open_here
 
-            set_threads(threads)
-        painted = paint_frames(painter.open(), frames, smoothing)
+        painted = paint_frames(open_here(painter, threads), frames, smoothing)
     temporary = target.with_name(f".{target.stem}.partial.mp4")
     try:
         width, height = _encode(painted, source, temporary, info, progress)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
-    sidecar = {"schema": 2, **(record or {}), "input": str(Path(source).resolve()), "smoothing": asdict(smoothing), "size": size}
+    sidecar = {"schema": 2, **(record or {}), "input": str(Path(source).resolve()), "smoothing": asdict(smoothing)}
     write_atomically(record_sidecar(target), lambda stream: stream.write(json.dumps(sidecar).encode()))
     return f"{width}x{height}"
 
