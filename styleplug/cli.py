@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
+import re
 import sys
 import time
 import typing
@@ -717,37 +719,92 @@ def new_plugin(kind: str, name: str, folder: str, debug: bool) -> None:
               help="Refuse uploads above this many pixels (checked from the header).")
 @click.option("--max-upload-mb", type=click.IntRange(1), default=20, show_default=True, help="Largest upload.")
 @click.option("--max-queue", type=click.IntRange(0), default=8, show_default=True, help="Jobs that may wait.")
+@click.option("--max-per-client", type=click.IntRange(1), default=2, show_default=True,
+              help="Jobs one network address may have queued or running.")
+@click.option("--max-engines", type=click.IntRange(1), default=2, show_default=True,
+              help="Engines (network, weights, precision, options) each worker keeps; older ones are let go.")
+@click.option("--allow-downloads", is_flag=True,
+              help="Also offer weight sources the server must download (by default only those present).")
 @click.option("--result-minutes", type=click.FloatRange(1), default=60, show_default=True,
               help="Delete results and uploads after this many minutes.")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Jobs run at once, each with its own engine [default: one per GPU, else 1].")
-@click.option("--auth", multiple=True, metavar="USER:PASSWORD", help="Require a login (repeat for more users).")
+@click.option("--auth", multiple=True, metavar="USER:PASSWORD",
+              help="Require a login (repeat for more users). Visible to other users of this machine in the process "
+                   "list: prefer --auth-file or STYLEPLUG_DEMO_AUTH.")
+@click.option("--auth-file", type=click.Path(dir_okay=False), default=None,
+              help="Require a login: a file with one USER:PASSWORD per line.")
+@click.option("--trusted-proxy", multiple=True, metavar="ADDRESS",
+              help="A reverse proxy (address or network, e.g. 127.0.0.1) whose X-Forwarded-For/-Proto/-Host headers "
+                   "are believed; repeat for more. Forwarded headers from anyone else are dropped.")
 @click.option("--root-path", default=None, help="The URL prefix when served behind a reverse proxy, e.g. /styleplug.")
 @click.option("--style-model", type=click.Path(dir_okay=False, exists=True),
               help="A fast style model for the Instant tab [default: the one shipped with styleplug, if any].")
 @click.option("--debug", is_flag=True, help="Log tracebacks of failed jobs.")
 def demo(host: str, port: int | None, share: bool, max_size: int | None, max_steps: int, max_pixels: int,
-         max_upload_mb: int, max_queue: int, result_minutes: float, workers: int | None, auth: tuple[str, ...],
-         root_path: str | None, style_model: str | None, debug: bool) -> None:
-    """Start the web demo (needs the 'demo' extra: pip install 'styleplug[demo]')."""
+         max_upload_mb: int, max_queue: int, max_per_client: int, max_engines: int, allow_downloads: bool,
+         result_minutes: float, workers: int | None, auth: tuple[str, ...], auth_file: str | None,
+         trusted_proxy: tuple[str, ...], root_path: str | None, style_model: str | None, debug: bool) -> None:
+    """Start the web demo (needs the 'demo' extra: pip install 'styleplug[demo]').
+
+    Logins come from --auth, --auth-file and the environment variable STYLEPLUG_DEMO_AUTH
+    (USER:PASSWORD pairs separated by newlines or commas). One access line per job goes to stderr."""
     with _reported_errors(debug):
-        logins = []
-        for pair in auth:
-            user, _, password = pair.partition(":")
-            if not user or not password:
-                raise UsageError(f"--auth takes USER:PASSWORD; got '{pair}'.")
-            logins.append((user, password))
+        logins = _logins(auth, auth_file)
+        _check_proxies(trusted_proxy)
         logging.getLogger("styleplug").setLevel(logging.DEBUG if debug else logging.WARNING)
+        _log_access()
         _import_tensorflow_quietly()
         try:
             from .webapp import launch
             from .webjobs import Limits
         except ImportError as error:
             raise UsageError(f"the demo needs Gradio ({error}); install it with: pip install 'styleplug[demo]'") from None
-        limits = Limits(max_size=max_size, max_steps=max_steps, max_pixels=max_pixels,
-                        max_upload_mb=max_upload_mb, max_queue=max_queue, result_minutes=result_minutes)
+        limits = Limits(max_size=max_size, max_steps=max_steps, max_pixels=max_pixels, max_upload_mb=max_upload_mb,
+                        max_queue=max_queue, max_per_client=max_per_client, max_engines=max_engines,
+                        allow_downloads=allow_downloads, result_minutes=result_minutes)
         launch(host=host, port=port, share=share, limits=limits, workers=workers, auth=logins or None, root_path=root_path,
-               style_model=style_model)
+               style_model=style_model, trusted_proxies=trusted_proxy)
+
+
+def _log_access() -> None:
+    """The demo's access lines (``styleplug.access``) to stderr with a time stamp; not as warnings."""
+    access = logging.getLogger("styleplug.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("styleplug: access: %(asctime)s %(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
+def _logins(auth: tuple[str, ...], auth_file: str | None) -> list[tuple[str, str]]:
+    """USER:PASSWORD pairs from --auth, --auth-file and STYLEPLUG_DEMO_AUTH."""
+    sources = [("--auth", pair) for pair in auth]
+    if auth_file is not None:
+        try:
+            text = Path(auth_file).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"--auth-file '{auth_file}' cannot be read ({error.__class__.__name__}); "
+                             "pass a text file with one USER:PASSWORD per line.") from None
+        sources += [("--auth-file", line.strip()) for line in text.splitlines() if line.strip()]
+    sources += [("STYLEPLUG_DEMO_AUTH", pair.strip()) for pair in re.split(r"[\n,]", os.environ.get("STYLEPLUG_DEMO_AUTH", ""))
+                if pair.strip()]
+    logins = []
+    for where, pair in sources:
+        user, _, password = pair.partition(":")
+        if not user or not password:
+            raise UsageError(f"{where} takes USER:PASSWORD; got an entry without {'a user' if not user else 'a password'}.")
+        logins.append((user, password))
+    return logins
+
+
+def _check_proxies(proxies: tuple[str, ...]) -> None:
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise UsageError(f"--trusted-proxy takes an IP address or network such as 127.0.0.1 or 10.0.0.0/8; "
+                             f"got '{proxy}'.") from None
 
 
 def main(args: list[str] | None = None) -> None:

@@ -24,9 +24,9 @@ from PIL import Image
 
 from .colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
-from .device import RUNTIME_BYTES, available_memory, estimate_memory, gpus, resolve_precision, set_threads
+from .device import RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, gpus, resolve_precision, set_threads
 from .errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
-from .image import ImageInput, load_image, pixel_digest, resize_long_side
+from .image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
 from .job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
 from .lazy import keras, tf
 from .losses import Loss, uses_old_contract
@@ -318,7 +318,7 @@ class Engine:
         check_sizes(self.network, model, self._layers(terms), images.content,
                     list(zip(_style_labels(len(images.style)), images.style)), sizes, job.style_scale)
         output = resize_long_side(images.content, job.size)
-        optimizer, history = self._plan_memory(model, output, job)
+        optimizer, history = self._plan_memory(model, output, job, images.style)
         rate = job.learning_rate if optimizer == job.optimizer and job.learning_rate else DEFAULT_LEARNING_RATES[optimizer]
         ran = dataclasses.replace(self._explicit(job, terms), optimizer=optimizer, history=history, learning_rate=rate)
         result, steps_run, stopped, started = None, 0, False, time.perf_counter()
@@ -497,15 +497,23 @@ class Engine:
                                          lambda: term.loss.compute_target(computed))
         return self._targets[key]
 
-    def _plan_memory(self, model: Any, output: Image.Image, job: Job) -> tuple[str, int]:
+    def _plan_memory(self, model: Any, output: Image.Image, job: Job, styles: list[Image.Image]) -> tuple[str, int]:
         """The optimiser and history to run with: as asked, or, with ``fit_memory``, the first
         cheaper setting whose estimated peak fits. Raises ``ResourceError`` when none fits; its data
-        holds the bytes needed and available and the largest size that would fit."""
+        holds the bytes needed and available and the largest size that would fit. The style images'
+        forward passes (their size set by ``style_scale``) must fit too."""
         available = available_memory()
         if job.max_memory is not None:
             available = min(available, int(job.max_memory * 2**30))
         if gpus():  # the estimate is of host memory
             return job.optimizer, job.history
+        for style in styles:
+            width, height = long_side_size(style.size, style_side(job.size, job.style_scale))
+            needed = 2 * activation_bytes(model, height, width) + RUNTIME_BYTES  # a forward pass, kept high
+            if needed > available:
+                raise ResourceError(f"a style image at {width}x{height} ({{style_scale}} {job.style_scale:g} of {job.size} px) "
+                                    f"needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free; "
+                                    "use a smaller {style_scale} or size.", needed=needed, available=available)
         plans = [(job.optimizer, job.history)]
         if job.fit_memory and job.optimizer == "lbfgs":
             while plans[-1][1] > MIN_FIT_HISTORY:

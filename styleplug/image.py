@@ -65,8 +65,15 @@ def load_image(source: ImageInput, what: str, max_pixels: int | None = None) -> 
     return _decode(path, f"{what} '{path}'", limit)
 
 
-def _decode(source: Path | io.BytesIO, what: str, limit: int) -> Image.Image:
-    """Decode an image file or an encoded file's bytes; ``what`` names it (with its path)."""
+def image_size(path: Path, what: str, limit: int) -> tuple[int, int]:
+    """(width, height) of an image file from its header, with the checks of ``load_image`` (readable,
+    within ``limit`` pixels) and without decoding it; ``what`` names it in errors."""
+    return _decode(path, what, limit, header_only=True)
+
+
+def _decode(source: Path | io.BytesIO, what: str, limit: int, header_only: bool = False) -> Any:
+    """Decode an image file or an encoded file's bytes (only its size with ``header_only``);
+    ``what`` names it (with its path)."""
     if (source.stat().st_size if isinstance(source, Path) else source.getbuffer().nbytes) == 0:
         raise ImageError(f"{what} is empty (0 bytes); pass a real image file.")
     try:
@@ -76,6 +83,8 @@ def _decode(source: Path | io.BytesIO, what: str, limit: int) -> Image.Image:
             image = Image.open(source)
         with image:
             _check_pixels(image.size, what, limit)  # from the header, before decoding
+            if header_only:
+                return image.size
             image.load()
             return _to_rgb(image, what)
     except Image.DecompressionBombError:

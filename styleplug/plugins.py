@@ -41,6 +41,8 @@ T = TypeVar("T")
 BUILTIN_MODULES = ("styleplug.default_plugins.networks", "styleplug.default_plugins.losses")
 ENTRY_POINT_GROUP = "styleplug"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# A parameter name is a keyword argument, a CLI option and (after "__") a web API parameter.
+_PARAM_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 # Hook name -> registry kind, in calling order: networks first, so a plugin's losses may refer to them.
 _KINDS = {"register_networks": "networks", "register_losses": "losses"}
 _SINGULAR = {"losses": "loss", "networks": "network"}
@@ -293,6 +295,9 @@ def _check_params(what: str, params: Any) -> None:
     if len(set(names)) != len(names) or {"layers", "weight", "weights"} & set(names):
         raise _Rejected(f"{what}.params has duplicate or reserved names (layers, weight, weights): {names}")
     for param in params:
+        if not isinstance(param.name, str) or not _PARAM_NAME.match(param.name):
+            raise _Rejected(f"{what} has parameter {param.name!r}; expected lowercase letters and digits in words joined "
+                            "by single '_' (e.g. 'max_level'), so that it is a valid keyword, option and web API name")
         try:
             param.coerce(param.default, what)
         except Exception as error:

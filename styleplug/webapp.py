@@ -10,10 +10,13 @@ import inspect
 import logging
 import os
 import re
+import secrets
+import shutil
+import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,19 +27,22 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from .colors import COLOR_MODES  # noqa: E402
 from .device import PRECISIONS, device_label, gpus  # noqa: E402
 from .engine import Engine  # noqa: E402
 from .errors import StyleplugError, UsageError  # noqa: E402
 from .fast import StyleModel  # noqa: E402
-from .image import save_image  # noqa: E402
+from .image import image_size, save_image  # noqa: E402
 from .job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
 from .lazy import tf  # noqa: E402
 from .params import Param  # noqa: E402
 from .plugins import PluginHost, default_host  # noqa: E402
-from .webform import IMAGE_CONTROLS, LABELS, control_name, defaults, demo_name, field_help, job_from_form, weight_defaults  # noqa: E402
-from .webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
+from .webform import (BOUNDS, IMAGE_CONTROLS, LABELS, bounded_number, control_name, defaults, demo_name, field_help,  # noqa: E402
+                      job_from_form, offered_weights, weight_defaults)
+from .webguard import Guard, GuardMiddleware  # noqa: E402
+from .webjobs import Gate, JobQueue, Limits, WebJob, calibrate  # noqa: E402
 
 log = logging.getLogger("styleplug")
 
@@ -77,12 +83,18 @@ def _upload_path(payload: Any, roots: list[Path]) -> Path | None:
     if payload is None or payload == "":
         return None
     path = payload.get("path") if isinstance(payload, dict) else payload
-    if not isinstance(path, str) or not path or "://" in path:
+    if not isinstance(path, str) or not path or "://" in path or len(path) > 1024:
         raise _Refused
-    real = Path(os.path.realpath(path))  # symbolic links resolved: a link in the upload folder may point out
-    if not any(real.is_relative_to(root) for root in roots) or not real.is_file():
-        raise _Refused
+    try:
+        real = Path(os.path.realpath(path))  # symbolic links resolved: a link in the upload folder may point out
+        if not any(real.is_relative_to(root) for root in roots) or not real.is_file():
+            raise _Refused
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system...
+        raise _Refused from None
     return real
+
+
+REFUSED = "images must be uploaded through this page (or picked from the examples)."
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"(),;:/]+/)*([^\s'\"(),;:/]+)")
@@ -104,6 +116,11 @@ def _image_size(path: Path) -> tuple[int, int] | None:
 def _session(request: gr.Request | None) -> str:
     """The visitor a request comes from (Gradio's session), which owns at most one job."""
     return getattr(request, "session_hash", None) or "anonymous"
+
+
+def _client(request: gr.Request | None) -> str:
+    """The visitor's network address, as the guard in front of Gradio decided it."""
+    return getattr(getattr(request, "client", None), "host", None) or "unknown"
 
 
 def _format_seconds(seconds: float) -> str:
@@ -210,8 +227,9 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                 form["optimizer"] = gr.Radio(list(OPTIMIZERS), value=start["optimizer"], label=LABELS["optimizer"])
                 form["network"] = gr.Dropdown(list(host.networks), value=start["network"], label=LABELS["network"],
                                               elem_id="network")
-                form["weights"] = gr.Dropdown(list(host.networks[start["network"]].cls.weight_sources), value=start["weights"],
-                                              label=LABELS["weights"], elem_id="weights")
+                form["weights"] = gr.Dropdown(list(offered_weights(host.networks[start["network"]].cls, limits)),
+                                              value=start["weights"], label=LABELS["weights"], elem_id="weights",
+                                              info="the sources present on this server")
                 form["precision"] = gr.Radio(list(PRECISIONS), value=start["precision"], label=LABELS["precision"],
                                              info="auto: bfloat16 where this hardware runs it fast")
             with gr.Accordion("Several styles, masks, colours, scales", open=False, elem_id="more"):
@@ -222,10 +240,10 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                 gr.Markdown("A mask is drawn over the content photo: white where its style applies. "
                             "With masks, give one per style; where no mask is white the photo stays unstyled.")
                 with gr.Row():
-                    form["style_share"] = gr.Slider(0, 1, value=start["style_share"], step=0.05, label=LABELS["style_share"],
-                                                    elem_id="blend", info="with a second style and no masks")
-                    form["style_scale"] = gr.Slider(0.25, 2, value=start["style_scale"], step=0.05, label=LABELS["style_scale"],
-                                                    info=field_help("style_scale"))
+                    form["style_share"] = gr.Slider(*BOUNDS["style_share"], value=start["style_share"], step=0.05,
+                                                    label=LABELS["style_share"], elem_id="blend", info="with a second style and no masks")
+                    form["style_scale"] = gr.Slider(*BOUNDS["style_scale"], value=start["style_scale"], step=0.05,
+                                                    label=LABELS["style_scale"], info=field_help("style_scale"))
                 with gr.Row():
                     form["colors"] = gr.Radio(list(COLOR_MODES), value=start["colors"], label=LABELS["colors"], elem_id="colors",
                                               info=field_help("colors"))
@@ -238,11 +256,14 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                     for param in network.params:
                         form[control_name(name, param.name)] = _param_control(param, f"{name}: {param.name}")
             with gr.Row():
-                form["style_weight_log10"] = gr.Slider(5, 9, value=start["style_weight_log10"], step=0.25,
+                form["style_weight_log10"] = gr.Slider(*BOUNDS["style_weight_log10"], value=start["style_weight_log10"], step=0.25,
                                                        label=LABELS["style_weight_log10"])
-                form["content_weight"] = gr.Number(value=start["content_weight"], minimum=0, label=LABELS["content_weight"])
-                form["tv_weight_log10"] = gr.Slider(0, 7, value=start["tv_weight_log10"], step=0.25, label=LABELS["tv_weight_log10"])
-                form["seed"] = gr.Number(value=start["seed"], precision=0, label=LABELS["seed"])
+                form["content_weight"] = gr.Number(value=start["content_weight"], minimum=BOUNDS["content_weight"][0],
+                                                   maximum=BOUNDS["content_weight"][1], label=LABELS["content_weight"])
+                form["tv_weight_log10"] = gr.Slider(*BOUNDS["tv_weight_log10"], value=start["tv_weight_log10"], step=0.25,
+                                                    label=LABELS["tv_weight_log10"])
+                form["seed"] = gr.Number(value=start["seed"], precision=0, minimum=BOUNDS["seed"][0], maximum=BOUNDS["seed"][1],
+                                         label=LABELS["seed"])
             extra_losses = [name for name in host.losses if name not in BUILT_IN_TERMS]
             form["extra_losses"] = gr.CheckboxGroup(extra_losses, value=start["extra_losses"], label=LABELS["extra_losses"],
                                                     elem_id="extra-losses", visible=bool(extra_losses))
@@ -252,24 +273,28 @@ def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
                 cls: Any = host.losses[name].cls
                 with gr.Group(visible=False, elem_id=f"loss-{name}") as groups[name]:
                     gr.Markdown(f"**{name}**: {(cls.__doc__ or '').strip().splitlines()[0]}")
-                    form[control_name(name, "weight")] = gr.Number(value=cls.default_weight, minimum=0, label=f"{name} weight")
+                    form[control_name(name, "weight")] = gr.Number(value=cls.default_weight, minimum=BOUNDS["loss_weight"][0],
+                                                                   maximum=BOUNDS["loss_weight"][1], label=f"{name} weight")
                     for param in cls.params:
                         form[control_name(name, param.name)] = _param_control(param, f"{name}.{param.name}")
     return _Page(form, run, stop, estimate, status, output, download, groups, network_groups)
 
 
 def build_app(host: PluginHost | None = None, limits: Limits | None = None, workers: int | None = None,
-              calibrate_step_time: bool = True, style_model: str | Path | None = None) -> gr.Blocks:
+              calibrate_step_time: bool = True, style_model: str | Path | None = None, guard: Guard | None = None,
+              results: Path | None = None) -> gr.Blocks:
     """Build the Blocks app. Losses and networks come from ``host`` (default: installed plugins);
     ``limits`` bound what any request may ask; ``workers`` jobs run at once (default: one per GPU,
-    else one). ``style_model`` (default: the shipped one, if any) adds the Instant tab."""
+    else one). ``style_model`` (default: the shipped one, if any) adds the Instant tab. ``guard``
+    (the middleware's state, see ``launch``) tells which visitors still listen; without one, jobs
+    run to their end. Results go to ``results`` (default: a new temporary folder)."""
     host = host or default_host()
     device, found = device_label(), gpus()
     limits = limits or Limits()
     if limits.max_size is None:
         limits = replace(limits, max_size=2048 if found else 512)
     roots = [Path(gr.utils.get_upload_folder()).resolve(), EXAMPLES.resolve()]
-    results = Path(tempfile.mkdtemp(prefix="styleplug-demo-"))
+    results = results or Path(tempfile.mkdtemp(prefix="styleplug-results-"))
 
     def make_engine(key: tuple[Any, ...]) -> Engine:
         network_name, weights, precision_name, network_options = key
@@ -307,45 +332,46 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
         groups = list(page.network_groups.values())
 
         def network_changed(network: str) -> list[Any]:
-            sources = list(host.network(network).cls.weight_sources)
+            sources = list(offered_weights(host.network(network).cls, limits))
             return [*weight_defaults(host, network).values(), gr.update(choices=sources, value=sources[0]),
                     *(gr.update(visible=name == network) for name in page.network_groups)]
 
         form["network"].change(network_changed, form["network"], [*weight_controls, form["weights"], *groups],
                                queue=False, api_visibility="private")
 
-        def submit(values: dict[str, Any], session: str) -> WebJob:
+        def submit(values: dict[str, Any], request: gr.Request | None) -> WebJob:
             """Check a request as the server's own rules say, whatever the page allowed; queue it."""
             try:
                 files = {name: _upload_path(values[name], roots) for name in IMAGE_CONTROLS}
             except _Refused:
-                raise UsageError("images must be uploaded through this page (or picked from the examples).") from None
+                raise UsageError(REFUSED) from None
             for name, path in files.items():
                 if path is not None and path.stat().st_size > limits.max_upload_mb * 2**20:
                     raise UsageError(f"the {name} image is over {limits.max_upload_mb} MB; upload a smaller file.")
-            content_size = files["content"] and _image_size(files["content"])
-            if files["content"] is not None and content_size is None:
-                raise UsageError(f"the content photo '{files['content'].name}' is not an image Pillow can read; "
-                                 "use PNG, JPEG, WebP, TIFF, BMP or GIF.")
+            if files["content"] is None or files["style"] is None:
+                raise UsageError("upload a content photo and a style painting first.")
+            content_size = image_size(files["content"], f"the content photo '{files['content'].name}'", limits.max_pixels)
             engine_key, job = job_from_form(values, {name: path and str(path) for name, path in files.items()}, host, limits,
                                             (str(model_path), model.styles) if model else None)
-            assert content_size is not None
             seconds = jobs.times.estimate(content_size, job.size, job.steps, str(job.scales))
-            web_job = WebJob(session, engine_key, job, content_size, seconds)
+            web_job = WebJob(_session(request), engine_key, job, content_size, seconds, client=_client(request))
             jobs.submit(web_job)
             return web_job
+
+        def listening(session: str) -> Callable[[], bool]:
+            return (lambda: guard.listening(session)) if guard else (lambda: True)
 
         def run(*arguments: Any) -> Iterator[tuple[Any, str, Any]]:
             *values, request = arguments
             try:
-                job = submit(dict(zip(form, values)), _session(request))
+                job = submit(dict(zip(form, values)), request)
             except StyleplugError as error:
                 log.warning("demo request refused: %s", public(str(error)))
                 raise gr.Error(public(error.phrase(demo_name)), print_exception=False) from None
-            started, step = time.perf_counter(), 0
+            step = 0
             try:
                 yield None, "Queued...", gr.update(visible=False)
-                for kind, payload in jobs.follow(job):
+                for kind, payload in jobs.follow(job, listening=listening(job.session)):
                     if kind == "queued":
                         ahead, wait = payload
                         about = f", about {_format_seconds(wait)}" if wait is not None else ""
@@ -363,8 +389,8 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
                         yield gr.skip(), "Withdrawn from the queue before it started.", gr.skip()
                     elif kind == "error":
                         yield gr.skip(), f"Error: {public(payload.phrase(demo_name))}", gr.skip()
-                    else:
-                        yield finished(payload, job, step, time.perf_counter() - started)
+                    else:  # the time it ran, not the time it waited in the queue
+                        yield finished(payload, job, step, time.perf_counter() - (job.started or time.perf_counter()))
             finally:
                 jobs.cancel(job)  # a client that goes away (or cancels) stops its job; never waits
 
@@ -372,7 +398,7 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
             # The download's record keeps file names and pixel digests, never server paths.
             image.info["styleplug"] = public(image.info.get("styleplug", ""))
             _delete_older_than(results, limits.result_minutes * 60)
-            path = results / f"styleplug-{int(time.time() * 1000)}.png"
+            path = results / f"styleplug-{secrets.token_hex(8)}.png"  # nobody can guess another visitor's
             save_image(image, path)
             if job.cancel.is_set():
                 text = f"Stopped after {step} steps ({seconds:.1f} s). The result is the best image reached."
@@ -411,16 +437,28 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
 
 def _wire_instant(page: _Instant, model: StyleModel, form: dict[str, Any], tabs: Any, roots: list[Path], limits: Limits,
                   device: str) -> None:
-    """Paint in one pass, outside the optimiser's queue; Refine fills the optimiser's form."""
-    def instant(photo: Any, style: str, second: str, share: float, strength: float, size: float) -> tuple[Any, str]:
+    """Paint in one pass, outside every queue; Refine fills the optimiser's form."""
+    # At most one painting per address and two at once, a few waiting: a flood is refused at once
+    # and never reaches the optimiser's queue.
+    gate = Gate(running=2, waiting=6)
+
+    def instant(photo: Any, style: Any, second: Any, share: Any, strength: Any, size: Any,
+                request: gr.Request) -> tuple[Any, str]:
         try:
             path = _upload_path(photo, roots)
             if path is None:
                 raise UsageError("upload a photo first.")
-            limits.check(int(size), 1)
-            blend = {style: float(share), second: 1 - float(share)} if second not in (NO_SECOND_STYLE, style) else style
-            started = time.perf_counter()
-            image = model.stylize(str(path), style=blend, strength=float(strength), size=int(size), max_pixels=limits.max_pixels)
+            if style not in model.styles or second not in (NO_SECOND_STYLE, *model.styles):
+                unknown = second if style in model.styles else style
+                raise UsageError(f"there is no style '{str(unknown)[:40]}' here; choose one of {', '.join(model.styles)}.")
+            size = bounded_number(size, "Size", None, integer=True)
+            limits.check(size, 1)
+            share, strength = (bounded_number(value, label, (0, 1)) for value, label in ((share, "Share of the first style"),
+                                                                                        (strength, "Strength")))
+            blend = {style: share, second: 1 - share} if second not in (NO_SECOND_STYLE, style) else style
+            with gate.enter(_client(request)):
+                started = time.perf_counter()
+                image = model.stylize(str(path), style=blend, strength=strength, size=size, max_pixels=limits.max_pixels)
         except _Refused:
             raise gr.Error("images must be uploaded through this page.", print_exception=False) from None
         except StyleplugError as error:
@@ -428,18 +466,25 @@ def _wire_instant(page: _Instant, model: StyleModel, form: dict[str, Any], tabs:
         return image, f"Painted in {time.perf_counter() - started:.2f} s on {device}."
 
     inputs = [page.photo, page.style, page.second, page.share, page.strength, page.size]
-    # Its own small concurrency group: never queued behind the optimiser's jobs.
-    page.paint.click(instant, inputs, [page.result, page.status], api_name="instant", preprocess=False,
-                     concurrency_limit=2, concurrency_id="instant")
+    page.paint.click(instant, inputs, [page.result, page.status], api_name="instant", preprocess=False, queue=False)
 
-    def refine(photo: Any, style: str) -> tuple[Any, ...]:
+    def refine(photo: Any, style: Any) -> tuple[Any, ...]:
+        # Only the visitor's own upload goes over, checked like every other input: this event is
+        # hidden from the API description, yet anyone can call it by its index.
+        try:
+            path = _upload_path(photo, roots)
+        except _Refused:
+            raise gr.Error("images must be uploaded through this page.", print_exception=False) from None
+        if style not in model.styles:
+            raise gr.Error(f"there is no style '{str(style)[:40]}' here.", print_exception=False)
         # The painting the style was trained on, when it is one of the bundled examples.
         source = model.record.get("styles", {}).get(style, {}).get("source") or f"{style}.jpg"
         painting = EXAMPLES / Path(source).name
-        return (gr.Tabs(selected="optimise"), photo, str(painting) if painting.is_file() else gr.skip(), style)
+        return (gr.Tabs(selected="optimise"), str(path) if path else None, str(painting) if painting.is_file() else gr.skip(),
+                style)
 
     page.refine.click(refine, [page.photo, page.style], [tabs, form["content"], form["style"], form["refine_style"]],
-                      queue=False, api_visibility="private")
+                      queue=False, preprocess=False, api_visibility="private")
 
 
 def _wire_estimate(app: gr.Blocks, page: _Page, jobs: JobQueue, roots: list[Path], device: str) -> None:
@@ -475,13 +520,30 @@ def _delete_older_than(folder: Path, seconds: float) -> None:
 
 def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False, limits: Limits | None = None,
            workers: int | None = None, auth: list[tuple[str, str]] | None = None, root_path: str | None = None,
-           prevent_thread_lock: bool = False, style_model: str | Path | None = None) -> gr.Blocks:
-    """Serve the demo. Jobs queue in styleplug's own queue (``styleplug.webjobs``); Gradio's queue
-    only carries the page's events."""
-    app = build_app(limits=limits, workers=workers, style_model=style_model)
-    upload_mb = (limits or Limits()).max_upload_mb
-    app.queue(default_concurrency_limit=None, max_size=64)
-    app.launch(server_name=host, server_port=port, share=share, max_file_size=f"{upload_mb}mb", show_error=True,
-               allowed_paths=[str(EXAMPLES)], ssr_mode=False, prevent_thread_lock=prevent_thread_lock, quiet=False,
-               auth=auth, root_path=root_path, css=CSS)
-    return app
+           style_model: str | Path | None = None, trusted_proxies: Sequence[str] = ()) -> None:
+    """Serve the demo until Ctrl-C or SIGTERM, then delete everything it wrote.
+
+    The process is the demo's own: it gets a private folder (mode 0700) for Gradio's uploads and
+    cache and for the results, since Gradio's default folder is shared by every Gradio app on the
+    host. Jobs queue in styleplug's own queue (``styleplug.webjobs``); Gradio's queue only carries
+    the page's events. ``trusted_proxies`` (addresses or networks) may tell the client's address
+    and the public host name in forwarded headers; nobody else can (see ``styleplug.webguard``)."""
+    limits = limits or Limits()
+    private = Path(tempfile.mkdtemp(prefix="styleplug-demo-", dir=os.environ.get("GRADIO_TEMP_DIR") or None))
+    os.environ["GRADIO_TEMP_DIR"] = str(private / "uploads")
+    os.environ["FORWARDED_ALLOW_IPS"] = ""  # the server's own proxy-header handling: the guard decides instead
+    (private / "results").mkdir()
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so that the private folder goes too
+    guard = Guard(trusted_proxies)
+    try:
+        app = build_app(limits=limits, workers=workers, style_model=style_model, guard=guard, results=private / "results")
+        app.queue(default_concurrency_limit=None, max_size=64)
+        app.launch(server_name=host, server_port=port, share=share, max_file_size=f"{limits.max_upload_mb}mb", show_error=True,
+                   allowed_paths=[str(EXAMPLES)], ssr_mode=False, quiet=False, auth=auth, root_path=root_path, css=CSS,
+                   app_kwargs={"middleware": [Middleware(GuardMiddleware, guard=guard)]})
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

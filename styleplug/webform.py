@@ -13,8 +13,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .colors import COLOR_MODES
+from .device import PRECISIONS
 from .errors import StyleplugError, UsageError
-from .job import BUILT_IN_TERMS, Job, job_fields
+from .job import BUILT_IN_TERMS, OPTIMIZERS, Job, job_fields
 from .plugins import PluginHost
 from .webjobs import Limits
 
@@ -45,15 +47,63 @@ LABELS = {
     "tv_weight_log10": "Smoothness (TV weight, log10)", "seed": "Seed", "extra_losses": "Extra losses (from plugins)",
     "network": "Network", "weights": "Weights", "precision": "Precision", "refine_style": "Start from the instant painting in",
 }
+# The range of every numeric control, enforced on the server whatever a client sends (size and
+# steps come from the server's Limits). The page's sliders and number fields use the same bounds.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "style_share": (0, 1), "style_scale": (0.25, 2), "content_weight": (0, 1e4), "style_weight_log10": (5, 9),
+    "tv_weight_log10": (0, 7), "seed": (0, 2**31 - 1), "loss_weight": (0, 1e12),
+}
 # The first web request a visitor makes should answer in seconds, not minutes, so the demo starts
 # smaller than the job's defaults (512 px, 300 steps), within the server's limits.
 DEMO_SIZE, DEMO_STEPS = 256, 150
 
 
 def control_name(owner: str, option: str) -> str:
-    """The /run API name of a loss's or a network's option: ``{owner}_{option}``, with '-' as '_'
-    (a plugin's name may have a '-', an API parameter may not)."""
-    return f"{owner}_{option}".replace("-", "_")
+    """The /run API name of a loss's or a network's option: ``{owner}__{option}``, with '-' as '_'
+    (a plugin's name may have a '-', an API parameter may not). No built-in control has a double
+    underscore and option names cannot contain one, so these names never collide."""
+    return f"{owner}__{option}".replace("-", "_")
+
+
+def offered_weights(network: Any, limits: Limits) -> tuple[str, ...]:
+    """The weight sources a visitor may pick for ``network``: those present on this server, or
+    every named source when the operator allows downloads."""
+    return tuple(network.weight_sources) if limits.allow_downloads else network.offline_weight_sources()
+
+
+def bounded_number(value: Any, label: str, bounds: tuple[float, float] | None, integer: bool = False) -> Any:
+    """``value`` (a number or its text) as a number within ``bounds``, or a one-line error naming the control."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        number = float(value)
+        if integer and number != int(number):
+            raise ValueError
+    except (ValueError, OverflowError):  # text, infinity as a whole number, a list...
+        raise UsageError(f"'{label}' must be a {'whole ' if integer else ''}number; got {str(value)[:40]!r}.") from None
+    if bounds is not None and not bounds[0] <= number <= bounds[1]:  # NaN fails this too
+        raise UsageError(f"'{label}' must be between {bounds[0]:g} and {bounds[1]:g}; got {str(value)[:40]}.")
+    return int(number) if integer else number
+
+
+def _field(values: Mapping[str, Any], name: str, integer: bool = False) -> Any:
+    """The numeric control ``name``, within its ``BOUNDS`` (size and steps: within the server's ``Limits``)."""
+    return bounded_number(values.get(name), LABELS[name], BOUNDS.get(name), integer)
+
+
+def _choice(values: Mapping[str, Any], name: str, choices: Sequence[Any]) -> Any:
+    value = values.get(name)
+    if not isinstance(value, (str, bool)) or value not in choices:
+        raise UsageError(f"'{LABELS.get(name, name)}' must be one of {', '.join(map(str, choices))}; got {str(value)[:40]!r}.")
+    return value
+
+
+def _option(values: Mapping[str, Any], owner: str, param: Any, what: str) -> Any:
+    """A plugin's declared option from its control, checked against its declaration (type, bounds, choices)."""
+    value = values[control_name(owner, param.name)]
+    if not isinstance(value, (str, int, float, bool)) or (isinstance(value, str) and len(value) > 200):
+        raise UsageError(f"invalid value for option '{param.name}' of {what}; expected {param.type.__name__}.")
+    return param.coerce(value, what)
 
 
 def field_help(name: str) -> str:
@@ -83,7 +133,8 @@ def defaults(host: PluginHost, limits: Limits) -> dict[str, Any]:
         "style_share": 0.5, "style_scale": _job_default("style_scale"), "colors": _job_default("colors"),
         "coarse_to_fine": _job_default("scales") == "auto", "size": min(DEMO_SIZE, limits.max_size or DEMO_SIZE),
         "steps": min(DEMO_STEPS, limits.max_steps), "optimizer": _job_default("optimizer"), "seed": _job_default("seed"),
-        "extra_losses": [], "refine_style": "", "network": "vgg19", "weights": "auto", "precision": "auto", **weight_defaults(host, "vgg19"),
+        "extra_losses": [], "refine_style": "", "network": "vgg19",
+        "weights": offered_weights(host.network("vgg19").cls, limits)[0], "precision": "auto", **weight_defaults(host, "vgg19"),
     }
 
 
@@ -100,46 +151,49 @@ def demo_name(option: str, value: str | None) -> str:
 def job_from_form(values: Mapping[str, Any], files: Mapping[str, str | None], host: PluginHost, limits: Limits,
                   style_model: tuple[str, Sequence[str]] | None = None) -> tuple[tuple[Any, ...], Job]:
     """The engine key (network, weights, precision, network options) and the job that the form's
-    ``values`` (by control name; extra-loss options as ``{loss}_{option}``, network options as
-    ``{network}_{option}``) and the uploaded ``files`` (by image control) ask for, checked against
+    ``values`` (by control name; extra-loss options as ``{loss}__{option}``, network options as
+    ``{network}__{option}``) and the uploaded ``files`` (by image control) ask for, checked against
     the server's ``limits``. ``style_model`` is the server's fast style model (path, style names):
     ``refine_style`` may name one of its styles, to start from its painting."""
     if files["content"] is None or files["style"] is None:
         raise UsageError("upload a content photo and a style painting first.")
-    try:
-        size, steps = int(values["size"]), int(values["steps"])
-    except (TypeError, ValueError):
-        raise UsageError("size and steps must be whole numbers.") from None
+    size, steps = _field(values, "size", integer=True), _field(values, "steps", integer=True)
     limits.check(size, steps)
     styles = [path for path in (files["style"], files["style2"]) if path]
     masks = [path for path in (files["mask1"], files["mask2"]) if path]
+    chosen = values.get("extra_losses") or []
+    if not isinstance(chosen, list) or not all(isinstance(name, str) for name in chosen):
+        raise UsageError(f"'{LABELS['extra_losses']}' must be a list of loss names.")
     losses: dict[str, dict[str, Any]] = {}
-    for name in values.get("extra_losses") or []:
+    for name in chosen:
         if name in BUILT_IN_TERMS or name not in host.losses:
-            raise UsageError(f"'{name}' is not one of this page's extra losses.")
+            raise UsageError(f"'{name[:40]}' is not one of this page's extra losses.")
         cls: Any = host.losses[name].cls
-        losses[name] = {option: values[control_name(name, option)] for option in ("weight", *(p.name for p in cls.params))
-                        if control_name(name, option) in values}
-    try:
-        network: Any = host.network(values["network"]).cls
-    except StyleplugError as error:
-        raise UsageError(str(error)) from None
-    # Only the network's named sources: a visitor never names a file on the server.
-    if values["weights"] not in network.weight_sources:
-        raise UsageError(f"weights must be one of {', '.join(network.weight_sources)} for network '{network.name}'.")
-    network_options = tuple((param.name, values[control_name(network.name, param.name)]) for param in network.params
-                            if control_name(network.name, param.name) in values)
+        losses[name] = {param.name: _option(values, name, param, f"loss '{name}'") for param in cls.params
+                        if control_name(name, param.name) in values}
+        if control_name(name, "weight") in values:
+            losses[name]["weight"] = bounded_number(values[control_name(name, "weight")], f"{name} weight", BOUNDS["loss_weight"])
+    network_name = _choice(values, "network", list(host.networks))
+    network: Any = host.network(network_name).cls
+    # Only sources present on the server: a visitor never names a file, nor makes the server download.
+    offered = offered_weights(network, limits)
+    if values.get("weights") not in offered:
+        raise UsageError(f"weights must be one of {', '.join(offered)} for network '{network.name}' on this server.")
+    network_options = tuple((param.name, _option(values, network.name, param, f"network '{network.name}'"))
+                            for param in network.params if control_name(network.name, param.name) in values)
     refine = values.get("refine_style") or ""
     if refine and (style_model is None or refine not in style_model[1]):
-        raise UsageError(f"there is no instant style '{refine}' on this server to start from.")
-    share = float(values["style_share"])
+        raise UsageError(f"there is no instant style '{str(refine)[:40]}' on this server to start from.")
+    share = _field(values, "style_share")
     job = Job(
         content=files["content"], style=styles, masks=masks or None,
-        style_blend=[share, 1 - share] if len(styles) == 2 else None, style_scale=float(values["style_scale"]),
-        colors=values["colors"], scales="auto" if values["coarse_to_fine"] else "none", size=size, steps=steps,
-        optimizer=values["optimizer"], content_weight=float(values["content_weight"] or 0),
-        style_weight=10.0 ** float(values["style_weight_log10"]), tv_weight=10.0 ** float(values["tv_weight_log10"]),
-        losses=losses, seed=int(values["seed"] or 0), init=f"{style_model[0]}:{refine}" if refine and style_model else "content",
+        style_blend=[share, 1 - share] if len(styles) == 2 else None, style_scale=_field(values, "style_scale"),
+        colors=_choice(values, "colors", COLOR_MODES), scales="auto" if _choice(values, "coarse_to_fine", (True, False)) else "none",
+        size=size, steps=steps, optimizer=_choice(values, "optimizer", OPTIMIZERS),
+        content_weight=_field(values, "content_weight"), style_weight=10.0 ** _field(values, "style_weight_log10"),
+        tv_weight=10.0 ** _field(values, "tv_weight_log10"), losses=losses, seed=_field(values, "seed", integer=True),
+        init=f"{style_model[0]}:{refine}" if refine and style_model else "content",
         max_pixels=limits.max_pixels, fit_memory=True, chunk_seconds=limits.chunk_seconds,
     )
-    return (network.name, values["weights"], values["precision"], network_options), job
+    return (network.name, values["weights"], _choice(values, "precision", PRECISIONS), network_options), job
+

@@ -2,7 +2,10 @@
 
 Kept apart from Gradio so that its rules hold whatever front end calls it:
 - each visitor (session) has at most one job queued or running, and controls only that job;
+- each client (network address) has a bounded share of the queue, however many sessions it opens;
 - the queue is bounded; a visitor who cannot join is told how many jobs are ahead;
+- a job whose visitor is not listening for its result is dropped within seconds;
+- each worker keeps a few engines, the least recently used are let go;
 - each worker owns its engines and runs one job at a time, to its real end: a cancelled job keeps
   its worker until its thread has finished the chunk it was in, so two jobs never share a worker;
 - cancelling never waits: it sets an event, or withdraws a job that has not started.
@@ -12,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import OrderedDict
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,8 @@ from .errors import StyleplugError, UsageError, one_line
 from .image import long_side_size
 
 log = logging.getLogger("styleplug")
+# One line per job for the operator: who, how large, how long, how it ended (never file contents).
+access_log = logging.getLogger("styleplug.access")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class Limits:
     max_pixels: int = 40_000_000  # per uploaded image, checked from the header before decoding
     max_upload_mb: int = 20
     max_queue: int = 8  # jobs waiting, beyond those running
+    max_per_client: int = 2  # jobs one network address may have queued or running
+    max_engines: int = 2  # engines (network, weights, precision, options) each worker keeps
+    allow_downloads: bool = False  # offer weight sources that the server would have to download
     result_minutes: float = 60.0  # results and uploads are deleted after this
     chunk_seconds: float = 2.0  # the longest a job runs between two checks of Stop
 
@@ -98,6 +107,9 @@ class WebJob:
     events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     started: float | None = None
     engine: Engine | None = None  # the worker's engine that ran it
+    client: str = "local"  # the visitor's network address, for their share of the queue
+    submitted: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
 
 
 class JobQueue:
@@ -114,7 +126,7 @@ class JobQueue:
         self._waiting: deque[WebJob] = deque()
         self._running: dict[str, WebJob] = {}
         self._lock = threading.Condition()
-        self._engines: list[dict[tuple[Any, ...], Engine]] = [{} for _ in range(workers)]
+        self._engines: list[OrderedDict[tuple[Any, ...], Engine]] = [OrderedDict() for _ in range(workers)]
         self.workers = [threading.Thread(target=self._serve, args=(index,), daemon=True, name=f"styleplug-worker-{index}")
                         for index in range(workers)]
         for worker in self.workers:
@@ -127,6 +139,9 @@ class JobQueue:
         with self._lock:
             if self.has_job(job.session):
                 raise UsageError("you already have a job queued or running; stop it before starting another.")
+            if sum(other.client == job.client for other in self._jobs()) >= self.limits.max_per_client:
+                raise UsageError(f"your address already has {self.limits.max_per_client} jobs queued or running on this "
+                                 "server; wait for one to finish.")
             if len(self._waiting) >= self.limits.max_queue:
                 wait = self._wait_seconds(len(self._waiting))
                 about = f", about {wait:.0f} s" if wait is not None else ""
@@ -137,7 +152,10 @@ class JobQueue:
 
     def has_job(self, session: str) -> bool:
         with self._lock:
-            return session in self._running or any(job.session == session for job in self._waiting)
+            return any(job.session == session for job in self._jobs())
+
+    def _jobs(self) -> list[WebJob]:
+        return [*self._running.values(), *self._waiting]
 
     def stop(self, session: str) -> bool:
         """Withdraw the visitor's queued job, or signal their running job to stop; False when the
@@ -163,10 +181,21 @@ class JobQueue:
             ahead = next((index for index, waiting in enumerate(self._waiting) if waiting is job), len(self._waiting))
             return ahead + len(self._running), self._wait_seconds(ahead)
 
-    def follow(self, job: WebJob, poll: float = 1.0) -> Iterator[tuple[str, Any]]:
+    def follow(self, job: WebJob, poll: float = 1.0, listening: Callable[[], bool] = lambda: True,
+               grace: float = 5.0) -> Iterator[tuple[str, Any]]:
         """The job's events as they come: ("queued", (ahead, seconds)) while it waits, then
-        ("progress", Progress), and a last ("done", image), ("error", StyleplugError) or ("withdrawn", None)."""
+        ("progress", Progress), and a last ("done", image), ("error", StyleplugError) or ("withdrawn", None).
+
+        ``listening()`` says whether the visitor still receives the events; once it has said no for
+        ``grace`` seconds (a client takes a moment to open its stream), the job is cancelled."""
+        deaf_since: float | None = None
         while True:
+            now = time.perf_counter()
+            if listening():
+                deaf_since = None
+            elif now - (deaf_since := deaf_since or now) >= grace:
+                log.warning("demo job of client %s: nobody is listening; cancelled", job.client)
+                self.cancel(job)
             try:
                 kind, payload = job.events.get(timeout=poll)
             except queue.Empty:
@@ -195,13 +224,27 @@ class JobQueue:
                     self._lock.wait()
                 job = self._waiting.popleft()
                 self._running[job.session] = job
+            last = ("error", StyleplugError("the job ended without a result"))
             try:
-                self._run(index, job)
+                last = self._run(index, job)
             finally:
                 with self._lock:
                     del self._running[job.session]
+                job.events.put(last)  # once the job is gone: its visitor may start the next one at once
 
-    def _run(self, index: int, job: WebJob) -> None:
+    def _engine(self, index: int, key: tuple[Any, ...]) -> Engine:
+        """Worker ``index``'s engine for ``key``: kept among its ``max_engines`` most recently used."""
+        engines = self._engines[index]
+        if key in engines:
+            engines.move_to_end(key)
+            return engines[key]
+        while len(engines) >= self.limits.max_engines:
+            engines.popitem(last=False)  # its network, compiled steps and cached targets go with it
+        engines[key] = self._make_engine(key)
+        return engines[key]
+
+    def _run(self, index: int, job: WebJob) -> tuple[str, Any]:
+        """Run ``job``, reporting its progress; return its last event."""
         job.started = time.perf_counter()
         job.events.put(("started", None))
         last: list[Progress] = []
@@ -218,11 +261,10 @@ class JobQueue:
             last.append(progress)
             job.events.put(("progress", progress))
 
+        outcome = "error"
         try:
             with self._device(index):
-                engines = self._engines[index]
-                engine = engines.get(job.engine_key) or engines.setdefault(job.engine_key, self._make_engine(job.engine_key))
-                job.engine = engine
+                job.engine = engine = self._engine(index, job.engine_key)
                 for event in engine.iter_stylize(job.job, job.cancel):
                     if isinstance(event, Result):
                         image = event.image
@@ -232,14 +274,48 @@ class JobQueue:
                 first = last[0]
                 startup = max(0.0, first.elapsed - first.step * (self.times.per_step(pixels(first)) or 0.0))
                 self.times.startup = (self.times.startup + startup) / 2
-            job.events.put(("done", image))
+            outcome = "stopped" if job.cancel.is_set() else "done"
+            return "done", image
         except StyleplugError as error:
             log.warning("demo job of session %s: %s", job.session[:8], error)
-            job.events.put(("error", error))
+            return "error", error
         except Exception as error:  # keep serving; one line in the page and in the log
             log.warning("demo job of session %s failed: %s: %s", job.session[:8], type(error).__name__, one_line(error))
             log.debug("traceback", exc_info=True)
-            job.events.put(("error", StyleplugError(f"unexpected {type(error).__name__}: {one_line(error)}")))
+            return "error", StyleplugError(f"unexpected {type(error).__name__}: {one_line(error)}")
+        finally:
+            job.finished = time.perf_counter()
+            width, height = job.content_size
+            access_log.info("job client=%s content=%dx%d size=%d steps=%d/%d waited=%.1fs ran=%.1fs outcome=%s",
+                            job.client, width, height, job.job.size, last[-1].step if last else 0, job.job.steps,
+                            job.started - job.submitted, job.finished - job.started, outcome)
+
+
+class Gate:
+    """Bounds quick calls that run in the caller's thread (the Instant tab): ``running`` at once,
+    ``waiting`` more in line, one per client. Beyond that a call is refused at once, so a flood
+    costs the server nothing."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self._slots = threading.Semaphore(running)
+        self._capacity = running + waiting
+        self._clients: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def enter(self, client: str) -> Iterator[None]:
+        with self._lock:
+            if client in self._clients:
+                raise UsageError("you already have a painting in progress; wait for it to finish.")
+            if len(self._clients) >= self._capacity:
+                raise UsageError("the server is busy painting for others; try again in a few seconds.")
+            self._clients.add(client)
+        try:
+            with self._slots:
+                yield
+        finally:
+            with self._lock:
+                self._clients.discard(client)
 
 
 def calibrate(jobs: JobQueue, content: str, style: str, content_size: tuple[int, int], engine_key: tuple[Any, ...],

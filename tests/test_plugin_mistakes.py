@@ -77,8 +77,37 @@ def test_declarations_are_checked_at_registration():
     with pytest.raises(TypeError, match="Param 'level' has type 'float'; use one of the types float, int, bool or str"):
         Param("level", "float", 0.5)
     assert Param("count", int, 1).coerce(np.int64(8), "loss 'x'") == 8  # numpy numbers are numbers
+
+    class Dotted(Mean):
+        """An option name that is no keyword, CLI option or web API name."""
+
+        name = "dotted"
+        params = (Param("level.max", float, 1.0),)
+
+    with pytest.raises(PluginError, match=r"Dotted has parameter 'level.max'; expected lowercase letters and digits in words"):
+        PluginHost([plugin("dotted", register_losses=losses(Dotted))], entrypoints=False, strict=True)
     with pytest.raises(UnknownNameError, match="unknown loss 'GRAM'. Did you mean 'gram'"):
         PluginHost(entrypoints=False).loss("GRAM")
+
+
+def test_plugin_options_never_take_a_built_in_controls_name_in_the_demo():
+    """A loss 'coarse' with an option 'to_fine' keeps its own /run parameter: the built-in
+    'coarse_to_fine' checkbox is untouched."""
+    from styleplug.webapp import build_app
+
+    class Coarse(Mean):
+        """A loss whose option would once have collided with the coarse-to-fine checkbox."""
+
+        name = "coarse"
+        params = (Param("to_fine", float, 0.5, min=0.0, max=1.0),)
+
+    host = PluginHost([plugin("coarse", register_losses=losses(Coarse))], entrypoints=False, strict=True)
+    app = build_app(host, calibrate_step_time=False)
+    run = next(fn for fn in app.fns.values() if fn.api_name == "run")
+    names = [type(block).__name__ for block in run.inputs]
+    parameters = list(__import__("inspect").signature(run.fn).parameters)
+    assert len(parameters) == len(set(parameters))
+    assert names[parameters.index("coarse_to_fine")] == "Checkbox" and "coarse__to_fine" in parameters
 
 
 def test_failures_in_plugin_code_name_the_plugin_eager_or_traced():

@@ -36,6 +36,13 @@ class Network:
         self.options = coerce_options(self.params, options, f"network '{self.name}'")
         self.weights_source: str | None = None
 
+    @classmethod
+    def offline_weight_sources(cls) -> tuple[str, ...]:
+        """The named sources among ``weight_sources`` that work on this machine without a download;
+        the web demo offers only these unless its operator allows downloads. Override it when your
+        network can tell (a cached or packaged file); the default claims only ``"none"``."""
+        return tuple(source for source in cls.weight_sources if source == "none")
+
     def check_layers(self, layers: Iterable[str]) -> None:
         """Raise ``UnknownNameError`` (with the nearest name) for a layer this network does not have."""
         for layer in layers:

