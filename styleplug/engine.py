@@ -507,13 +507,6 @@ class Engine:
             available = min(available, int(job.max_memory * 2**30))
         if gpus():  # the estimate is of host memory
             return job.optimizer, job.history
-        for style in styles:
-            width, height = long_side_size(style.size, style_side(job.size, job.style_scale))
-            needed = 2 * activation_bytes(model, height, width) + RUNTIME_BYTES  # a forward pass, kept high
-            if needed > available:
-                raise ResourceError(f"a style image at {width}x{height} ({{style_scale}} {job.style_scale:g} of {job.size} px) "
-                                    f"needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free; "
-                                    "use a smaller {style_scale} or size.", needed=needed, available=available)
         plans = [(job.optimizer, job.history)]
         if job.fit_memory and job.optimizer == "lbfgs":
             while plans[-1][1] > MIN_FIT_HISTORY:
@@ -522,6 +515,7 @@ class Engine:
         width, height = output.size
         for plan in plans:
             if estimate_memory(model, height, width, *plan) <= available:
+                self._check_style_memory(model, job, styles, available)
                 if plan != plans[0]:
                     log.warning("a %dx%d job with L-BFGS history %d would not fit in %.1f GiB; running with %s instead",
                                 width, height, job.history, available / 2**30,
@@ -537,6 +531,16 @@ class Engine:
         fix = f"use {{size={largest}}} or less{advice}" if largest >= 16 else "that is too little for any job with this network"
         raise ResourceError(f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is "
                             f"{where}; {fix}.", needed=needed, available=available, largest_size=largest if largest >= 16 else None)
+
+    def _check_style_memory(self, model: Any, job: Job, styles: list[Image.Image], available: int) -> None:
+        """Raise ``ResourceError`` if a style image's forward pass, at the size ``style_scale`` gives it, would not fit."""
+        for style in styles:
+            width, height = long_side_size(style.size, style_side(job.size, job.style_scale))
+            needed = 2 * activation_bytes(model, height, width) + RUNTIME_BYTES  # a forward pass, kept high
+            if needed > available:
+                raise ResourceError(f"a style image at {width}x{height} ({{style_scale}} {job.style_scale:g} of {job.size} px) "
+                                    f"needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free; "
+                                    "use a smaller {style_scale} or size.", needed=needed, available=available)
 
     # -- optimisation --------------------------------------------------------------------------
 

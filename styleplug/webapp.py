@@ -32,7 +32,7 @@ from starlette.middleware import Middleware  # noqa: E402
 from .colors import COLOR_MODES  # noqa: E402
 from .device import PRECISIONS, device_label, gpus  # noqa: E402
 from .engine import Engine  # noqa: E402
-from .errors import StyleplugError, UsageError  # noqa: E402
+from .errors import StyleplugError, UsageError, one_line  # noqa: E402
 from .fast import StyleModel  # noqa: E402
 from .image import image_size, save_image  # noqa: E402
 from .job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
@@ -368,6 +368,10 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
             except StyleplugError as error:
                 log.warning("demo request refused: %s", public(str(error)))
                 raise gr.Error(public(error.phrase(demo_name)), print_exception=False) from None
+            except Exception as error:  # a check this server lacks: one line for the visitor and the log
+                log.warning("demo request failed: %s: %s", type(error).__name__, public(one_line(error)))
+                log.debug("traceback", exc_info=True)
+                raise gr.Error("the server could not read this request.", print_exception=False) from None
             step = 0
             try:
                 yield None, "Queued...", gr.update(visible=False)

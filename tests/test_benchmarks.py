@@ -89,3 +89,10 @@ def test_batch_prints_throughput_memory_seams_and_flicker(tmp_path):
         assert line in output, output
     assert {path.name for path in tmp_path.iterdir()} == {"video_0.0_0.00.png", "video_0.0_0.60.png", "video_0.8_0.00.png",
                                                           "video_0.8_0.15.png", "video_0.8_0.30.png"}
+
+
+def test_demo_engines_prints_memory_per_round_for_each_bound():
+    output = run_benchmark("demo_engines.py", "--rounds", "2", "--size", "32", "--combinations", "3", "--keep", "1", "3")
+    assert "engine combinations offered on this machine" in output
+    assert [line.split(":")[0] for line in output.splitlines() if line.startswith("keep ")] == ["keep 1", "keep 3"]
+    assert "growth over the last round" in output

@@ -81,7 +81,7 @@ def server(installed_test_plugins: Path) -> Iterator[str]:
     """`styleplug demo` with the test plugins 'brightness' (a loss with a declared parameter) and
     'broken_import' (fails to load) installed."""
     env = {**os.environ, "PYTHONPATH": str(installed_test_plugins), "STYLEPLUG_LOAD_PLUGINS": "brightness,broken_import"}
-    with _serving(env=env) as url:
+    with _serving("--trusted-proxy=127.0.0.1", env=env) as url:  # so that a test client may have an address of its own
         yield url
 
 
@@ -95,10 +95,11 @@ def _call(client, content, style, size=64, steps=20, **options):
                           **files, **plain, api_name="/run")[:3]
 
 
-def _client(server, tmp_path):
+def _client(server, tmp_path, address: str = "127.0.0.1"):
     from gradio_client import Client
 
-    return Client(server, analytics_enabled=False, verbose=False, download_files=str(tmp_path))
+    return Client(server, analytics_enabled=False, verbose=False, download_files=str(tmp_path),
+                  headers={"X-Forwarded-For": address})
 
 
 def test_gradio_client_end_to_end(server, tmp_path):
@@ -299,7 +300,8 @@ def test_eight_visitors_at_once_all_get_their_result(server, tmp_path):
 
     def visit(index: int) -> float:
         started = time.perf_counter()
-        outputs = _call(_client(server, tmp_path / str(index)), CONTENT, STYLE, size=64, steps=10)
+        # Eight visitors at eight addresses (one address gets a share of the queue, see test_demo_security).
+        outputs = _call(_client(server, tmp_path / str(index), f"198.51.100.{index + 1}"), CONTENT, STYLE, size=64, steps=10)
         assert outputs[1].startswith("Done: 10 steps"), outputs[1]
         return time.perf_counter() - started
 

@@ -429,6 +429,9 @@ def test_memory_plan_shrinks_the_history_then_switches_to_adam(engine, caplog):
         engine.stylize(CONTENT, STYLE, steps=2, max_memory=gib("adam", 20) * 0.999, fit_memory=True, **SMALL)
     with pytest.raises(ResourceError, match="0.5 GiB is allowed .* too little for any job with this network"):
         engine.stylize(CONTENT, STYLE, steps=2, max_memory=0.5, **SMALL)
+    # The style images count too: style_scale 16 asks for a 768 px style image beside a 48 px output.
+    with pytest.raises(ResourceError, match=r"a style image at 768x768 \(style_scale 16 of 48 px\) needs about .* use a smaller style_scale"):
+        engine.stylize(CONTENT, STYLE, steps=2, max_memory=gib("lbfgs", 20), style_scale=16, **SMALL)
 
 
 def test_the_result_is_the_lowest_loss_image_seen_and_in_range(engine):
