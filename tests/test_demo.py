@@ -166,13 +166,18 @@ class RawClient:
         body = json.dumps({"data": data, "fn_index": self.fn_index[self.endpoint], "session_hash": self.session}).encode()
         request = urllib.request.Request(f"{self.url}/gradio_api/queue/join", body, {"Content-Type": "application/json"})
         urllib.request.urlopen(request).read()
-        with urllib.request.urlopen(f"{self.url}/gradio_api/queue/data?session_hash={self.session}", timeout=300) as stream:
-            for line in stream:
-                if line.startswith(b"data:"):
-                    message = json.loads(line[5:])
-                    if message.get("msg") == "process_completed":
-                        return message["output"] if message.get("success") else {"error": message["output"].get("error")}
-        raise AssertionError("no result")
+        return queue_result(self.url, self.session)
+
+
+def queue_result(url: str, session: str) -> dict:
+    """Listen on ``session``'s event stream until its event completes: the output, or {"error": message}."""
+    with urllib.request.urlopen(f"{url.rstrip('/')}/gradio_api/queue/data?session_hash={session}", timeout=300) as stream:
+        for line in stream:
+            if line.startswith(b"data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message["output"] if message.get("success") else {"error": message["output"].get("error")}
+    raise AssertionError("no result")
 
 
 def test_files_not_uploaded_through_the_page_are_refused_alike(server, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from support import EXAMPLES
-from test_demo import ARTIFACTS, RawClient, _serving
+from test_demo import ARTIFACTS, RawClient, _serving, queue_result
 
 # This server believes forwarded headers from the loopback proxy, so each test client can have an address of its own.
 PROXY = "--trusted-proxy=127.0.0.1"
@@ -57,13 +57,7 @@ def _call(url: str, fn_index: int, data: list, queued: bool, session: str) -> di
     if not queued:
         return _post(f"{url}gradio_api/run/predict", body)[1]
     _post(f"{url}gradio_api/queue/join", body)
-    with urllib.request.urlopen(f"{url}gradio_api/queue/data?session_hash={session}", timeout=300) as stream:
-        for line in stream:
-            if line.startswith(b"data:"):
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed":
-                    return message["output"] if message.get("success") else {"error": message["output"].get("error")}
-    raise AssertionError("no result")
+    return queue_result(url, session)
 
 
 def _file_urls(output: object) -> list[str]:
