@@ -107,6 +107,7 @@ class CompiledStep:
     def __init__(self, features: Callable[[Any], Mapping[str, Any]], terms: list[Term], start: np.ndarray, optimizer: str,
                  rate: float, history: int, precision: str, jit_compile: bool) -> None:
         """``features(images)`` gives the network's ``{layer: features}`` of RGB images in 0..255."""
+        self.key = ""  # the engine's signature for it
         self.terms = terms  # the loss objects traced into the chunk; later jobs only change values
         self.variable = tf.Variable(start, dtype=tf.float32)
         size = int(np.prod(start.shape))

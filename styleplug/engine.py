@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -228,7 +229,10 @@ class Engine:
         self._models: dict[tuple[str, ...], Any] = {}
         self._targets: dict[tuple[str, type, str], Any] = {}
         self._digests: dict[tuple[str, ...], str] = {}
+        # Compiled chunks not in use, by signature. A job takes its chunk out for a scale and puts it
+        # back after, so two threads running jobs of one shape never share the variables it holds.
         self._compiled_steps: dict[str, CompiledStep] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], host: PluginHost | None = None) -> Engine:
@@ -257,14 +261,15 @@ class Engine:
         """The Keras model giving ``{layer: features}`` for preprocessed images, in this engine's
         precision, built once per set of layers."""
         key = tuple(sorted(set(layers), key=self.network.layers.index))
-        if key not in self._models:
-            name, provider = self.network.name, self.network_provider
-            model = guarded(provider, f"build of network '{name}'", lambda: self.network.build(key))
-            if self.precision == "bfloat16":
-                model = guarded(provider, f"the bfloat16 copy of network '{name}' (its layers need get_config and "
-                                "from_config; or use {precision=float32})", lambda: with_dtype_policy(model, "mixed_bfloat16"))
-            self._models[key] = model
-        return self._models[key]
+        with self._lock:  # two threads' first jobs build it once
+            if key not in self._models:
+                name, provider = self.network.name, self.network_provider
+                model = guarded(provider, f"build of network '{name}'", lambda: self.network.build(key))
+                if self.precision == "bfloat16":
+                    model = guarded(provider, f"the bfloat16 copy of network '{name}' (its layers need get_config and "
+                                    "from_config; or use {precision=float32})", lambda: with_dtype_policy(model, "mixed_bfloat16"))
+                self._models[key] = model
+            return self._models[key]
 
     def extractor(self, model: Any) -> Callable[[Any], Any]:
         """A function giving ``model``'s ``{layer: features}`` of RGB images in 0..255, with failures in
@@ -328,8 +333,11 @@ class Engine:
                 break
             compiled = self._prepare(model, terms, images, ran, stage_size, result)
             stage = _Stage(stage_size, steps_run, steps_run + job.steps * (len(sizes) - index), index == len(sizes) - 1, started)
-            with _tf_errors(f"optimising at {stage_size} px"):
-                result, count, stopped = yield from self._optimise(compiled, ran, cancel, stage)
+            try:
+                with _tf_errors(f"optimising at {stage_size} px"):
+                    result, count, stopped = yield from self._optimise(compiled, ran, cancel, stage)
+            finally:
+                self._put_back(compiled)
             steps_run += count
             if stopped:
                 break
@@ -549,9 +557,9 @@ class Engine:
         """The compiled chunk for this job: reused from an earlier job with the same signature, else
         built (after a dry run that names a broken loss) and traced on its first run."""
         key = signature(terms, start.shape, optimizer, rate, history)
-        if key in self._compiled_steps:
-            compiled = self._compiled_steps.pop(key)
-            self._compiled_steps[key] = compiled  # most recently used last
+        with self._lock:
+            compiled = self._compiled_steps.pop(key, None)  # taken out while this job uses it
+        if compiled is not None:
             compiled.load(terms, start)
             return compiled
         features = self.extractor(model)(tf.constant(start))
@@ -562,10 +570,17 @@ class Engine:
                 raise PluginError(provider.name, provider.package, provider.version, f"call of loss '{term.loss.name}'",
                                   f"expected a finite scalar; received shape {value.shape} value {value.ravel()[:3]}")
         compiled = CompiledStep(self.extractor(model), terms, start, optimizer, rate, history, self.precision, self.jit_compile)
-        if len(self._compiled_steps) >= MAX_COMPILED:
-            self._compiled_steps.pop(next(iter(self._compiled_steps)))
-        self._compiled_steps[key] = compiled
+        compiled.key = key
         return compiled
+
+    def _put_back(self, compiled: CompiledStep) -> None:
+        """Keep ``compiled`` for later jobs of its signature (the most recently used last), unless
+        another job of the same shape, run at the same time, has already put its own back."""
+        with self._lock:
+            if compiled.key not in self._compiled_steps:
+                if len(self._compiled_steps) >= MAX_COMPILED:
+                    self._compiled_steps.pop(next(iter(self._compiled_steps)))
+                self._compiled_steps[compiled.key] = compiled
 
     def _optimise(self, compiled: CompiledStep, job: Job, cancel: Cancel | None,
                   stage: _Stage) -> Iterator[Progress | Any]:

@@ -445,3 +445,32 @@ def test_the_result_is_the_lowest_loss_image_seen_and_in_range(engine):
     judged.clear()
     engine.stylize(CONTENT, STYLE, init=image, steps=1, chunk_size=1, size=48, callback=judged.append)
     assert judged[0].losses["total"] == pytest.approx(reports[-1].losses["total"], rel=0.02)
+
+
+def test_one_engine_shared_by_two_threads_paints_each_jobs_own_picture(engine):
+    """Two jobs of the same shape, different styles, at the same time on one engine: each gets the
+    pixels it gets alone (each job takes its own compiled chunk and the variables it holds)."""
+    styles = {"stripes": STYLE, "gradient": gradient_image(48, 48, seed=3)}
+    jobs = {name: styleplug.Job(content=CONTENT, style=style, steps=20, chunk_size=2, size=48, tolerance=0) for name, style in styles.items()}
+    alone = {name: np.asarray(engine.run(job)) for name, job in jobs.items()}
+    both_running = threading.Barrier(2, timeout=60)
+    shared: dict[str, np.ndarray] = {}
+
+    def paint(name: str) -> None:
+        met = []
+
+        def meet(progress):  # after each thread's first chunk, wait until the other is mid-run too
+            if not met:
+                met.append(both_running.wait())
+
+        shared[name] = np.asarray(engine.run(jobs[name], callback=meet))
+
+    threads = [threading.Thread(target=paint, args=(name,)) for name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(shared) == set(jobs)
+    for name in jobs:
+        assert np.array_equal(shared[name], alone[name]), (name, np.abs(shared[name].astype(int) - alone[name]).mean())
+    assert not np.array_equal(alone["stripes"], alone["gradient"])
