@@ -114,7 +114,8 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
     If ``output`` exists: with the same styles, training resumes where it stopped; with new styles,
     they are added to the model and only their own parameters train (the others stay as they are).
     ``callback`` gets a ``TrainProgress`` after every step and may return False to stop; setting
-    ``cancel`` stops as well. The model is saved then, and at every checkpoint.
+    ``cancel`` stops as well. The model is saved then (on Ctrl-C too), and at every checkpoint, each
+    time atomically; a run that fails, or trains no step, leaves the file as it was.
     """
     style_images = [load_image(style, f"style image {index + 1}") for index, style in enumerate(styles)]
     names = list(names) if names is not None else [Path(style).stem if isinstance(style, (str, Path)) else f"style{index + 1}"
@@ -154,21 +155,32 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
         "photos": [str(source) if isinstance(source, (str, Path)) else None for source in sources[: len(training)]],
         "held_out": [str(source) if isinstance(source, (str, Path)) else None for source in sources[len(training):]],
     }
-    done, started = int(model.record.get("steps", 0)), time.perf_counter()
+    first = done = int(model.record.get("steps", 0))
+    started = time.perf_counter()
     try:
         while done < steps and not (cancel is not None and cancel.is_set()):
             style = trained[done % len(trained)]
-            values = step_fn(tf.constant(crops.batch(batch)), tf.constant(model.styles.index(style)))
+            values = step_fn(tf.constant(crops.batch(batch)), *_style_indices(model, names, style))
             done += 1
             progress = TrainProgress(done, steps, style, _report(terms, values), time.perf_counter() - started)
             if done % checkpoint_every == 0 or done == steps:
-                progress.held_out = _held_out(model, terms, features, targets, held, style) if held is not None else None
+                progress.held_out = _held_out(model, terms, features, targets, held, names, style) if held is not None else None
                 _save(model, output, record, done, progress)
             if callback is not None and callback(progress) is False:
                 break
-    finally:
+    except KeyboardInterrupt:  # Ctrl-C keeps the steps trained so far; a failure keeps the file as it was
+        if done > first:
+            _save(model, output, record, done, None)
+        raise
+    if done > first:
         _save(model, output, record, done, None)
     return model
+
+
+def _style_indices(model: StyleModel, names: list[str], style: str) -> tuple[Any, Any]:
+    """Where ``style`` is among the model's styles (its normalisation parameters) and among this
+    run's style images (its targets): they differ when a run names only some of the model's styles."""
+    return tf.constant(model.styles.index(style)), tf.constant(names.index(style))
 
 
 def _model_to_train(output: Path, names: list[str], architecture: Architecture, precision: str) -> tuple[StyleModel, list[str]]:
@@ -208,8 +220,9 @@ def _style_targets(terms: list[Term], features: Callable[[Any], Any], styles: li
 
 
 def _losses(terms: list[Term], features: Callable[[Any], Any], targets: list[Any], transformer: Any, photos: Any,
-            style_index: Any, styles: int) -> Any:
-    """Each weighted term for a batch of photos painted in one style (inside a traced step)."""
+            style_index: Any, target_index: Any, styles: int) -> Any:
+    """Each weighted term for a batch of photos painted in one style (inside a traced step): the
+    model's style ``style_index``, whose targets are at ``target_index`` among this run's styles."""
     weights = tf.one_hot(tf.fill(tf.shape(photos)[:1], style_index), styles)
     painted = transformer([photos, weights], training=True)
     both = features(tf.concat([painted, photos], 0))  # one pass of the feature network for both
@@ -220,7 +233,7 @@ def _losses(terms: list[Term], features: Callable[[Any], Any], targets: list[Any
         if term.loss.role == "content":
             target = term.loss.compute_target({layer: tf.stop_gradient(both[layer][count:]) for layer in term.loss.layers})
         elif target is not None:
-            target = tf.nest.map_structure(lambda stacked: tf.gather(stacked, style_index), target)
+            target = tf.nest.map_structure(lambda stacked: tf.gather(stacked, target_index), target)
         values.append(term.weight * tf.cast(term.loss.call(own, painted, target), tf.float32))
     return tf.stack(values)
 
@@ -238,9 +251,9 @@ def _step_function(model: StyleModel, terms: list[Term], features: Callable[[Any
     optimizer = keras.optimizers.Adam(learning_rate)
 
     @tf.function
-    def step(photos: Any, style_index: Any) -> Any:
+    def step(photos: Any, style_index: Any, target_index: Any) -> Any:
         with tf.GradientTape() as tape:
-            values = _losses(terms, features, targets, transformer, photos, style_index, count)
+            values = _losses(terms, features, targets, transformer, photos, style_index, target_index, count)
             total = tf.reduce_sum(values)
         optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
         return values
@@ -249,8 +262,8 @@ def _step_function(model: StyleModel, terms: list[Term], features: Callable[[Any
 
 
 def _held_out(model: StyleModel, terms: list[Term], features: Callable[[Any], Any], targets: list[Any], photos: Any,
-              style: str) -> dict[str, float]:
-    values = _losses(terms, features, targets, model.transformer, photos, tf.constant(model.styles.index(style)), len(model.styles))
+              names: list[str], style: str) -> dict[str, float]:
+    values = _losses(terms, features, targets, model.transformer, photos, *_style_indices(model, names, style), len(model.styles))
     return _report(terms, values)
 
 

@@ -81,6 +81,34 @@ def test_training_resumes_and_adds_a_style_without_changing_the_others(styles, p
     assert not np.array_equal(np.asarray(after.stylize(photo, style="dots")), before)
 
 
+def test_a_style_is_added_or_resumed_naming_only_some_styles_and_a_failure_keeps_the_file(styles, photos, tmp_path):
+    output = tmp_path / "model.npz"
+    quick_train(styles[:1], photos, output, steps=4)
+    photo = gradient_image(64, 48, seed=9)
+    stripes = np.asarray(StyleModel.load(output, "float32").stylize(photo, style="stripes"))
+    # Adding 'dots' to the one-style model, naming only the new style.
+    grown, reports = quick_train(styles[1:], photos, output, steps=8)
+    assert grown.styles == ["stripes", "dots"] and {report.style for report in reports} == {"dots"}
+    after = StyleModel.load(output, "float32")
+    assert np.array_equal(np.asarray(after.stylize(photo, style="stripes")), stripes)
+    dots = np.asarray(after.stylize(photo, style="dots"))
+    # Resuming the two-style model, naming only 'stripes': 'dots' stays as it is.
+    _, reports = quick_train(styles[:1], photos, output, steps=10)
+    assert {report.style for report in reports} == {"stripes"}
+    assert np.array_equal(np.asarray(StyleModel.load(output, "float32").stylize(photo, style="dots")), dots)
+    # A run that fails part way leaves the file exactly as it was.
+    before = output.read_bytes()
+    third = tmp_path / "third.png"
+    gradient_image(64, 64, seed=7).save(third)
+
+    def fail(progress):
+        raise RuntimeError("the machine ran out of something")
+
+    with pytest.raises(RuntimeError):
+        quick_train([third], photos, output, steps=12, callback=fail)
+    assert output.read_bytes() == before and StyleModel.load(output).styles == ["stripes", "dots"]
+
+
 def test_a_saved_model_loads_to_identical_outputs_and_blends(styles, photos, tmp_path):
     model, _ = quick_train(styles, photos, tmp_path / "model.npz", steps=6)
     again = StyleModel.load(tmp_path / "model.npz", "float32")
