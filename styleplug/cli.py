@@ -35,6 +35,14 @@ class _ReportedError(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        _close_progress_bars()
+
+
+def _close_progress_bars() -> None:
+    """End any progress bar still drawn, so that an error line starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 class _Cli(click.Group):

@@ -67,32 +67,40 @@ class VideoInfo:
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
-    """Frame count, frame rate, size and whether there is audio; one clear line for a file that is
-    not a video."""
+    """Frame count (as the file's header or duration says), frame rate, size and whether there is
+    audio; one clear line for a file that is not a video, a still image among them."""
     av = _av()
     try:
         with av.open(str(path)) as source:
             if not source.streams.video:
                 raise UsageError(f"'{path}' has no video stream.")
+            if source.format.name == "image2" or source.format.name.endswith("_pipe"):
+                raise UsageError(f"'{path}' is a still image ({source.format.name.removesuffix('_pipe')}), not a video; "
+                                 "give it to styleplug apply or batch as a photo, with its real extension.")
             stream = source.streams.video[0]
-            frames = stream.frames or sum(1 for _ in source.decode(stream))
-            return VideoInfo(frames, Fraction(stream.average_rate or 25), stream.width, stream.height,
-                             bool(source.streams.audio))
+            rate = Fraction(stream.average_rate or 25)
+            duration = (float(stream.duration * stream.time_base) if stream.duration else
+                        source.duration / 1e6 if source.duration else None)
+            frames = stream.frames or (round(duration * rate) if duration else sum(1 for _ in source.decode(stream)))
+            return VideoInfo(frames, rate, stream.width, stream.height, bool(source.streams.audio))
     except (av.error.FFmpegError, OSError) as error:
         raise UsageError(f"'{path}' is not a video FFmpeg can read ({error}); check the file.") from None
 
 
 def read_frames(path: str | os.PathLike[str], size: int | None = None) -> Iterator[np.ndarray]:
     """The video's frames as RGB arrays, scaled so the long side is ``size`` (sides kept even, as
-    H.264 needs)."""
+    H.264 needs). A file that breaks off part way is one ``UsageError`` line."""
     av = _av()
     with av.open(str(path)) as source:
         stream = source.streams.video[0]
         stream.thread_type = "AUTO"
         width, height = long_side_size((stream.width, stream.height), size) if size else (stream.width, stream.height)
         width, height = width - width % 2, height - height % 2
-        for frame in source.decode(stream):
-            yield frame.to_ndarray(width=width, height=height, format="rgb24")
+        try:
+            for frame in source.decode(stream):
+                yield frame.to_ndarray(width=width, height=height, format="rgb24")
+        except (av.error.FFmpegError, OSError) as error:
+            raise UsageError(f"'{path}' is damaged part way ({error}); nothing was written. Re-export or re-download it.") from None
 
 
 @dataclass(frozen=True)
@@ -248,7 +256,10 @@ def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str]
         painted = paint_frames(open_here(painter, threads), frames, smoothing)
     temporary = target.with_name(f".{target.stem}.partial.mp4")
     try:
-        width, height = _encode(painted, source, temporary, info, progress)
+        width, height, count = _encode(painted, source, temporary, info, progress)
+        if count < info.frames - 1:  # a frame's rounding of the duration aside
+            raise UsageError(f"'{source}' ends after {count} of the {info.frames} frames its header announces (truncated?); "
+                             "nothing was written. Re-export or re-download it.")
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
@@ -258,8 +269,9 @@ def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str]
 
 
 def _encode(frames: Iterator[np.ndarray], source: str | os.PathLike[str], output: Path, info: VideoInfo,
-            progress: Callable[[int, int], None] | None) -> tuple[int, int]:
-    """H.264 frames at the input's rate, with the input's audio packets muxed in time order."""
+            progress: Callable[[int, int], None] | None) -> tuple[int, int, int]:
+    """H.264 frames at the input's rate, with the input's audio packets muxed in time order; the
+    frames' width and height, and how many there were."""
     av = _av()
     first = next(frames, None)
     if first is None:
@@ -289,4 +301,4 @@ def _encode(frames: Iterator[np.ndarray], source: str | os.PathLike[str], output
                 progress(index + 1, info.frames)
         sink.mux(video.encode(None))
         mux_audio(float("inf"))
-    return width, height
+    return width, height, index + 1

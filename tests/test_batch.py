@@ -4,6 +4,7 @@ cluster; nothing lost or repeated across failures and interruptions."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -175,6 +176,39 @@ def test_a_file_that_is_not_a_video_gets_one_line(tmp_path):
     result = styleplug_cli("video", fake, "-O", tmp_path / "out.mp4", "--model", MODEL)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "is not a video FFmpeg can read" in result.stderr and not (tmp_path / "out.mp4").exists()
+
+
+def test_a_truncated_video_or_a_renamed_photo_fails_in_one_line_and_counts_as_failed_in_a_batch(tmp_path):
+    import av
+
+    photo = Image.open(EXAMPLES / "tubingen.jpg")
+    plain = tmp_path / "plain.mp4"
+    write_clip(plain, pan_frames(photo, 60, (160, 120), step=2), rate=12, audio=False)
+    # The index first (as players and cameras write for streaming), so the file opens when cut short.
+    streamable = tmp_path / "streamable.mp4"
+    with av.open(str(plain)) as source, av.open(str(streamable), "w", options={"movflags": "faststart"}) as sink:
+        stream = sink.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                sink.mux(packet)
+    with av.open(str(streamable)) as source:
+        starts = [packet.pos for packet in source.demux(source.streams.video[0]) if packet.pos is not None and packet.pos >= 0]
+    data, inputs = streamable.read_bytes(), tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "cut.mp4").write_bytes(data[: starts[25]])  # between two frames: it decodes cleanly, 25 frames
+    (inputs / "torn.mp4").write_bytes(data[: (starts[25] + starts[26]) // 2])  # inside a frame: fewer frames, or a decoder error
+    (inputs / "photo.mp4").write_bytes((EXAMPLES / "tubingen.jpg").read_bytes())
+    for name, message in (("cut.mp4", r"ends after 25 of the 60 frames its header announces \(truncated\?\)"),
+                          ("torn.mp4", r"\(truncated\?\)|is damaged part way"), ("photo.mp4", "is a still image")):
+        source = inputs / name
+        result = styleplug_cli("video", source, "-O", tmp_path / "out.mp4", "--model", MODEL)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("styleplug:")]  # besides the progress bar
+        assert result.returncode == 2 and len(errors) == 1 and re.search(message, errors[0]), result.stderr
+        assert not (tmp_path / "out.mp4").exists()
+    report = run_batch([tmp_path / "inputs"], tmp_path / "batch", FastPainter.from_file(MODEL))
+    assert sorted(Path(failure["input"]).name for failure in report.failed) == ["cut.mp4", "photo.mp4", "torn.mp4"]
+    assert not report.done
 
 
 # -- Ray ---------------------------------------------------------------------------------------------
