@@ -25,6 +25,7 @@ import resource
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -307,29 +308,44 @@ def import_ray() -> Any:
     return ray
 
 
-def start_ray(address: str | None) -> tuple[Any, bool]:
-    """Connect to the cluster at ``address`` (None or "local": a local one on this machine's cores).
-    Returns Ray and whether this call started it (so that the caller shuts it down)."""
+@contextmanager
+def ray_session(address: str | None, preserve_order: bool = False) -> Iterator[Any]:
+    """Ray, connected to the cluster at ``address`` (None or "local": a local one on this machine's
+    cores), with Ray Data set up for a batch (and keeping the order of its rows with
+    ``preserve_order``) while the block runs. Everything it sets is the host's again afterwards:
+    Ray Data's settings, its logger's level, the warning filters; a cluster it started is shut down."""
     import logging
 
     ray = import_ray()
-    context = ray.data.DataContext.get_current()
+    context, data_log = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
+    saved = (context.enable_progress_bars, context.print_on_execution_start, context.wait_for_min_actors_s,
+             context.execution_options.preserve_order, data_log.level)
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     # Start every actor before the first input goes out, so that the work spreads over all of them.
     context.wait_for_min_actors_s = 600
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-    # Ray Data's advice on concurrency is for pipelines of its own; a batch sizes its pool itself.
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
-    if ray.is_initialized():
-        return ray, False
+    context.execution_options.preserve_order = preserve_order
+    data_log.setLevel(logging.ERROR)
+    started = False
     try:
-        ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        raise UsageError(f"cannot reach a Ray cluster at '{address}' ({one_line(error)}); check the address, "
-                         "or leave it out for a local cluster.") from None
-    return ray, True
+        with warnings.catch_warnings():
+            # Ray Data's advice on concurrency is for pipelines of its own; a batch sizes its pool itself.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
+            if not ray.is_initialized():
+                try:
+                    ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+                except (ConnectionError, ValueError, RuntimeError) as error:
+                    raise UsageError(f"cannot reach a Ray cluster at '{address}' ({one_line(error)}); check the address, "
+                                     "or leave it out for a local cluster.") from None
+                started = True
+            yield ray
+    finally:
+        if started:
+            ray.shutdown()
+        (context.enable_progress_bars, context.print_on_execution_start, context.wait_for_min_actors_s,
+         context.execution_options.preserve_order, level) = saved
+        data_log.setLevel(level)
 
 
 def pool_size(ray: Any, actors: int | None, threads: int | None) -> tuple[int, int]:
@@ -351,8 +367,7 @@ def actor_pool(ray: Any, actors: int) -> Any:
 
 def _on_ray(painter: Painter, items: list[dict[str, Any]], address: str | None, actors: int | None,
             threads: int | None, namer: Namer | None) -> Iterator[dict[str, Any]]:
-    ray, started = start_ray(address)
-    try:
+    with ray_session(address) as ray:
         threads, actors = pool_size(ray, actors, threads)
         # One block per input, and batches no larger than an even share, so that every actor gets work.
         size = max(1, min(painter.batch_size, -(-len(items) // actors)))
@@ -361,9 +376,6 @@ def _on_ray(painter: Painter, items: list[dict[str, Any]], address: str | None, 
         painted = dataset.map_batches(RayPainterActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "namer": namer},
                                       batch_size=size, compute=actor_pool(ray, actors), num_cpus=threads)
         yield from painted.iter_rows()
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLike[str], painter: Painter, *,

@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import secrets
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,6 +66,9 @@ def load_image(source: ImageInput, what: str, max_pixels: int | None = None) -> 
     return _decode(path, f"{what} '{path}'", limit)
 
 
+_WARNINGS_LOCK = threading.Lock()
+
+
 def image_size(path: Path, what: str, limit: int) -> tuple[int, int]:
     """(width, height) of an image file from its header, with the checks of ``load_image`` (readable,
     within ``limit`` pixels) and without decoding it; ``what`` names it in errors."""
@@ -77,8 +81,10 @@ def _decode(source: Path | io.BytesIO, what: str, limit: int, header_only: bool 
     if (source.stat().st_size if isinstance(source, Path) else source.getbuffer().nbytes) == 0:
         raise ImageError(f"{what} is empty (0 bytes); pass a real image file.")
     try:
-        with warnings.catch_warnings():
-            # Pillow's own decompression-bomb warning; the limit below is ours and configurable.
+        # Pillow's own decompression-bomb warning is silenced: the limit below is ours and configurable.
+        # The warning filters are the process's; the lock keeps threads loading images at the same time
+        # from restoring each other's filters out of order (which left the "ignore" behind for good).
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
         with image:

@@ -214,21 +214,16 @@ def chunks(frames: list[np.ndarray], length: int = CHUNK_FRAMES, warm_up: int = 
 
 def _painted_on_ray(painter: Any, frames: list[np.ndarray], smoothing: Smoothing, address: str | None, actors: int | None,
                     threads: int | None) -> Iterator[np.ndarray]:
-    from .batch import actor_pool, pool_size, start_ray
+    from .batch import actor_pool, pool_size, ray_session
 
-    ray, started = start_ray(address)
-    try:
+    with ray_session(address, preserve_order=True) as ray:
         threads, actors = pool_size(ray, actors, threads)
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
         pieces = chunks(frames)
         dataset = ray.data.from_items(pieces, override_num_blocks=len(pieces)).map(
             RayVideoActor, fn_constructor_kwargs={"painter": painter, "threads": threads, "smoothing": smoothing},
             compute=actor_pool(ray, actors), num_cpus=threads)
         for piece in dataset.iter_rows():
             yield from piece["frames"]
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def stylize_video(source: str | os.PathLike[str], output: str | os.PathLike[str], painter: Any, *,

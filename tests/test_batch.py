@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 import signal
 import subprocess
 import sys
@@ -221,9 +222,19 @@ def local_ray():
     ray.shutdown()
 
 
+def _host_state(ray) -> tuple:
+    """What a host that runs Ray itself has set up, and a batch must leave as it found it."""
+    import logging
+
+    context = ray.data.DataContext.get_current()
+    return (context.enable_progress_bars, context.print_on_execution_start, context.wait_for_min_actors_s,
+            context.execution_options.preserve_order, logging.getLogger("ray.data").level, list(warnings.filters))
+
+
 def test_ray_gives_the_same_photos_and_video_as_this_process(photos, tmp_path, local_ray):
     painter = FastPainter.from_file(MODEL, style="matisse")
     here = run_batch([photos], tmp_path / "here", painter)
+    host = _host_state(local_ray)
     there = run_batch([photos], tmp_path / "there", painter, ray="local", actors=2, threads=1)
     assert (len(there.done), len(there.failed)) == (6, 1) and "not an image" in there.failed[0]["error"]
     for item in here.done:
@@ -236,6 +247,7 @@ def test_ray_gives_the_same_photos_and_video_as_this_process(photos, tmp_path, l
     video = run_batch([clip], tmp_path / "video", painter, ray="local")
     assert len(video.done) == 1, video.failed
     assert probe(tmp_path / "video" / "clip.mp4") == probe(clip)
+    assert _host_state(local_ray) == host  # the host's Ray Data settings, logger and warning filters
 
 
 def test_chunks_of_frames_meet_without_a_seam():

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from styleplug.errors import ImageError
 from styleplug.image import load_image, resize_long_side
+
+from support import gradient_image
 
 
 def _save(image: Image.Image, path, **options):
@@ -134,3 +138,16 @@ def test_pixel_limit_is_checked_from_the_header(tmp_path, monkeypatch):
 def test_resize_long_side_keeps_aspect():
     assert resize_long_side(Image.new("RGB", (400, 300)), 200).size == (200, 150)
     assert resize_long_side(Image.new("RGB", (300, 400)), 200).size == (150, 200)
+
+
+def test_loading_images_from_many_threads_leaves_the_warning_filters_as_they_were(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from styleplug.image import load_image
+
+    path = tmp_path / "photo.png"
+    gradient_image(64, 48).save(path)
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(8) as pool:
+        sizes = set(pool.map(lambda _: load_image(path, "photo").size, range(400)))
+    assert sizes == {(64, 48)} and warnings.filters == before
