@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterator
@@ -507,10 +509,11 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
                                                       "precision": resolve_precision(precision),
                                                       "network_options": _pairs(network_options)})
         bar = _counting_bar(quiet, "input")
-        result = run_batch(inputs, output, painter, ray=ray_address, actors=actors, threads=threads,
-                           progress=lambda report, total: bar(len(report.done) + len(report.failed), total,
-                                                              failed=len(report.failed)),
-                           smoothing=Smoothing(denoise, temporal_blend), namer=cli_name)
+        with _ctrl_c_sets() as cancel:
+            result = run_batch(inputs, output, painter, ray=ray_address, actors=actors, threads=threads, cancel=cancel,
+                               progress=lambda report, total: bar(len(report.done) + len(report.failed), total,
+                                                                  failed=len(report.failed)),
+                               smoothing=Smoothing(denoise, temporal_blend), namer=cli_name)
         if report:
             from .image import write_atomically
 
@@ -523,6 +526,24 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
             sys.exit(130)
         if result.failed:
             sys.exit(1)
+
+
+@contextmanager
+def _ctrl_c_sets() -> Iterator[threading.Event]:
+    """An event that Ctrl-C sets, besides interrupting as usual. The interruption can be lost (when
+    it lands in a finaliser, which Python runs between any two steps and whose exceptions it only
+    prints); the event cannot, and the batch stops after the input it is on."""
+    cancel = threading.Event()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        cancel.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _counting_bar(quiet: bool, unit: str) -> Callable[..., None]:

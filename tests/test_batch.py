@@ -132,6 +132,37 @@ def test_an_interrupted_batch_resumes_without_repeating_work(photos, tmp_path):
     assert "identical to the original" in replayed.stderr, replayed.stderr
 
 
+def test_ctrl_c_that_lands_in_a_finaliser_still_stops_the_batch(photos, tmp_path):
+    """Python runs finalisers between any two steps and only prints what they raise: a Ctrl-C that
+    arrives while one runs (TensorFlow frees tensors in them all the time) is lost as an exception.
+    The batch stops anyway, after the photo it is on."""
+    script = f"""
+import os, signal, sys
+import styleplug.batch as batch
+from styleplug.cli import main
+
+class Finaliser:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, delivered while this runs
+        sum(range(1000))                     # the KeyboardInterrupt is raised here, and swallowed
+
+paint_one = batch.paint_one
+def paint_once_then_ctrl_c(*arguments):
+    result = paint_one(*arguments)
+    if not hasattr(batch, "pressed"):
+        batch.pressed = True
+        Finaliser()
+    return result
+
+batch.paint_one = paint_once_then_ctrl_c
+main(["batch", {str(photos)!r}, "-O", {str(tmp_path / "out")!r}, "--model", {str(MODEL)!r}, "--size", "64"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "Exception ignored" in result.stderr and "KeyboardInterrupt" in result.stderr  # the interruption was lost...
+    assert result.returncode == 130, result.stderr  # ...and the batch stopped all the same
+    assert len(list((tmp_path / "out").glob("*.png"))) <= 1  # of the folder's five photos
+
+
 def test_cancelling_from_the_python_api_stops_after_the_current_photo(photos, tmp_path):
     cancel = threading.Event()
     report = run_batch([photos], tmp_path / "out", FastPainter.from_file(MODEL), cancel=cancel,
