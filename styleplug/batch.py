@@ -395,6 +395,7 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
     if target.exists() and not target.is_dir():
         raise UsageError(f"'{target}' is a file; --output names a folder for a batch.")
     outputs = output_paths(paths, target)
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     report = BatchReport(where=f"ray ({ray})" if ray else "in-process")
     fingerprint = json.dumps(painter.fingerprint(), sort_keys=True, default=str)
@@ -440,6 +441,10 @@ def run_batch(inputs: Sequence[str | os.PathLike[str]], folder: str | os.PathLik
             finish(_paint_video(painter, item, ray, actors, threads, smoothing, namer))
     except KeyboardInterrupt:
         report.interrupted = True
+    except BaseException:  # the batch could not run (a Ray cluster too small, ...): leave no empty folder behind
+        if created and not any(target.iterdir()):
+            target.rmdir()
+        raise
     report.seconds = time.perf_counter() - started
     return report
 

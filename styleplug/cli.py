@@ -454,7 +454,7 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)  # required, but checked after --ray, which may have taken the only one
 @click.option("-O", "--output", required=True, type=click.Path(file_okay=False),
               help="Folder for the outputs: NAME.png per photo, NAME.mp4 per video (created if missing).")
 @click.option("--model", type=click.Path(dir_okay=False), help="Paint with this fast style model, one pass per photo.")
@@ -481,6 +481,8 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
         from .video import Smoothing
 
         _check_ray_address(ray_address)
+        if not inputs:
+            raise UsageError("give at least one input: photos, videos, folders or glob patterns.")
         if report:
             check_report = Path(report)
             if not check_report.parent.is_dir():

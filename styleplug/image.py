@@ -105,11 +105,16 @@ def _check_pixels(size: tuple[int, int], what: str, limit: int) -> None:
     width, height = size
     if width * height > limit:
         raise ImageError(
-            f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of {limit / 1e6:.1f} MP; "
+            f"{what} is {width}x{height} = {_pixel_count(width * height)}, above the limit of {_pixel_count(limit)}; "
             "resize it, or raise the limit ({max_pixels} or STYLEPLUG_MAX_PIXELS)."
         )
     if width == 0 or height == 0:
         raise ImageError(f"{what} has no pixels ({width}x{height}); pass a real image.")
+
+
+def _pixel_count(pixels: int) -> str:
+    """A number of pixels for people: megapixels, or the count itself below a tenth of one."""
+    return f"{pixels / 1e6:.3g} MP" if pixels >= 100_000 else f"{pixels:,} pixels"
 
 
 def _to_8_bits(pixels: np.ndarray, mode: str, what: str) -> np.ndarray:

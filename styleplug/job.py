@@ -13,12 +13,16 @@ the engine runs the job.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+import numpy as np
 
 from .colors import COLOR_MODES
 from .errors import UnknownNameError, UsageError
@@ -218,6 +222,12 @@ class Job:
         a job whose images are files comes back whole from ``from_dict``."""
         return {item.name: _plain(getattr(self, item.name)) for item in dataclasses.fields(self)}
 
+    def __hash__(self) -> int:
+        """Jobs are values: equal jobs hash alike (images in memory by their pixels), so a job can be
+        a dictionary key or a set member, e.g. to find repeated requests."""
+        described = {item.name: _plain(getattr(self, item.name), _pixels_digest) for item in dataclasses.fields(self)}
+        return hash(json.dumps(described, sort_keys=True))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
         """The job that ``to_dict`` described; fields left out take their defaults."""
@@ -302,13 +312,20 @@ def _losses(value: Any) -> Mapping[str, Mapping[str, Any]]:
     return MappingProxyType(frozen)
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: tuples as lists, mappings as dicts, images that are not paths as None."""
+def _plain(value: Any, image: Callable[[Any], Any] = lambda image: None) -> Any:
+    """JSON-ready: tuples as lists, mappings as dicts, images that are not paths as ``image(value)``
+    (default None)."""
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return {str(key): _plain(item, image) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [_plain(item, image) for item in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    return None  # a PIL image or a numpy array
+    return image(value)  # a PIL image or a numpy array
+
+
+def _pixels_digest(image: Any) -> str:
+    """What an image in memory is, for hashing: its pixels, shape and type."""
+    pixels = np.asarray(image)
+    return hashlib.sha256(pixels.tobytes() + repr((pixels.shape, pixels.dtype.str)).encode()).hexdigest()
 

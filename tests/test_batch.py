@@ -97,6 +97,9 @@ def test_bad_commands_get_one_line_and_write_nothing(photos, tmp_path):
         assert refused.returncode == 2 and len(lines) == 1 and message in lines[0], refused.stderr
     missing = styleplug_cli("batch", str(photos / "*.tiff"), "-O", out, "--model", MODEL)
     assert missing.returncode == 2 and "no file matches" in missing.stderr
+    # --ray before the only input takes it as an address: the hint, not "missing argument".
+    ray_first = styleplug_cli("batch", "--ray", photos, "-O", out, "--model", MODEL)
+    assert ray_first.returncode == 2 and "put --ray after the inputs, or write --ray=ADDRESS" in ray_first.stderr
     assert not out.exists()
 
 
@@ -130,6 +133,13 @@ def test_an_interrupted_batch_resumes_without_repeating_work(photos, tmp_path):
     assert f"{6 - len(finished)} done, {len(finished)} skipped (already done), 0 failed" in resumed.stderr
     replayed = styleplug_cli("replay", out / "photo3.png", "-O", tmp_path / "replay.png")
     assert "identical to the original" in replayed.stderr, replayed.stderr
+
+
+def test_a_batch_that_cannot_start_on_ray_leaves_no_folder_behind(photos, tmp_path):
+    pytest.importorskip("ray")
+    result = styleplug_cli("batch", photos, "-O", tmp_path / "out", "--model", MODEL, "--ray", "--actors", "9", "--threads", "1")
+    assert result.returncode == 2 and "9 actors of 1 threads need 9 CPUs" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_that_lands_in_a_finaliser_still_stops_the_batch(photos, tmp_path):

@@ -113,7 +113,7 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("content=empty", 2, "is empty (0 bytes)"),
         ("content=text", 2, "is not an image Pillow can read"),
         ("style=cut", 2, "is truncated or corrupt"),
-        ("--max-pixels=100", 2, "above the limit of 0.0 MP"),
+        ("--max-pixels=100", 2, "above the limit of 100 pixels"),
         ("--size=0", 2, "--size must be > 0"),
         ("--size=abc", 2, "Invalid value for '--size'"),
         ("--steps=-3", 2, "--steps must be > 0"),

@@ -126,9 +126,9 @@ def test_pixel_limit_is_checked_from_the_header(tmp_path, monkeypatch):
     # A small file that declares a huge canvas: refused before decoding.
     path = _save(Image.new("L", (12000, 12000)), tmp_path / "bomb.png", optimize=True)
     assert path.stat().st_size < 1_000_000
-    with pytest.raises(ImageError, match=r"12000x12000 = 144.0 MP, above the limit of 50.0 MP"):
+    with pytest.raises(ImageError, match=r"12000x12000 = 144 MP, above the limit of 50 MP"):
         load_image(path, "content image")
-    with pytest.raises(ImageError, match="above the limit of 0.0 MP"):
+    with pytest.raises(ImageError, match="= 100 pixels, above the limit of 50 pixels"):
         load_image(np.zeros((10, 10), np.uint8), "content image", max_pixels=50)
     monkeypatch.setenv("STYLEPLUG_MAX_PIXELS", "99")
     with pytest.raises(ImageError, match="above the limit"):

