@@ -279,8 +279,14 @@ def test_mask_pooling_and_scales_are_recorded_and_replayed(pair, tmp_path):
 def test_demo_options_and_a_bad_login_spec():
     code, text = invoke("demo", "--help")
     assert code == 0
-    for option in ("--max-size", "--max-steps", "--max-pixels", "--max-upload-mb", "--max-queue", "--result-minutes",
-                   "--workers", "--auth", "--root-path", "--debug"):
+    for option in ("--max-size", "--max-steps", "--max-pixels", "--max-upload-mb", "--max-queue", "--max-per-client",
+                   "--max-engines", "--allow-downloads", "--result-minutes", "--workers", "--auth", "--auth-file",
+                   "--trusted-proxy", "--root-path", "--debug"):
         assert option in text, option
+    # A bad entry is named by where it came from; the line never repeats what was given (a password).
     code, text = invoke("demo", "--auth", "alice")
-    assert code == 2 and text.strip() == "styleplug: error: --auth takes USER:PASSWORD; got 'alice'.", text
+    assert code == 2 and text.strip() == "styleplug: error: --auth takes USER:PASSWORD; got an entry without a password.", text
+    code, text = invoke("demo", "--auth-file", "/nonexistent/logins")
+    assert code == 2 and "--auth-file '/nonexistent/logins' cannot be read" in text, text
+    code, text = invoke("demo", "--trusted-proxy", "proxy.example")
+    assert code == 2 and "--trusted-proxy takes an IP address or network" in text, text
