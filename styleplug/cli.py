@@ -21,7 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
-from .errors import PluginError, StyleplugError, UsageError, one_line
+from .errors import PluginError, StyleplugError, UnknownNameError, UsageError, one_line
 from .job import Job, job_fields, parse_layers
 from .plugins import PluginHost, Registered, default_host
 
@@ -689,21 +689,48 @@ def _param_line(flag: str, param: Any, joiner: str = " ") -> str:
 
 
 @cli.command()
-@click.option("--options", "show_options", is_flag=True, help="Show each loss's options.")
+@click.option("--options", "show_options", is_flag=True, help="Show each loss's options and default weight.")
+@click.option("--calibrate", metavar="NAME", help="Measure loss NAME against the Gram term on the unstyled photo "
+              "and suggest a default weight.")
+@click.option("--network", default="vgg19", show_default=True, help="The network to calibrate on.")
+@click.option("--size", type=click.IntRange(32, 1024), default=128, show_default=True, help="Size to calibrate at.")
 @_debug_option
-def losses(show_options: bool, debug: bool) -> None:
-    """List the registered losses."""
+def losses(show_options: bool, calibrate: str | None, network: str, size: int, debug: bool) -> None:
+    """List the registered losses (their default weights with --options), or calibrate one."""
     with _reported_errors(debug):
-        for name, entry in default_host().losses.items():
+        host = default_host()
+        if calibrate:
+            _calibrate(host, calibrate, network, size)
+            return
+        for name, entry in host.losses.items():
             cls: Any = entry.cls
             aliases = f" (alias: {', '.join(entry.aliases)})" if entry.aliases else ""
             click.echo(f"{name}{aliases}  [{cls.role}, {_provider(entry)}]  {_summary(cls)}")
             if show_options:
+                click.echo(f"    default weight {cls.default_weight:g}")
                 common = COMMON_LOSS_OPTIONS if cls.uses_features else {"weight": COMMON_LOSS_OPTIONS["weight"]}
                 for option, text in common.items():
                     click.echo(f"    -o {name}.{option} {text}")
                 for param in cls.params:
                     click.echo(_param_line(f"-o {name}.{param.name}", param))
+        if show_options:
+            click.echo("To choose a new loss's weight: styleplug losses --calibrate NAME (measures it against the Gram term).")
+
+
+def _calibrate(host: PluginHost, name: str, network: str, size: int) -> None:
+    """Print a loss's value beside the Gram term's on the unstyled photo, and the weight that balances them."""
+    from .testing import calibrate_loss
+
+    cls: Any = host.loss(name).cls
+    if cls.role == "content":
+        raise UsageError(f"loss '{name}' is a content loss; calibration weighs style losses and regularizers against the "
+                         "Gram term.")
+    found = calibrate_loss(cls, network=network, size=size, host=host)
+    click.echo(f"{cls.name} on {network} ({found['weights_source']}), the bundled photo at {size} px before any step: "
+               f"{found['value']:.4g} unweighted; gram {found['gram_value']:.4g} x its weight {found['gram_weight']:g} "
+               f"= {found['gram_value'] * found['gram_weight']:.4g}.")
+    click.echo(f"suggested default_weight: {found['suggested_weight']:.2g} (the same weighted size as the Gram term; "
+               f"now {cls.default_weight:g}). Scale it by how strongly the loss should paint beside or instead of gram.")
 
 
 @cli.command()
@@ -722,6 +749,21 @@ def networks(debug: bool) -> None:
             if cls.loss_weights:
                 click.echo(f"    default loss weights:   {', '.join(f'{k} {v:g}' for k, v in cls.loss_weights.items())}")
             click.echo(f"    layers: {', '.join(cls.layers)}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+def docs(name: str | None) -> None:
+    """Print one of the plugin author's guides shipped with styleplug (without NAME: list them)."""
+    with _reported_errors():
+        folder = Path(__file__).parent / "docs"
+        pages = sorted(path.stem for path in folder.glob("*.md"))
+        if name is None:
+            click.echo("styleplug docs NAME prints one of: " + ", ".join(pages))
+            return
+        if name not in pages:
+            raise UnknownNameError("guide", name, pages)
+        click.echo((folder / f"{name}.md").read_text())
 
 
 @cli.command("new-plugin")

@@ -52,25 +52,29 @@ def _quiet_own_retracing() -> None:
         _filter_installed = True
 
 
-def masked_features(features: Any, mask: Any) -> Any:
-    """``features`` limited to ``mask`` (``(H, W)`` in 0..1 at the image's size), resized to their
-    grid: what losses written to the old contract receive, since they cannot see the mask.
-
-    Dividing by the square root of the mask's mean area makes a Gram matrix of the result the Gram
-    matrix of the masked region alone (Gatys et al. 2017), whatever the region's size.
-    """
+def region_positions(features: Any, mask: Any) -> Any:
+    """The feature vectors of one image's ``(1, H, W, C)`` ``features`` at the positions that ``mask``
+    (``(H, W)`` in 0..1 at the image's size, resized to their grid) covers at least half, as a
+    one-row grid ``(1, 1, K, C)``: what a loss written to the old contract receives under a mask,
+    since it cannot take the mask itself. Any statistic of positions (a Gram matrix, a mean, a
+    distribution) is then the region's alone, as if it had been cut out."""
     grid = tf.image.resize(tf.cast(mask, tf.float32)[None, :, :, None], tf.shape(features)[1:3], method="area")
-    grid = grid / tf.sqrt(tf.maximum(tf.reduce_mean(grid), 1e-6))
-    return features * tf.cast(grid, features.dtype)
+    return tf.boolean_mask(features[0], grid[0, :, :, 0] >= 0.5)[None, None]
+
+
+def old_contract_inputs(loss: Any, features: Mapping[str, Any], mask: Any) -> dict[str, Any]:
+    """The features an old-contract loss's ``call(features, image)`` receives: its layers', limited
+    to the region when there is a ``mask`` (``(H, W)``)."""
+    return {layer: features[layer] if mask is None else region_positions(features[layer], mask) for layer in loss.layers}
 
 
 def evaluate(term: Term, features: Mapping[str, Any], image: Any, target: Any, mask: Any) -> Any:
     """One term's unweighted value: ``call`` with its layers' features, its target and its region
-    (``mask`` is ``(H, W)``). A loss written to the old contract gets the features pre-multiplied by
-    the mask instead, and reads its target from ``loss.target``."""
+    (``mask`` is ``(H, W)``). A loss written to the old contract gets the feature vectors of the
+    region instead (``region_positions``), and reads its target from ``loss.target``."""
     stage = f"call of loss '{term.loss.name}'"
     if uses_old_contract(type(term.loss)):
-        inputs = {layer: features[layer] if mask is None else masked_features(features[layer], mask) for layer in term.loss.layers}
+        inputs = old_contract_inputs(term.loss, features, mask)
         return guarded(term.provider, stage, lambda: term.loss.call(inputs, image))
     region = None if mask is None else tf.cast(mask, tf.float32)[None, :, :, None]
     own = {layer: features[layer] for layer in term.loss.layers}

@@ -486,7 +486,10 @@ class Engine:
         half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
         since it may keep state of its own."""
         def features() -> dict[str, Any]:
-            outputs = self.extractor(model)(tf.constant(np.asarray(reference, dtype=np.float32)[None]))
+            pixels = tf.constant(np.asarray(reference, dtype=np.float32)[None])
+            if not term.loss.uses_features:  # a pixel-space loss compares pixels
+                return {"image": pixels}
+            outputs = self.extractor(model)(pixels)
             return {layer: outputs[layer] for layer in term.loss.layers}
 
         if uses_old_contract(type(term.loss)):

@@ -81,9 +81,19 @@ class PluginError(StyleplugError):
 
 
 def one_line(error: BaseException) -> str:
-    """The informative line of an error message: terminal escape codes, TensorFlow op dumps and
-    Keras's "Exception encountered when calling" wrapper removed."""
+    """The informative sentence of an error message, on one line: its first paragraph (a message
+    wrapped over several lines, as Keras writes them, joined up), with terminal escape codes,
+    TensorFlow op dumps and Keras's "Exception encountered when calling" wrapper removed."""
     text = re.sub(r"\x1b\[[0-9;]*m|\{\{[^}]*\}\}", "", str(error))
     lines = [line.strip(" •") for line in text.splitlines()]
-    useful = [line for line in lines if line and not line.startswith(("Exception encountered", "Arguments received", "inputs="))]
-    return (useful[0] if useful else type(error).__name__)[:300]
+    wrapper = ("Exception encountered", "Arguments received", "inputs=")
+    lines = [line for line in lines if not line.startswith(wrapper)]
+    start = next((index for index, line in enumerate(lines) if line), None)
+    if start is None:
+        return type(error).__name__
+    paragraph = []
+    for line in lines[start:]:
+        if not line:
+            break
+        paragraph.append(line)
+    return " ".join(paragraph)[:300]

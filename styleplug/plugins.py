@@ -23,6 +23,8 @@ import math
 import numbers
 import os
 import re
+import sys
+import traceback
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -187,16 +189,23 @@ class PluginHost:
                 "or STYLEPLUG_DISABLE_PLUGINS=%s to silence this)", provider, stage, message, provider.name
             )
             return
+        notes = []
         for kind, registered in staged:
             table = self.losses if kind == "losses" else self.networks
             table[registered.cls.name] = registered
             self._aliases[kind].update({alias: registered.cls.name for alias in registered.aliases})
             record.provides[kind].append(registered.cls.name)
+            if kind == "losses" and uses_old_contract(registered.cls):
+                notes.append(f"loss '{registered.cls.name}' {OLD_CONTRACT_NOTE}")
         if not staged:
             record.warning = f"registers nothing: {_why_nothing(plugin)}"
             if self.strict:
                 raise PluginError(provider.name, provider.package, provider.version, "registration", record.warning)
             log.warning("%s %s", provider, record.warning)
+        elif notes:
+            record.warning = "; ".join(notes)
+            if not ({provider.name, provider.package, "all"} & (_env_names("STYLEPLUG_QUIET_PLUGINS") or set())):
+                log.warning("%s: %s (STYLEPLUG_QUIET_PLUGINS=%s silences this)", provider, record.warning, provider.name)
 
     def _hook_impls(self, plugin: object, record: PluginRecord) -> list[tuple[str, Any]]:
         impls = []
@@ -276,7 +285,10 @@ class PluginHost:
         table = self._table(kind)
         found = table.get(self._aliases[kind].get(name, name))
         if found is None:
-            raise UnknownNameError(_SINGULAR[kind], name, list(table) + list(self._aliases[kind]))
+            known = list(table) + list(self._aliases[kind])
+            failed = "; ".join(f"{record.provider} failed to load ({record.error})" for record in self.failures)
+            raise UnknownNameError(_SINGULAR[kind], name, known, hint=f"Choose one of: {', '.join(known)}."
+                                   + (f" Note: {failed}; fix it, or see `styleplug plugins`." if failed else ""))
         return found
 
     def plugins(self, all: bool = False) -> list[dict[str, Any]]:
@@ -332,16 +344,14 @@ def _check_loss(what: str, cls: type[Loss]) -> None:
     _check_weight(f"{what}.default_weight", cls.default_weight)
     if cls.call is Loss.call:
         raise _Rejected(f"{what} does not implement call(features, image, target, mask=None)")
-    if uses_old_contract(cls) and cls not in _warned_old_contract:
-        _warned_old_contract.add(cls)
-        log.warning("%s (%s) is written to the old loss contract and still works: its masked features come "
-                    "pre-multiplied and it is compiled again for every job. To update it, return the target from "
-                    "compute_target(features) instead of setting self.target in set_target, and take it in "
-                    "call(features, image, target, mask=None); see docs/contracts.md.", what, cls.__module__)
 
 
-# Old-contract loss classes already warned about: one warning per class and process.
-_warned_old_contract: set[type] = set()
+#: What the listing and the log say of a loss written to the contract before ``compute_target``.
+OLD_CONTRACT_NOTE = (
+    "is written to the old loss contract: the optimiser runs it (under a mask it sees only the region's feature "
+    "vectors, as a one-row grid; it is compiled again for every job), but training refuses it. To update it, return "
+    "the target from compute_target(features) instead of setting self.target in set_target, and take it in "
+    "call(features, image, target, mask=None): see `styleplug docs contracts`")
 
 
 def _check_network(what: str, cls: type[Network]) -> None:
@@ -367,7 +377,40 @@ def guarded(provider: Provider, stage: str, action: Callable[[], T]) -> T:
         raise
     except Exception as error:
         raise PluginError(provider.name, provider.package, provider.version, stage,
-                          f"{type(error).__name__}: {one_line(error)}") from error
+                          f"{type(error).__name__}: {one_line(error)}{plugin_location(error)}{tensor_hint(error)}") from error
+
+
+_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in')
+
+
+def _host_code(path: str) -> bool:
+    """Whether ``path`` is styleplug's, Python's, TensorFlow's, Keras's or NumPy's own code (or code
+    TensorFlow generated while tracing): a frame anywhere else is the plugin's."""
+    folders = [os.path.dirname(__file__), os.path.dirname(os.__file__)]
+    folders += [os.path.dirname(module.__file__) for name in ("tensorflow", "keras", "numpy")
+                if (module := sys.modules.get(name)) is not None and getattr(module, "__file__", None)]
+    return "__autograph_generated" in path or any(path.startswith(folder + os.sep) for folder in folders)
+
+
+def plugin_location(error: BaseException) -> str:
+    """`` at FILE:LINE`` of the innermost frame of plugin code in ``error``'s traceback (for code
+    TensorFlow traced, among the original frames it keeps or quotes); empty when none is found."""
+    frames = [(frame.filename, frame.lineno) for frame in traceback.extract_tb(error.__traceback__)]
+    # Code that AutoGraph converted runs from generated files; it keeps the original frames, innermost first.
+    translated = getattr(getattr(error, "ag_error_metadata", None), "translated_stack", ())
+    frames += [(frame.filename, frame.lineno) for frame in reversed(translated)]
+    frames += [(path, int(line)) for path, line in _USER_FRAME.findall(str(error))]
+    own = [(path, line) for path, line in frames if not _host_code(path)]
+    return f" at {own[-1][0]}:{own[-1][1]}" if own else ""
+
+
+def tensor_hint(error: BaseException) -> str:
+    """A hint for the mistake that only shows when code is traced: leaving TensorFlow for Python or NumPy."""
+    text = f"{type(error).__name__}: {error}"
+    symbolic = ("numpy" in text and "AttributeError" in text) or "SymbolicTensor" in text or "symbolic" in text \
+        or "OperatorNotAllowedInGraphError" in text or "NotImplementedError: Cannot convert a symbolic" in text
+    return (". Inside a compiled step tensors are symbolic: use tensor operations (tf.*, keras.ops) instead of "
+            ".numpy(), float(), bool() or NumPy") if symbolic else ""
 
 
 @functools.lru_cache(maxsize=1)

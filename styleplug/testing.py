@@ -22,20 +22,23 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from .compiled import old_contract_inputs
 from .engine import with_dtype_policy
 from .errors import one_line
+from .plugins import plugin_location, tensor_hint
 from .lazy import keras, tf
 from .hookspecs import hookimpl
 from .losses import Loss, uses_old_contract
 from .networks import Network
 from .plugins import PluginHost
 
-__all__ = ["TinyNetwork", "assert_plugin_installed", "check_loss", "check_network", "make_host"]
+__all__ = ["TinyNetwork", "assert_plugin_installed", "calibrate_loss", "check_loss", "check_network", "make_host"]
 
 
 class TinyNetwork(Network):
@@ -85,7 +88,8 @@ def _named(kind: str, cls: type) -> Iterator[None]:
     except AssertionError as error:
         raise AssertionError(f"{where}: {error}") from error
     except Exception as error:
-        raise AssertionError(f"{where} raised {type(error).__name__}: {one_line(error)}") from error
+        raise AssertionError(f"{where} raised {type(error).__name__}: {one_line(error)}{plugin_location(error)}"
+                             f"{tensor_hint(error)}") from error
 
 
 def check_loss(cls: type[Loss], network: Network | None = None) -> None:
@@ -98,7 +102,8 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
     the image is its own target; ``compute_target`` gives the same inside ``tf.function``; a batch of
     two images gives the mean of the two alone; and a style loss given a mask gives the loss of the
     masked region cut out. A loss written to the old contract (``call(features, image)``) gets the
-    checks of that contract only: it sees neither masks nor batches. Everything runs at two image
+    checks of that contract only, and the mask check (it sees the region's feature vectors).
+    A pixel-space style loss gets the style's pixels for its target and the mask check too. Everything runs at two image
     sizes, with features from the network in float32 and from its bfloat16 copy, as the engine runs
     it on hardware with fast bfloat16.
     """
@@ -117,13 +122,17 @@ class _Calls:
         outputs = self.model(self.network.preprocess(image))
         return {layer: outputs[layer] for layer in self.loss.layers}
 
+    def reference(self, image: Any) -> dict[str, Any]:
+        """What ``compute_target`` receives for a reference image: its features, or its pixels for a pixel-space loss."""
+        return self.features(image) if self.loss.uses_features else {"image": tf.cast(image, tf.float32)}
+
     def target_of(self, reference: Any) -> Any:
         """The target from ``reference``, as the engine gets it (None for a regularizer)."""
         regularizer = self.loss.role == "regularizer"
         if self.old:
-            self.loss.set_target(None if regularizer else self.features(reference))
+            self.loss.set_target(None if regularizer else self.reference(reference))
             return self.loss.target
-        return None if regularizer else self.loss.compute_target(self.features(reference))
+        return None if regularizer else self.loss.compute_target(self.reference(reference))
 
     def value(self, image: Any, target: Any, mask: Any = None) -> Any:
         if self.old:
@@ -145,25 +154,30 @@ def _check_loss(cls: type[Loss], network: Network) -> None:
     calls = _Calls(loss, network, model)
     target = calls.target_of(_image(1))
     image = tf.Variable(_image(2))
+    # Traced first, as the engine runs it: code that leaves TensorFlow fails here, with its line.
+    compiled = tf.function(lambda: calls.value(image, target))()
+    _check_scalar(compiled, "inside tf.function")
     with tf.GradientTape() as tape:
         result = calls.value(image, target)
-    assert result.shape == () and result.dtype == tf.float32, f"call() must return a float32 scalar; got {result.dtype} {result.shape}"
+    _check_scalar(result, "")
     assert np.isfinite(float(result)), f"call() returned {float(result)}"
     gradient = tape.gradient(result, image)
     assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0, "the gradient does not reach the image"
-    compiled = float(tf.function(lambda: calls.value(image, target))())
-    assert np.isclose(compiled, float(result), rtol=1e-4, atol=1e-6), f"inside tf.function: {compiled} != eager {float(result)}"
+    assert np.isclose(float(compiled), float(result), rtol=1e-4, atol=1e-6), \
+        f"inside tf.function: {float(compiled)} != eager {float(result)}"
     if cls.role != "regularizer":
         at_target = float(calls.value(_image(1), calls.target_of(_image(1))))
         assert abs(at_target) <= 1e-5 * max(1.0, abs(float(result))), f"a comparison loss must be ~0 at its target; got {at_target}"
     if calls.old:
+        if cls.role == "style":
+            _check_mask(loss)
         return
     if cls.role != "regularizer":
-        traced = tf.function(lambda: loss.compute_target(calls.features(_image(1))))()
+        traced = tf.function(lambda: loss.compute_target(calls.reference(_image(1))))()
         for eager_part, traced_part in zip(tf.nest.flatten(target), tf.nest.flatten(traced)):
             assert np.allclose(eager_part, traced_part, rtol=1e-4, atol=1e-6), "compute_target differs inside tf.function"
     _check_batch(cls, calls.target_of, calls.value)
-    if cls.role == "style" and cls.uses_features:
+    if cls.role == "style":
         _check_mask(loss)
 
 
@@ -172,9 +186,17 @@ def _check_finite(calls: _Calls, size: tuple[int, int]) -> None:
     whose precision may be bfloat16."""
     value = calls.value(_image(9, size), calls.target_of(_image(10, size)))
     precision = "bfloat16" if calls.model.layers[-1].compute_dtype == "bfloat16" else "float32"
-    assert value.shape == () and value.dtype == tf.float32 and np.isfinite(float(value)), (
-        f"with {precision} features at {size[1]}x{size[0]}, call() gave {value.dtype} {value.shape} {value}; "
-        "return a finite float32 scalar (cast features to float32 before reducing)")
+    at = f"with {precision} features at {size[1]}x{size[0]}"
+    _check_scalar(value, at)
+    assert np.isfinite(float(value)), f"{at}, call() gave {float(value)}; return a finite number"
+
+
+def _check_scalar(value: Any, at: str) -> None:
+    """``call`` returned one float32 number; else say which of the two went wrong, and the fix."""
+    where = f"{at}, " if at else ""
+    assert value.shape == (), (f"{where}call() gave shape {tuple(value.shape)}; return one number: reduce the values "
+                               "(e.g. tf.reduce_mean, or self.weighted_mean over layers)")
+    assert value.dtype == tf.float32, f"{where}call() gave {value.dtype}; cast features to float32 before reducing"
 
 
 def _check_batch(cls: type[Loss], target_of: Callable[[Any], Any], value: Callable[..., Any]) -> None:
@@ -195,24 +217,68 @@ def _check_batch(cls: type[Loss], target_of: Callable[[Any], Any], value: Callab
 
 def _check_mask(loss: Loss) -> None:
     """Masked by the left half, a style loss equals the loss of the left half cut out; masked
-    everywhere, it equals the loss without a mask."""
+    everywhere, it equals the loss without a mask. Under either contract, on features or pixels."""
     rng = np.random.default_rng(11)
 
     def random(*shape: int) -> Any:
         return tf.constant(rng.uniform(0, 1, shape).astype(np.float32))
 
     features = {layer: random(1, 8, 8, 4) for layer in loss.layers}
-    image, target = random(1, 8, 8, 3) * 255, loss.compute_target({layer: random(1, 8, 8, 4) for layer in loss.layers})
+    image = random(1, 8, 8, 3) * 255
+    reference = {layer: random(1, 8, 8, 4) for layer in loss.layers} if loss.uses_features else {"image": random(1, 8, 8, 3) * 255}
+    if uses_old_contract(type(loss)):
+        loss.set_target(reference)
+
+        def value(features: Any, image: Any, mask: Any = None) -> float:
+            return float(loss.call(old_contract_inputs(loss, features, None if mask is None else mask[0, :, :, 0]), image))
+    else:
+        target = loss.compute_target(reference)
+
+        def value(features: Any, image: Any, mask: Any = None) -> float:
+            return float(loss.call(features, image, target, mask))
+
     left = np.zeros((1, 8, 8, 1), np.float32)
     left[:, :, :4] = 1
-    masked = float(loss.call(features, image, target, tf.constant(left)))
-    cut = float(loss.call({layer: value[:, :, :4] for layer, value in features.items()}, image[:, :, :4], target))
+    masked = value(features, image, tf.constant(left))
+    cut = value({layer: part[:, :, :4] for layer, part in features.items()}, image[:, :, :4])
     assert np.isclose(masked, cut, rtol=1e-4, atol=1e-6), (
         f"with a mask over the left half the loss is {masked}, but the left half cut out gives {cut}; compute the "
         "statistics of the masked region (styleplug.losses.functional.gram_matrix and moments take a mask)")
-    everywhere = float(loss.call(features, image, target, tf.ones((1, 8, 8, 1))))
-    unmasked = float(loss.call(features, image, target))
+    everywhere, unmasked = value(features, image, tf.ones((1, 8, 8, 1))), value(features, image)
     assert np.isclose(everywhere, unmasked, rtol=1e-4, atol=1e-6), f"a mask of ones gives {everywhere}, no mask {unmasked}"
+
+
+def calibrate_loss(cls: type[Loss], network: str = "vgg19", weights: str = "auto", size: int = 128,
+                   host: PluginHost | None = None) -> dict[str, Any]:
+    """Measure a loss against the built-in Gram term and suggest a ``default_weight``.
+
+    Both are evaluated, unweighted, on the unstyled photo (the start of a default run: the bundled
+    Tübingen photo at ``size`` px, with The Starry Night as the style) with ``network`` in float32.
+    The suggestion gives the loss the same weighted size there as the Gram term has at its default
+    weight, so that switching one for the other keeps the balance with the content term. Returns
+    ``{"value", "gram_value", "gram_weight", "suggested_weight", "network", "weights_source", "size"}``.
+    ``host`` must know the loss (default: the built-ins and ``cls``).
+    """
+    from .engine import Engine, Progress
+    from .job import Job
+
+    if host is None:
+        host = PluginHost(entrypoints=False)
+        if cls.name not in host.losses:
+            plugin = types.SimpleNamespace(__name__=f"calibrate:{cls.__name__}",
+                                           register_losses=hookimpl(lambda register: register(cls)))
+            host = PluginHost([plugin], entrypoints=False, strict=True)
+    engine = Engine(network, weights, precision="float32", host=host)
+    examples = Path(__file__).parent / "examples"
+    job = Job(content=str(examples / "tubingen.jpg"), style=str(examples / "starry_night.jpg"), size=size, steps=1,
+              chunk_size=1, scales="none", tolerance=0, losses={cls.name: {"weight": 1.0}})
+    gram_weight = next(term.weight for term in engine.terms(job) if term.loss.name == "gram")
+    # The first report gives each weighted term at the first accepted point: the photo itself.
+    first = next(event for event in engine.iter_stylize(job) if isinstance(event, Progress))
+    value, gram_value = first.losses[cls.name], first.losses["gram"] / gram_weight
+    return {"value": value, "gram_value": gram_value, "gram_weight": gram_weight,
+            "suggested_weight": gram_weight * gram_value / value if value > 0 else float("inf"),
+            "network": network, "weights_source": engine.weights_source, "size": size}
 
 
 def check_network(cls: type[Network], weights: str = "none") -> None:

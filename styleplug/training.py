@@ -137,7 +137,7 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
     for term in terms:
         if uses_old_contract(type(term.loss)):
             raise UsageError(f"loss '{term.loss.name}' is written to the old loss contract (set_target), which training "
-                             "cannot use: its target must come from compute_target; see docs/contracts.md.")
+                             "cannot use: its target must come from compute_target; see `styleplug docs contracts`.")
     model, trained = _model_to_train(Path(output), names, architecture, engine.precision)
     features = engine.extractor(engine.feature_model([layer for term in terms for layer in term.loss.layers]))
     targets = _style_targets(terms, features, [resize_long_side(image, style_size) for image in style_images])

@@ -14,7 +14,7 @@ from styleplug.plugins import PluginHost
 
 from support import REPO
 
-DOCS = REPO / "docs"
+DOCS = REPO / "styleplug" / "docs"  # shipped in the package: `styleplug docs NAME`
 HOOKS = [name for name, value in vars(hookspecs).items() if inspect.isfunction(value) and hasattr(value, "styleplug_spec")]
 FENCE = re.compile(r'```(\w+)(?: title="([^"]+)")?\n(.*?)```', re.S)
 
@@ -61,7 +61,7 @@ def test_tutorial_code_is_the_real_package():
 def test_readme_links_the_plugin_docs():
     readme = (REPO / "README.md").read_text()
     for page in ("tutorial.md", "hooks.md", "contracts.md", "managing-plugins.md", "testing-plugins.md"):
-        assert f"docs/{page}" in readme
+        assert f"styleplug/docs/{page}" in readme
 
 
 def test_readme_documents_every_job_field_and_stylize_argument():

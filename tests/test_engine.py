@@ -361,15 +361,15 @@ def test_stopping_at_a_coarse_scale_still_gives_a_full_size_image(engine):
     assert image.size == CONTENT.size
 
 
-def test_masked_features_give_the_gram_matrix_of_the_region():
-    from styleplug.compiled import masked_features
+def test_an_old_contract_loss_under_a_mask_gets_the_gram_matrix_of_the_region():
+    from styleplug.compiled import region_positions
     from styleplug.losses.functional import gram_matrix
 
     features = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float32)
     mask = np.zeros((16, 16), np.float32)
     mask[:, :8] = 1  # the left half, at twice the feature grid's resolution
     region = gram_matrix(features[:, :, :4])
-    np.testing.assert_allclose(gram_matrix(masked_features(features, mask)).numpy(), region.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(gram_matrix(region_positions(features, mask)).numpy(), region.numpy(), rtol=1e-5)
 
 
 def test_a_masked_out_region_stays_close_to_the_content(engine):

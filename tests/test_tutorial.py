@@ -1,4 +1,4 @@
-"""Play the stranger: build a new loss plugin exactly as docs/tutorial.md says, pip-install it, and use it."""
+"""Play the stranger: build a new loss plugin exactly as styleplug/docs/tutorial.md says, pip-install it, and use it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ NAME = "stranger"  # the tutorial says: replace 'meanstd' with your own name eve
 
 def test_a_stranger_can_follow_the_tutorial(tmp_path):
     package = tmp_path / f"styleplug-{NAME}"
-    blocks = [(title, body) for language in ("python", "toml") for title, body in code_blocks(REPO / "docs" / "tutorial.md", language) if title]
+    blocks = [(title, body) for language in ("python", "toml") for title, body in code_blocks(REPO / "styleplug" / "docs" / "tutorial.md", language) if title]
     for title, body in blocks:
         path = package / title.replace("meanstd", NAME)
         path.parent.mkdir(parents=True, exist_ok=True)

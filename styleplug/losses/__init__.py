@@ -66,7 +66,8 @@ class Loss:
     params: ClassVar[tuple[Param, ...]] = ()
     #: The weight used when the user gives none (a network may set its own: ``Network.loss_weights``).
     default_weight: ClassVar[float] = 1.0
-    #: False for pixel-space losses (like total variation): they get no layers and no features.
+    #: False for pixel-space losses (like total variation): they get no layers and no features, and
+    #: ``compute_target`` gets the reference image's pixels as ``{"image": ...}``.
     uses_features: ClassVar[bool] = True
 
     def __init__(self, layers: LayerWeights = (), **options: Any) -> None:
@@ -78,6 +79,8 @@ class Loss:
     def compute_target(self, features: Mapping[str, Any]) -> Any:
         """Return what ``call`` compares against, from the reference image's ``features`` (``{layer:
         (N, H, W, C)}`` at ``self.layers``): any nest of tensors. The default is the features.
+        A pixel-space loss (``uses_features = False``) gets ``{"image": (N, H, W, 3)}`` instead: the
+        reference image itself, RGB float32 in 0..255.
 
         Keep it pure (no state on ``self``): the engine caches its result per reference image and
         may call it inside a compiled step.
