@@ -729,15 +729,32 @@ def _calibrate(host: PluginHost, name: str, network: str, size: int) -> None:
     click.echo(f"{cls.name} on {network} ({found['weights_source']}), the bundled photo at {size} px before any step: "
                f"{found['value']:.4g} unweighted; gram {found['gram_value']:.4g} x its weight {found['gram_weight']:g} "
                f"= {found['gram_value'] * found['gram_weight']:.4g}.")
+    if cls.role == "regularizer":
+        click.echo(f"a regularizer weighs far less than the Gram term: the built-in tv at its default is about 2e-4 of it "
+                   f"here; that share would take a weight of {2e-4 * found['suggested_weight']:.2g} (now {cls.default_weight:g}).")
+        return
     click.echo(f"suggested default_weight: {found['suggested_weight']:.2g} (the same weighted size as the Gram term; "
                f"now {cls.default_weight:g}). Scale it by how strongly the loss should paint beside or instead of gram.")
 
 
 @cli.command()
+@click.option("--calibrate", metavar="NAME", help="Suggest loss_weights for network NAME: the content and Gram weights "
+              "that balance its terms as the defaults balance them on VGG19.")
+@click.option("--weights", default="auto", show_default=True, help="The weights to calibrate network NAME with.")
+@click.option("--size", type=click.IntRange(32, 1024), default=128, show_default=True, help="Size to calibrate at.")
 @_debug_option
-def networks(debug: bool) -> None:
-    """List the registered feature networks: options, weight sources, layers and loss weights."""
+def networks(calibrate: str | None, weights: str, size: int, debug: bool) -> None:
+    """List the registered feature networks (options, weight sources, layers and loss weights), or calibrate one."""
     with _reported_errors(debug):
+        if calibrate:
+            from .testing import calibrate_network
+
+            cls: Any = default_host().network(calibrate).cls
+            suggested = calibrate_network(cls, weights=weights, size=size, host=default_host())
+            click.echo(f"suggested loss_weights for {cls.name} (the bundled pair at {size} px, the same weighted content "
+                       f"and Gram terms as the defaults give on VGG19): " + json.dumps({k: float(f"{v:.2g}") for k, v in suggested.items()})
+                       + "; now " + (json.dumps(dict(cls.loss_weights)) if cls.loss_weights else "none (the losses' own defaults)") + ".")
+            return
         for name, entry in default_host().networks.items():
             cls: Any = entry.cls
             click.echo(f"{name}  [{_provider(entry)}]  {_summary(cls)}")

@@ -22,23 +22,24 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .compiled import old_contract_inputs
-from .engine import with_dtype_policy
+from .engine import Engine, Progress, with_dtype_policy
 from .errors import one_line
-from .plugins import plugin_location, tensor_hint
-from .lazy import keras, tf
 from .hookspecs import hookimpl
+from .job import Job
+from .lazy import keras, tf
 from .losses import Loss, uses_old_contract
 from .networks import Network
-from .plugins import PluginHost
+from .plugins import PluginHost, plugin_location, tensor_hint
 
-__all__ = ["TinyNetwork", "assert_plugin_installed", "calibrate_loss", "check_loss", "check_network", "make_host"]
+__all__ = ["TinyNetwork", "assert_plugin_installed", "calibrate_loss", "calibrate_network", "check_loss", "check_network",
+           "make_host"]
 
 
 class TinyNetwork(Network):
@@ -259,26 +260,52 @@ def calibrate_loss(cls: type[Loss], network: str = "vgg19", weights: str = "auto
     ``{"value", "gram_value", "gram_weight", "suggested_weight", "network", "weights_source", "size"}``.
     ``host`` must know the loss (default: the built-ins and ``cls``).
     """
-    from .engine import Engine, Progress
-    from .job import Job
-
-    if host is None:
-        host = PluginHost(entrypoints=False)
-        if cls.name not in host.losses:
-            plugin = types.SimpleNamespace(__name__=f"calibrate:{cls.__name__}",
-                                           register_losses=hookimpl(lambda register: register(cls)))
-            host = PluginHost([plugin], entrypoints=False, strict=True)
-    engine = Engine(network, weights, precision="float32", host=host)
-    examples = Path(__file__).parent / "examples"
-    job = Job(content=str(examples / "tubingen.jpg"), style=str(examples / "starry_night.jpg"), size=size, steps=1,
-              chunk_size=1, scales="none", tolerance=0, losses={cls.name: {"weight": 1.0}})
-    gram_weight = next(term.weight for term in engine.terms(job) if term.loss.name == "gram")
-    # The first report gives each weighted term at the first accepted point: the photo itself.
-    first = next(event for event in engine.iter_stylize(job) if isinstance(event, Progress))
-    value, gram_value = first.losses[cls.name], first.losses["gram"] / gram_weight
+    host = host or _host_with(cls, "register_losses")
+    engine, gram_weight = Engine(network, weights, precision="float32", host=host), host.loss("gram").cls.default_weight
+    values = _first_values(engine, size, "content", losses={cls.name: {"weight": 1.0}})
+    value, gram_value = values[cls.name], values["gram"]
     return {"value": value, "gram_value": gram_value, "gram_weight": gram_weight,
             "suggested_weight": gram_weight * gram_value / value if value > 0 else float("inf"),
             "network": network, "weights_source": engine.weights_source, "size": size}
+
+
+def calibrate_network(cls: type[Network], weights: str = "auto", size: int = 128,
+                      host: PluginHost | None = None) -> dict[str, float]:
+    """Suggest ``loss_weights`` for a network: the content and Gram weights that give its terms the
+    weighted sizes the defaults give them on VGG19, whose feature scale they were tuned for.
+
+    On the bundled pair at ``size`` px in float32: the content term measured at the painting (the
+    photo is its own target), the Gram term at the photo, on this network (with ``weights``) and on
+    VGG19 (with the offline weights). The total variation works on pixels and needs no change.
+    ``host`` must know the network (default: the built-ins and ``cls``).
+    """
+    host = host or _host_with(cls, "register_networks")
+    defaults = {name: host.loss(name).cls.default_weight for name in ("content", "gram")}
+    measured = {}
+    for name, source in ((cls.name, weights), ("vgg19", "auto")):
+        engine = Engine(name, source, precision="float32", host=host)
+        measured[name] = {"content": _first_values(engine, size, "style")["content"],
+                          "gram": _first_values(engine, size, "content")["gram"]}
+    return {term: defaults[term] * measured["vgg19"][term] / measured[cls.name][term] for term in defaults}
+
+
+def _host_with(cls: type, hook: str) -> PluginHost:
+    """The built-ins, and ``cls`` registered through ``hook`` unless it is one of them."""
+    builtins = PluginHost(entrypoints=False)
+    if cls in {entry.cls for entry in (builtins.losses | builtins.networks).values()}:
+        return builtins
+    plugin = types.SimpleNamespace(__name__=f"calibrate:{cls.__name__}", **{hook: hookimpl(lambda register: register(cls))})
+    return PluginHost([plugin], entrypoints=False, strict=True)
+
+
+def _first_values(engine: Engine, size: int, init: str, losses: dict[str, Any] | None = None) -> dict[str, float]:
+    """Each term, unweighted, at the first point of a run on the bundled pair starting from ``init``."""
+    examples = Path(__file__).parent / "examples"
+    job = Job(content=str(examples / "tubingen.jpg"), style=str(examples / "starry_night.jpg"), size=size, steps=1,
+              chunk_size=1, scales="none", tolerance=0, init=init, content_weight=1.0, style_weight=1.0, tv_weight=0.0,
+              losses=losses or {})
+    # The first report gives each weighted term at the first accepted point: where the run started.
+    return next(event for event in engine.iter_stylize(job) if isinstance(event, Progress)).losses
 
 
 def check_network(cls: type[Network], weights: str = "none") -> None:

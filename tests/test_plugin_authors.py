@@ -197,3 +197,39 @@ def test_keras_errors_keep_their_whole_sentence():
 
     with pytest.raises(AssertionError, match=r"must override `get_config\(\)` in order to be serializable\. Please implement"):
         check_network(Scaled)
+
+
+def test_network_calibration_rescales_the_content_weight_to_the_networks_feature_scale():
+    """A network whose features are ten times larger needs a content weight a hundred times smaller
+    (a mean squared distance); the Gram term is relative to its target and keeps its weight."""
+    import keras
+
+    from styleplug.testing import calibrate_network
+
+    class Louder(TinyNetwork):
+        """TinyNetwork with every feature ten times larger."""
+
+        name = "louder"
+
+        def build(self, layers):
+            model = super().build(layers)
+            louder = keras.Model(model.input, {layer: keras.layers.Rescaling(10.0)(value) for layer, value in model.output.items()})
+            louder.trainable = False
+            return louder
+
+    quiet, loud = calibrate_network(TinyNetwork, weights="none", size=48), calibrate_network(Louder, weights="none", size=48)
+    assert loud["content"] == pytest.approx(quiet["content"] / 100, rel=1e-3)
+    assert loud["gram"] == pytest.approx(quiet["gram"], rel=1e-3)
+
+
+def test_the_cli_calibrates_and_ships_the_guides():
+    from click.testing import CliRunner
+
+    from styleplug.cli import cli
+
+    calibrated = CliRunner().invoke(cli, ["losses", "--calibrate", "meanstd", "--size", "64"])
+    assert calibrated.exit_code == 0 and re.search(r"suggested default_weight: \d", calibrated.output), calibrated.output
+    listing = CliRunner().invoke(cli, ["docs"])
+    assert "contracts, hooks, managing-plugins, testing-plugins, tutorial" in listing.output
+    guide = CliRunner().invoke(cli, ["docs", "contracts"])
+    assert guide.exit_code == 0 and guide.output.startswith("# The Loss, Network and Param contracts")
