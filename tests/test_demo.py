@@ -362,7 +362,10 @@ def test_browser_run_stop_and_generated_controls(server):
         expect(page.locator("#instant-result img")).to_be_visible()
         page.wait_for_timeout(1000)  # the picture fades in; the screenshot is for people to look at
         page.screenshot(path=ARTIFACTS / "demo-instant.png", full_page=True)
-        page.get_by_role("tab", name="Optimise (any painting)").click()
+        # Refine hands the visitor's own upload and the style's painting to the Optimise tab.
+        page.locator("#instant-refine").click()
+        expect(page.locator("#content img")).to_be_visible(timeout=30_000)
+        expect(page.locator("#style img")).to_be_visible(timeout=30_000)
         expect(page.locator("#run")).to_be_visible(timeout=60_000)
         expect(page.locator("#stop")).to_be_disabled()  # nothing of this visitor's is running
         expect(page.locator("#estimate")).to_contain_text("About", timeout=60_000)  # the time to expect, before Run
