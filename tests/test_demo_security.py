@@ -243,3 +243,30 @@ def test_logins_from_a_file_slow_failures_and_hide_the_api(tmp_path):
         assert login("correct horse", "198.51.100.1")[0] == 200  # another address is not
         assert len(list(base.glob("styleplug-demo-*"))) == 1  # the demo's private folder
     assert list(base.glob("styleplug-demo-*")) == []
+
+
+def test_a_worker_keeps_only_its_most_recently_used_engines():
+    """Visitors who pick many networks and precisions do not make a worker keep an engine for each."""
+    import gc
+    import weakref
+
+    import styleplug
+    from styleplug.plugins import PluginHost
+    from styleplug.webjobs import JobQueue, Limits, WebJob
+
+    host, built = PluginHost(entrypoints=False), []
+
+    def make_engine(key):
+        engine = styleplug.Engine(key[0], key[1], precision=key[2], host=host, **dict(key[3]))
+        built.append(weakref.ref(engine))
+        return engine
+
+    jobs = JobQueue(make_engine, Limits(max_engines=2))
+    keys = [("vgg19", "none", "float32", (("pooling", pooling),)) for pooling in ("max", "avg")] + [("vgg16", "none", "float32", ())]
+    for index, key in enumerate([*keys, keys[2]]):  # the last job reuses the newest engine
+        job = WebJob(f"visitor-{index}", key, styleplug.Job(content=str(EXAMPLES / "tubingen.jpg"),
+                                                            style=str(EXAMPLES / "starry_night.jpg"), size=32, steps=1), (512, 384))
+        jobs.submit(job)
+        assert [kind for kind, _ in jobs.follow(job)][-1] == "done"
+    gc.collect()
+    assert len(built) == 3 and [reference() is None for reference in built] == [True, False, False]
