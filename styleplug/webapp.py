@@ -348,11 +348,10 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
             for name, path in files.items():
                 if path is not None and path.stat().st_size > limits.max_upload_mb * 2**20:
                     raise UsageError(f"the {name} image is over {limits.max_upload_mb} MB; upload a smaller file.")
-            if files["content"] is None or files["style"] is None:
-                raise UsageError("upload a content photo and a style painting first.")
-            content_size = image_size(files["content"], f"the content photo '{files['content'].name}'", limits.max_pixels)
             engine_key, job = job_from_form(values, {name: path and str(path) for name, path in files.items()}, host, limits,
                                             (str(model_path), model.styles) if model else None)
+            assert files["content"] is not None  # job_from_form asks for one
+            content_size = image_size(files["content"], f"the content photo '{files['content'].name}'", limits.max_pixels)
             seconds = jobs.times.estimate(content_size, job.size, job.steps, str(job.scales))
             web_job = WebJob(_session(request), engine_key, job, content_size, seconds, client=_client(request))
             jobs.submit(web_job)
