@@ -109,7 +109,6 @@ class WebJob:
     engine: Engine | None = None  # the worker's engine that ran it
     client: str = "local"  # the visitor's network address, for their share of the queue
     submitted: float = field(default_factory=time.perf_counter)
-    finished: float | None = None
 
 
 class JobQueue:
@@ -193,7 +192,7 @@ class JobQueue:
             now = time.perf_counter()
             if listening():
                 deaf_since = None
-            elif now - (deaf_since := deaf_since or now) >= grace:
+            elif now - (deaf_since := deaf_since or now) >= grace and not job.cancel.is_set():
                 log.warning("demo job of client %s: nobody is listening; cancelled", job.client)
                 self.cancel(job)
             try:
@@ -284,11 +283,10 @@ class JobQueue:
             log.debug("traceback", exc_info=True)
             return "error", StyleplugError(f"unexpected {type(error).__name__}: {one_line(error)}")
         finally:
-            job.finished = time.perf_counter()
             width, height = job.content_size
             access_log.info("job client=%s content=%dx%d size=%d steps=%d/%d waited=%.1fs ran=%.1fs outcome=%s",
                             job.client, width, height, job.job.size, last[-1].step if last else 0, job.job.steps,
-                            job.started - job.submitted, job.finished - job.started, outcome)
+                            job.started - job.submitted, time.perf_counter() - job.started, outcome)
 
 
 class Gate:
