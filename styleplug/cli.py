@@ -688,12 +688,17 @@ def _param_line(flag: str, param: Any, joiner: str = " ") -> str:
     return f"    {flag}{joiner}{param.type.__name__.upper()}  {param.help} ({limits})"
 
 
+# The long side of the bundled photo when a loss or a network is calibrated.
+_calibration_size = click.option("--size", type=click.IntRange(32, 1024), default=128, show_default=True,
+                                 help="Size to calibrate at.")
+
+
 @cli.command()
 @click.option("--options", "show_options", is_flag=True, help="Show each loss's options and default weight.")
 @click.option("--calibrate", metavar="NAME", help="Measure loss NAME against the Gram term on the unstyled photo "
               "and suggest a default weight.")
 @click.option("--network", default="vgg19", show_default=True, help="The network to calibrate on.")
-@click.option("--size", type=click.IntRange(32, 1024), default=128, show_default=True, help="Size to calibrate at.")
+@_calibration_size
 @_debug_option
 def losses(show_options: bool, calibrate: str | None, network: str, size: int, debug: bool) -> None:
     """List the registered losses (their default weights with --options), or calibrate one."""
@@ -741,7 +746,7 @@ def _calibrate(host: PluginHost, name: str, network: str, size: int) -> None:
 @click.option("--calibrate", metavar="NAME", help="Suggest loss_weights for network NAME: the content and Gram weights "
               "that balance its terms as the defaults balance them on VGG19.")
 @click.option("--weights", default="auto", show_default=True, help="The weights to calibrate network NAME with.")
-@click.option("--size", type=click.IntRange(32, 1024), default=128, show_default=True, help="Size to calibrate at.")
+@_calibration_size
 @_debug_option
 def networks(calibrate: str | None, weights: str, size: int, debug: bool) -> None:
     """List the registered feature networks (options, weight sources, layers and loss weights), or calibrate one."""
@@ -749,8 +754,9 @@ def networks(calibrate: str | None, weights: str, size: int, debug: bool) -> Non
         if calibrate:
             from .testing import calibrate_network
 
-            cls: Any = default_host().network(calibrate).cls
-            suggested = calibrate_network(cls, weights=weights, size=size, host=default_host())
+            host = default_host()
+            cls: Any = host.network(calibrate).cls
+            suggested = calibrate_network(cls, weights=weights, size=size, host=host)
             click.echo(f"suggested loss_weights for {cls.name} (the bundled pair at {size} px, the same weighted content "
                        f"and Gram terms as the defaults give on VGG19): " + json.dumps({k: float(f"{v:.2g}") for k, v in suggested.items()})
                        + "; now " + (json.dumps(dict(cls.loss_weights)) if cls.loss_weights else "none (the losses' own defaults)") + ".")

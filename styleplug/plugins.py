@@ -407,8 +407,8 @@ def plugin_location(error: BaseException) -> str:
 def tensor_hint(error: BaseException) -> str:
     """A hint for the mistake that only shows when code is traced: leaving TensorFlow for Python or NumPy."""
     text = f"{type(error).__name__}: {error}"
-    symbolic = ("numpy" in text and "AttributeError" in text) or "SymbolicTensor" in text or "symbolic" in text \
-        or "OperatorNotAllowedInGraphError" in text or "NotImplementedError: Cannot convert a symbolic" in text
+    symbolic = isinstance(error, AttributeError) and "numpy" in text or "symbolic" in text.lower() \
+        or "OperatorNotAllowedInGraphError" in text
     return (". Inside a compiled step tensors are symbolic: use tensor operations (tf.*, keras.ops) instead of "
             ".numpy(), float(), bool() or NumPy") if symbolic else ""
 

@@ -142,7 +142,7 @@ class _Calls:
 
 
 def _check_loss(cls: type[Loss], network: Network) -> None:
-    _check_registers(cls, "register_losses")
+    _host_with(cls, "register_losses")  # registers cleanly in a strict host
     layers = {"content": network.default_content_layers, "style": network.default_style_layers}.get(cls.role, ())
     defaults = {param.name: param.default for param in cls.params}
     loss = cls(layers=layers, **defaults) if cls.uses_features else cls(**defaults)
@@ -290,12 +290,14 @@ def calibrate_network(cls: type[Network], weights: str = "auto", size: int = 128
 
 
 def _host_with(cls: type, hook: str) -> PluginHost:
-    """The built-ins, and ``cls`` registered through ``hook`` unless it is one of them."""
-    builtins = PluginHost(entrypoints=False)
+    """A strict host with the built-ins, and ``cls`` registered through ``hook`` unless it is one of
+    them; registering it raises a ``PluginError`` that says what is wrong with it."""
+    builtins = PluginHost(entrypoints=False, load=())
     if cls in {entry.cls for entry in (builtins.losses | builtins.networks).values()}:
-        return builtins
-    plugin = types.SimpleNamespace(__name__=f"calibrate:{cls.__name__}", **{hook: hookimpl(lambda register: register(cls))})
-    return PluginHost([plugin], entrypoints=False, strict=True)
+        return builtins  # one of styleplug's own, registered through the same hooks already
+    name = f"check:{cls.__name__}"
+    plugin = types.SimpleNamespace(__name__=name, **{hook: hookimpl(lambda register: register(cls))})
+    return PluginHost([plugin], entrypoints=False, load=(name,), strict=True)
 
 
 def _first_values(engine: Engine, size: int, init: str, losses: dict[str, Any] | None = None) -> dict[str, float]:
@@ -322,7 +324,7 @@ def check_network(cls: type[Network], weights: str = "none") -> None:
 
 
 def _check_network(cls: type[Network], weights: str) -> None:
-    _check_registers(cls, "register_networks")
+    _host_with(cls, "register_networks")  # registers cleanly in a strict host
     network = cls(weights=weights)
     layers = tuple(dict.fromkeys(network.default_style_layers + network.default_content_layers))
     model = network.build(layers)
@@ -346,14 +348,6 @@ def _check_network(cls: type[Network], weights: str) -> None:
             assert all(np.isfinite(np.asarray(tf.cast(outputs[layer], tf.float32))).all() for layer in layers), \
                 f"features are not finite {at}"
             assert tape.gradient(total, image) is not None, f"the gradient does not reach the input image {at}"
-
-
-def _check_registers(cls: type, hook: str) -> None:
-    builtins = PluginHost(entrypoints=False, load=())
-    if cls in {entry.cls for entry in (builtins.losses | builtins.networks).values()}:
-        return  # one of styleplug's own, registered through the same hooks already
-    plugin = types.SimpleNamespace(__name__=f"check:{cls.__name__}", **{hook: hookimpl(lambda register: register(cls))})
-    PluginHost([plugin], entrypoints=False, strict=True)  # raises PluginError saying what is wrong
 
 
 def assert_plugin_installed(name: str) -> None:

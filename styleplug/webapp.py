@@ -94,9 +94,6 @@ def _upload_path(payload: Any, roots: list[Path]) -> Path | None:
     return real
 
 
-REFUSED = "images must be uploaded through this page (or picked from the examples)."
-
-
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"(),;:/]+/)*([^\s'\"(),;:/]+)")
 
 
@@ -344,7 +341,7 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
             try:
                 files = {name: _upload_path(values[name], roots) for name in IMAGE_CONTROLS}
             except _Refused:
-                raise UsageError(REFUSED) from None
+                raise UsageError("images must be uploaded through this page (or picked from the examples).") from None
             for name, path in files.items():
                 if path is not None and path.stat().st_size > limits.max_upload_mb * 2**20:
                     raise UsageError(f"the {name} image is over {limits.max_upload_mb} MB; upload a smaller file.")

@@ -158,6 +158,7 @@ class GuardMiddleware:
         if wait:
             await _respond(send, 429, {"detail": f"too many failed logins from your address; try again in {wait / 60:.0f} min."})
             return
+
         async def watched(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if message["status"] >= 400:  # a wrong password: slow the next guess down
