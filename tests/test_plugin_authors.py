@@ -20,6 +20,7 @@ from styleplug.plugins import PluginHost, Provider
 from styleplug.testing import TinyNetwork, calibrate_loss, check_loss
 
 from support import gradient_image, stripes_image
+from test_plugin_mistakes import Unclonable
 
 
 def plugin(name: str, *classes: type) -> types.SimpleNamespace:
@@ -170,33 +171,16 @@ def test_the_old_contract_note_is_in_the_listing_once_and_can_be_silenced(caplog
 
 
 def test_keras_errors_keep_their_whole_sentence():
-    import keras
-
     from styleplug.testing import check_network
 
-    class Scale(keras.layers.Layer):
-        def __init__(self, factor):
-            super().__init__()
-            self.factor = factor
+    class Unserializable(Unclonable):
+        """Its layer's argument is a NumPy number, which Keras cannot write into a config."""
 
-        def call(self, x):
-            return x * self.factor
-
-    class Scaled(TinyNetwork):
-        """A network with a layer Keras cannot copy (no get_config)."""
-
-        name = "scaled"
-
-        def build(self, layers):
-            model = super().build(layers)
-            inputs = keras.Input((None, None, 3))
-            outputs = model(Scale(np.float32(0.5))(inputs))
-            scaled = keras.Model(inputs, outputs)
-            scaled.trainable = False
-            return scaled
+        name = "unserializable"
+        factor = np.float32(0.5)
 
     with pytest.raises(AssertionError, match=r"must override `get_config\(\)` in order to be serializable\. Please implement"):
-        check_network(Scaled)
+        check_network(Unserializable)
 
 
 def test_network_calibration_rescales_the_content_weight_to_the_networks_feature_scale():

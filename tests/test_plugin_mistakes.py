@@ -150,11 +150,12 @@ class Unclonable(TinyNetwork):
     """TinyNetwork with a custom layer that lacks get_config."""
 
     name = "unclonable"
+    factor = 0.5  # what CustomScale multiplies by
 
     def build(self, layers):
         model = super().build(layers)
         inputs = tf.keras.Input((None, None, 3))
-        outputs = model(CustomScale(0.5)(inputs))
+        outputs = model(CustomScale(self.factor)(inputs))
         wrapped = tf.keras.Model(inputs, outputs)
         wrapped.trainable = False
         return wrapped
