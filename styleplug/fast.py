@@ -28,7 +28,8 @@ from PIL import Image
 from .device import resolve_precision
 from .errors import UsageError
 from .image import ImageInput, load_image, resize_long_side
-from .lazy import keras, tf
+from . import backends
+from .lazy import keras, ops
 
 FORMAT = "styleplug-style-model"
 VERSION = 1
@@ -62,7 +63,13 @@ class ReflectionPadding(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         p = self.pad
-        return tf.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
+        return ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        # Given, so that Keras need not trace a mirror padding of unknown sizes (JAX cannot).
+        batch, height, width, channels = input_shape
+        grow = [None if side is None else side + 2 * self.pad for side in (height, width)]
+        return (batch, *grow, channels)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "pad": self.pad}
@@ -86,13 +93,13 @@ class ConditionalInstanceNorm(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         features, weights = inputs
-        x = tf.cast(features, tf.float32)
-        mean, variance = tf.nn.moments(x, axes=[1, 2], keepdims=True)
-        normal = (x - mean) * tf.math.rsqrt(variance + 1e-5)
-        weights = tf.cast(weights, tf.float32)
-        scale = tf.matmul(weights, tf.stack([tf.cast(s, tf.float32) for s in self.scales]))[:, None, None, :]
-        shift = tf.matmul(weights, tf.stack([tf.cast(s, tf.float32) for s in self.shifts]))[:, None, None, :]
-        return tf.cast(normal * scale + shift, features.dtype)
+        x = ops.cast(features, "float32")
+        mean, variance = ops.moments(x, axes=[1, 2], keepdims=True)
+        normal = (x - mean) * ops.rsqrt(variance + 1e-5)
+        weights = ops.cast(weights, "float32")
+        scale = ops.matmul(weights, ops.stack([ops.cast(s, "float32") for s in self.scales]))[:, None, None, :]
+        shift = ops.matmul(weights, ops.stack([ops.cast(s, "float32") for s in self.shifts]))[:, None, None, :]
+        return ops.cast(normal * scale + shift, features.dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "styles": self.styles}
@@ -137,7 +144,7 @@ def pad_to_stride(images: Any) -> tuple[Any, tuple[int, int]]:
     """``images`` mirrored at the bottom and right up to multiples of ``STRIDE``; and the original size."""
     height, width = int(images.shape[1]), int(images.shape[2])
     pad_h, pad_w = -height % STRIDE, -width % STRIDE
-    return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT"), (height, width)
+    return ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect"), (height, width)
 
 
 class StyleModel:
@@ -226,11 +233,13 @@ class StyleModel:
         if min(image.size) < MIN_SIDE:
             raise UsageError(f"the photo is {image.width}x{image.height}; a style model needs at least {MIN_SIDE} px "
                              "on each side; use a larger photo or size.")
-        pixels = tf.constant(np.asarray(image, np.float32)[None])
+        pixels = ops.convert_to_tensor(np.asarray(image, np.float32)[None])
         padded, (height, width) = pad_to_stride(pixels)
         try:
-            painted = self.transformer([padded, tf.constant(weights)], training=False)[:, :height, :width]
-        except tf.errors.ResourceExhaustedError:
+            painted = self.transformer([padded, ops.convert_to_tensor(weights)], training=False)[:, :height, :width]
+        except Exception as error:
+            if not backends.current().out_of_memory(error):
+                raise
             raise UsageError(f"a {width}x{height} photo does not fit in memory here; use a smaller size.") from None
-        mixed = strength * tf.cast(painted, tf.float32) + (1 - strength) * pixels
-        return Image.fromarray(np.clip(np.asarray(mixed[0]), 0, 255).round().astype(np.uint8), "RGB")
+        mixed = strength * ops.cast(painted, "float32") + (1 - strength) * pixels
+        return Image.fromarray(np.clip(ops.convert_to_numpy(mixed)[0], 0, 255).round().astype(np.uint8), "RGB")

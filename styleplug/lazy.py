@@ -29,3 +29,4 @@ class LazyModule(ModuleType):
 
 tf = LazyModule("tensorflow")
 keras = LazyModule("keras")
+ops = LazyModule("keras.ops")

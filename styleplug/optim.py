@@ -1,5 +1,6 @@
-"""Optimisers over the image, with all state in ``tf.Variable``s so a whole chunk of steps runs
-inside one compiled function with no host round trip.
+"""Optimisers over the image, written as pure functions of their state (a dict of tensors, built
+with ``keras.ops`` alone), so that a whole chunk of steps runs inside one compiled function on any
+Keras backend with no host round trip, and the state never leaves the device.
 
 Both optimisers are safeguarded: a step is *accepted* only when the loss at the point it reached
 is at most ``1 + ACCEPT_RISE`` times the loss at the last accepted point. A rejected step is
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .lazy import tf
+from .lazy import ops
 
 #: A step is accepted when its loss is at most (1 + ACCEPT_RISE) times the last accepted loss.
 ACCEPT_RISE = 1e-3
@@ -32,165 +33,165 @@ MAX_GRADIENT_STEP_RMS = 64.0
 #: After this many halvings in a row, L-BFGS forgets its history and restarts along the gradient.
 RESET_AFTER_HALVINGS = 3
 
+State = dict[str, Any]
+
 
 def _gradient_step(gradient: Any, length: Any) -> Any:
     """A step along ``-gradient`` that moves pixels by ``length`` (root mean square)."""
-    rms = tf.sqrt(tf.reduce_mean(tf.square(gradient)))
+    rms = ops.sqrt(ops.mean(ops.square(gradient)))
     return -gradient * (length / (rms + 1e-30))
 
 
-class _Safeguarded:
-    """The accept/reject bookkeeping shared by both optimisers.
+def _scalar(value: float | int, dtype: str = "float32") -> Any:
+    return ops.convert_to_tensor(value, dtype=dtype)
 
-    ``step(x, loss, gradient)`` receives the loss and gradient at ``x``. If the loss is acceptable,
-    ``x`` becomes the new accepted point and the subclass's ``_advance`` proposes the next move;
-    otherwise the last move is halved. Either way ``x`` is then set to the accepted point plus
-    ``scale`` times the proposed move, clipped to valid pixels (0..255), so that the loss being
-    minimised is the loss of the image delivered.
+
+class _Safeguarded:
+    """The accept/reject bookkeeping shared by both optimisers, over a flat vector of ``size`` elements.
+
+    ``step(state, x, loss, gradient)`` receives the loss and gradient at ``x``. If the loss is
+    acceptable, ``x`` becomes the new accepted point and the subclass's ``_advance`` proposes the
+    next move; otherwise the last move is halved. Either way the next point is the accepted point
+    plus ``scale`` times the proposed move, clipped to valid pixels (0..255), so that the loss
+    being minimised is the loss of the image delivered. Conditions become ``ops.cond`` (one branch
+    runs) or ``ops.where``, so one step is one traced program on every backend.
     """
 
     def __init__(self, size: int) -> None:
-        self.accepted_x = tf.Variable(tf.zeros((size,)), trainable=False)
-        self.move = tf.Variable(tf.zeros((size,)), trainable=False)  # the proposed move from accepted_x, at scale 1
-        self.accepted_loss = tf.Variable(float("inf"), trainable=False)
-        self.scale = tf.Variable(1.0, trainable=False)
-        self.halvings = tf.Variable(0, trainable=False)  # rejections since the last accepted step
+        self.size = size
 
-    def reset(self, x: Any) -> None:
-        """Start a new run from ``x`` (a compiled step is reused for later jobs)."""
-        self.accepted_x.assign(tf.reshape(x, [-1]))
-        self.move.assign(tf.zeros_like(self.move))
-        self.accepted_loss.assign(float("inf"))
-        self.scale.assign(1.0)
-        self.halvings.assign(0)
+    def initial(self, x: Any) -> State:
+        """The state of a new run starting at the flat ``x``."""
+        # Every entry its own buffer: a compiled chunk may update them in place.
+        return {"accepted_x": ops.reshape(ops.copy(ops.cast(x, "float32")), (-1,)),
+                "move": ops.zeros((self.size,), "float32"),  # the proposed move from accepted_x, at scale 1
+                "accepted_loss": _scalar(float("inf")), "scale": _scalar(1.0),
+                "halvings": _scalar(0, "int32")}  # rejections since the last accepted step
 
-    def step(self, x: Any, loss: Any, gradient: Any) -> Any:
-        """Take one step from the loss and gradient at ``x``; return whether ``x`` was accepted."""
-        flat_x, g = tf.reshape(x, [-1]), tf.reshape(gradient, [-1])
+    def step(self, state: State, x: Any, loss: Any, gradient: Any) -> tuple[State, Any, Any]:
+        """One step from the loss and gradient at the flat ``x``: the new state, the next point,
+        and whether ``x`` was accepted."""
+        first = ops.isinf(state["accepted_loss"])
         # Written so that a NaN loss is rejected (every comparison with NaN is false).
-        accepted = tf.logical_or(tf.math.is_inf(self.accepted_loss), loss <= (1.0 + ACCEPT_RISE) * self.accepted_loss)
-        accepted = tf.logical_and(accepted, tf.math.is_finite(loss))
-        if accepted:
-            self._advance(flat_x, g, tf.math.is_inf(self.accepted_loss))
-            self.accepted_x.assign(flat_x)
-            self.accepted_loss.assign(loss)
-            self.halvings.assign(0)
-        else:
-            self.halvings.assign_add(1)
-            self.scale.assign(self.scale * 0.5)
-            self._rejected()
-        x.assign(tf.clip_by_value(tf.reshape(self.accepted_x + self.scale * self.move, tf.shape(x)), 0.0, 255.0))
-        return accepted
+        accepted = ops.logical_and(ops.logical_or(first, loss <= (1.0 + ACCEPT_RISE) * state["accepted_loss"]),
+                                   ops.isfinite(loss))
 
-    def _advance(self, x: Any, g: Any, first: Any) -> None:
+        def accept() -> State:
+            advanced = self._advance(state, x, gradient, first)
+            return {**advanced, "accepted_x": x, "accepted_loss": ops.cast(loss, "float32"), "halvings": _scalar(0, "int32")}
+
+        def reject() -> State:
+            halved = {**state, "halvings": state["halvings"] + 1, "scale": state["scale"] * 0.5}
+            return self._rejected(halved)
+
+        state = ops.cond(accepted, accept, reject)
+        return state, ops.clip(state["accepted_x"] + state["scale"] * state["move"], 0.0, 255.0), accepted
+
+    def _advance(self, state: State, x: Any, g: Any, first: Any) -> State:
         raise NotImplementedError
 
-    def _rejected(self) -> None:
+    def _rejected(self, state: State) -> State:
         """Called after the scale was halved; may change the move instead."""
+        return state
 
 
 class LBFGS(_Safeguarded):
-    """Limited-memory BFGS over a variable of ``size`` elements, keeping ``history`` pairs for the whole
-    run, safeguarded (see the module docstring). ``gradient_noise`` is the relative noise of the
+    """Limited-memory BFGS over ``size`` elements, keeping ``history`` pairs for the whole run,
+    safeguarded (see the module docstring). ``gradient_noise`` is the relative noise of the
     gradients (``GRADIENT_NOISE`` of the network's precision): a curvature pair whose gradient
     change is not well above it is noise, and is not kept."""
 
     def __init__(self, size: int, history: int = 20, learning_rate: float = 1.0, gradient_noise: float = 0.0) -> None:
         super().__init__(size)
-        zeros = tf.zeros((history, size))
         self.history, self.learning_rate, self.gradient_noise = history, learning_rate, gradient_noise
-        self.s, self.y = tf.Variable(zeros, trainable=False), tf.Variable(zeros, trainable=False)
-        self.rho = tf.Variable(tf.zeros((history,)), trainable=False)
-        self.alpha = tf.Variable(tf.zeros((history,)), trainable=False)
-        self.count = tf.Variable(0, trainable=False)  # stored pairs, at most `history`
-        self.head = tf.Variable(0, trainable=False)  # slot of the next pair
-        self.accepted_g = tf.Variable(tf.zeros((size,)), trainable=False)
-        self.gradient_step_rms = tf.Variable(FIRST_STEP_RMS, trainable=False)
 
-    def reset(self, x: Any) -> None:
-        super().reset(x)
-        self.count.assign(0)
-        self.head.assign(0)
-        self.gradient_step_rms.assign(FIRST_STEP_RMS)
+    def initial(self, x: Any) -> State:
+        pairs = (self.history, self.size)
+        return {**super().initial(x), "s": ops.zeros(pairs, "float32"), "y": ops.zeros(pairs, "float32"), "rho": ops.zeros((self.history,), "float32"),
+                "count": _scalar(0, "int32"),  # stored pairs, at most `history`
+                "head": _scalar(0, "int32"),  # slot of the next pair
+                "accepted_g": ops.zeros((self.size,), "float32"), "gradient_step_rms": _scalar(FIRST_STEP_RMS)}
 
-    def _advance(self, x: Any, g: Any, first: Any) -> None:
-        if not first:
-            s, y = x - self.accepted_x, g - self.accepted_g
-            ys = tf.tensordot(y, s, 1)
-            # Keep only pairs with positive curvature (so the inverse Hessian stays positive definite)
-            # whose gradient change stands well above the gradient's rounding noise.
-            if ys > 0.0 and tf.norm(y) > 16.0 * self.gradient_noise * tf.norm(g):
-                slot = [[self.head]]
-                self.s.scatter_nd_update(slot, [s])
-                self.y.scatter_nd_update(slot, [y])
-                self.rho.scatter_nd_update(slot, [1.0 / ys])
-                self.head.assign((self.head + 1) % self.history)
-                self.count.assign(tf.minimum(self.count + 1, self.history))
-        if self.count > 0:
-            direction = self._direction(g)
-        else:
-            if not first:  # the last step was along the gradient, at this length, and it was accepted
-                self.gradient_step_rms.assign(tf.minimum(MAX_GRADIENT_STEP_RMS, 2.0 * self.scale * self.gradient_step_rms))
-            direction = _gradient_step(g, self.gradient_step_rms)
-        if tf.tensordot(direction, g, 1) >= 0.0:  # not a descent direction: forget the history
-            self.count.assign(0)
-            direction = _gradient_step(g, self.gradient_step_rms)
-        self.accepted_g.assign(g)
-        self.move.assign(self.learning_rate * direction)
-        self.scale.assign(1.0)
+    def _advance(self, state: State, x: Any, g: Any, first: Any) -> State:
+        s, y = x - state["accepted_x"], g - state["accepted_g"]
+        ys = ops.sum(y * s)
+        # Keep only pairs with positive curvature (so the inverse Hessian stays positive definite)
+        # whose gradient change stands well above the gradient's rounding noise.
+        keep = ops.logical_and(ops.logical_not(first), ops.logical_and(
+            ys > 0.0, ops.norm(y) > 16.0 * self.gradient_noise * ops.norm(g)))
 
-    def _rejected(self) -> None:
+        def store() -> State:
+            head = state["head"]
+            return {**state, "s": ops.slice_update(state["s"], [head, 0], s[None]),
+                    "y": ops.slice_update(state["y"], [head, 0], y[None]),
+                    "rho": ops.slice_update(state["rho"], [head], ops.reshape(1.0 / ys, (1,))),
+                    "head": (head + 1) % self.history, "count": ops.minimum(state["count"] + 1, self.history)}
+
+        state = ops.cond(keep, store, lambda: state)
+        # The last step was along the gradient, at this length, and it was accepted: try twice as far.
+        grows = ops.logical_and(state["count"] == 0, ops.logical_not(first))
+        step_rms = ops.where(grows, ops.minimum(MAX_GRADIENT_STEP_RMS, 2.0 * state["scale"] * state["gradient_step_rms"]),
+                             state["gradient_step_rms"])
+        along_gradient = _gradient_step(g, step_rms)
+        direction = ops.cond(state["count"] > 0, lambda: self._direction(state, g), lambda: along_gradient)
+        descends = ops.sum(direction * g) < 0.0  # if not, forget the history
+        return {**state, "count": ops.where(descends, state["count"], 0), "gradient_step_rms": step_rms,
+                "accepted_g": g, "move": self.learning_rate * ops.where(descends, direction, along_gradient),
+                "scale": _scalar(1.0)}
+
+    def _rejected(self, state: State) -> State:
         # Halving a curvature step repeatedly means the curvature is wrong: restart along the gradient.
-        if self.halvings >= RESET_AFTER_HALVINGS and self.count > 0:
-            self.count.assign(0)
-            self.move.assign(self.learning_rate * _gradient_step(self.accepted_g, self.gradient_step_rms))
-            self.scale.assign(1.0)
+        restart = ops.logical_and(state["halvings"] >= RESET_AFTER_HALVINGS, state["count"] > 0)
+        along_gradient = self.learning_rate * _gradient_step(state["accepted_g"], state["gradient_step_rms"])
+        return {**state, "count": ops.where(restart, 0, state["count"]),
+                "move": ops.where(restart, along_gradient, state["move"]),
+                "scale": ops.where(restart, 1.0, state["scale"])}
 
-    def _direction(self, g: Any) -> Any:
+    def _direction(self, state: State, g: Any) -> Any:
         """The two-loop recursion: ``-H g`` with the stored pairs, newest first then oldest first.
 
-        The loops run over the whole history and skip the slots holding no pair (tf.where, so that
+        The loops run over the whole history and skip the slots holding no pair (``where``, so that
         stale values there cannot turn into NaN): XLA needs loop bounds known at compile time, and
         the extra work is a few vector operations per slot."""
-        q = g
-        for i in tf.range(self.history):
-            j = (self.head - 1 - i) % self.history
-            a = tf.where(i < self.count, tf.gather(self.rho, j) * tf.tensordot(tf.gather(self.s, j), q, 1), 0.0)
-            self.alpha.scatter_nd_update([[j]], [a])
-            q -= a * tf.gather(self.y, j)
-        newest = (self.head - 1) % self.history
-        y_newest = tf.gather(self.y, newest)
-        r = q / (tf.gather(self.rho, newest) * tf.tensordot(y_newest, y_newest, 1))  # q · (s·y)/(y·y)
-        for i in tf.range(self.history):
-            j = (self.head - self.count + i) % self.history
-            b = tf.gather(self.rho, j) * tf.tensordot(tf.gather(self.y, j), r, 1)
-            r += tf.where(i < self.count, tf.gather(self.s, j) * (tf.gather(self.alpha, j) - b), 0.0)
-        return -r
+        s, y, rho, head, count, history = state["s"], state["y"], state["rho"], state["head"], state["count"], self.history
+
+        def newest_first(i: Any, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+            q, alpha = carry
+            j = (head - 1 - i) % history
+            a = ops.where(i < count, ops.take(rho, j) * ops.sum(ops.take(s, j, axis=0) * q), 0.0)
+            return q - a * ops.take(y, j, axis=0), ops.slice_update(alpha, [j], ops.reshape(a, (1,)))
+
+        q, alpha = ops.fori_loop(0, history, newest_first, (g, ops.zeros((history,), "float32")))
+        newest = (head - 1) % history
+        y_newest = ops.take(y, newest, axis=0)
+        r = q / (ops.take(rho, newest) * ops.sum(y_newest * y_newest))  # q · (s·y)/(y·y)
+
+        def oldest_first(i: Any, r: Any) -> Any:
+            j = (head - count + i) % history
+            b = ops.take(rho, j) * ops.sum(ops.take(y, j, axis=0) * r)
+            return r + ops.where(i < count, ops.take(s, j, axis=0) * (ops.take(alpha, j) - b), 0.0)
+
+        return -ops.fori_loop(0, history, oldest_first, r)
 
 
 class Adam(_Safeguarded):
-    """Adam (Kingma & Ba 2014) over a variable of ``size`` elements, safeguarded (see the module docstring); after a
+    """Adam (Kingma & Ba 2014) over ``size`` elements, safeguarded (see the module docstring); after a
     rejection the step length recovers by doubling with each accepted step."""
 
     def __init__(self, size: int, learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999,
                  epsilon: float = 1e-8) -> None:
         super().__init__(size)
         self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
-        self.m = tf.Variable(tf.zeros((size,)), trainable=False)
-        self.v = tf.Variable(tf.zeros((size,)), trainable=False)
-        self.t = tf.Variable(0.0, trainable=False)
 
-    def reset(self, x: Any) -> None:
-        super().reset(x)
-        self.m.assign(tf.zeros_like(self.m))
-        self.v.assign(tf.zeros_like(self.v))
-        self.t.assign(0.0)
+    def initial(self, x: Any) -> State:
+        return {**super().initial(x), "m": ops.zeros((self.size,), "float32"), "v": ops.zeros((self.size,), "float32"),
+                "t": _scalar(0.0)}
 
-    def _advance(self, x: Any, g: Any, first: Any) -> None:
-        self.t.assign_add(1.0)
-        self.m.assign(self.beta1 * self.m + (1 - self.beta1) * g)
-        self.v.assign(self.beta2 * self.v + (1 - self.beta2) * tf.square(g))
-        m_hat = self.m / (1 - self.beta1**self.t)
-        v_hat = self.v / (1 - self.beta2**self.t)
-        self.move.assign(-self.learning_rate * m_hat / (tf.sqrt(v_hat) + self.epsilon))
-        self.scale.assign(tf.minimum(1.0, 2.0 * self.scale))
+    def _advance(self, state: State, x: Any, g: Any, first: Any) -> State:
+        t = state["t"] + 1.0
+        m = self.beta1 * state["m"] + (1 - self.beta1) * g
+        v = self.beta2 * state["v"] + (1 - self.beta2) * ops.square(g)
+        m_hat = m / (1 - ops.power(self.beta1, t))
+        v_hat = v / (1 - ops.power(self.beta2, t))
+        return {**state, "t": t, "m": m, "v": v, "move": -self.learning_rate * m_hat / (ops.sqrt(v_hat) + self.epsilon),
+                "scale": ops.minimum(1.0, 2.0 * state["scale"])}

@@ -24,6 +24,7 @@ import numbers
 import os
 import re
 import sys
+import types
 import traceback
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -366,6 +367,37 @@ def _check_network(what: str, cls: type[Network]) -> None:
     for method in ("build", "preprocess"):
         if getattr(cls, method) is getattr(Network, method):
             raise _Rejected(f"{what} does not implement {method}()")
+
+
+def writes_tensorflow(cls: type) -> bool:
+    """Whether ``cls`` (or a base class outside styleplug) comes from a module that uses TensorFlow
+    itself (``import tensorflow as tf`` or ``styleplug.lazy.tf``), rather than ``keras.ops``."""
+    for klass in cls.__mro__:
+        module = sys.modules.get(klass.__module__)
+        if module is None or klass.__module__.startswith(("styleplug.", "builtins", "keras")):
+            continue
+        if any(isinstance(value, types.ModuleType) and value.__name__.partition(".")[0] == "tensorflow"
+               for value in vars(module).values()):
+            return True
+    return False
+
+
+def check_backend(provider: Provider, kind: str, cls: type, old_contract: bool = False) -> None:
+    """Refuse, in one line, a plugin class that runs on TensorFlow only when the backend is another."""
+    from . import backends
+
+    backend = backends.name()
+    if backend == "tensorflow":
+        return
+    if old_contract:
+        why = "is written to the old loss contract (call(features, image)), which runs on TensorFlow only"
+    elif writes_tensorflow(cls):
+        why = "calls TensorFlow (tf.*), which runs on the TensorFlow backend only"
+    else:
+        return
+    raise PluginError(provider.name, provider.package, provider.version, f"the {backend} backend",
+                      f"{kind} '{getattr(cls, 'name', cls.__name__)}' {why}. Fix: write it with keras.ops "
+                      "(`styleplug docs plugins`), or run with --backend tensorflow")
 
 
 def guarded(provider: Provider, stage: str, action: Callable[[], T]) -> T:

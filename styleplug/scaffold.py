@@ -53,7 +53,7 @@ The code is in `$module/__init__.py`; the contract it keeps is in `styleplug doc
 LOSS = '''"""$name: a style loss for styleplug. It matches the mean of each feature channel; make it yours."""
 
 import styleplug
-from styleplug.lazy import tf  # imports TensorFlow on first use, so listing plugins stays instant
+from styleplug.lazy import ops  # keras.ops, imported on first use: listing plugins stays instant
 from styleplug.losses.functional import moments
 
 
@@ -78,7 +78,7 @@ class $cls(styleplug.Loss):
         per_layer = {}
         for layer in self.layers:
             means = moments(features[layer], mask)[0]
-            per_layer[layer] = tf.reduce_mean(tf.abs(means - target[layer]) ** self.options["power"])
+            per_layer[layer] = ops.mean(ops.abs(means - target[layer]) ** self.options["power"])
         return self.weighted_mean(per_layer)
 
 
@@ -116,7 +116,7 @@ NETWORK = '''"""$name: a feature network for styleplug. A small convnet to start
 
 import styleplug
 from styleplug.errors import WeightsError
-from styleplug.lazy import keras, tf  # imported on first use, so listing plugins stays instant
+from styleplug.lazy import keras, ops  # imported on first use, so listing plugins stays instant
 
 
 class $cls(styleplug.Network):
@@ -131,7 +131,7 @@ class $cls(styleplug.Network):
 
     def preprocess(self, images):
         # RGB 0..255 in, what the network was trained on out; it must be differentiable.
-        return tf.cast(images, tf.float32) / 127.5 - 1.0
+        return ops.cast(images, "float32") / 127.5 - 1.0
 
     def build(self, layers):
         self.check_layers(layers)

@@ -28,15 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from . import backends
 from .compiled import old_contract_inputs
 from .engine import Engine, Progress, with_dtype_policy
 from .errors import one_line
 from .hookspecs import hookimpl
 from .job import Job
-from .lazy import keras, tf
+from .lazy import keras, ops
 from .losses import Loss, uses_old_contract
 from .networks import Network
-from .plugins import PluginHost, plugin_location, tensor_hint
+from .plugins import PluginHost, Provider, check_backend, plugin_location, tensor_hint
 
 __all__ = ["TinyNetwork", "assert_plugin_installed", "calibrate_loss", "calibrate_network", "check_loss", "check_network",
            "make_host"]
@@ -51,7 +52,7 @@ class TinyNetwork(Network):
     default_style_layers = ("conv1", "conv2", "conv3", "conv4")
 
     def preprocess(self, images: Any) -> Any:
-        return tf.cast(images, tf.float32) / 127.5 - 1.0
+        return ops.cast(images, "float32") / 127.5 - 1.0
 
     def build(self, layers: Sequence[str]) -> Any:
         self.check_layers(layers)
@@ -77,7 +78,7 @@ def _tiny_plugin() -> object:
 
 
 def _image(seed: int, size: tuple[int, int] = (24, 32)) -> Any:
-    return tf.constant(np.random.default_rng(seed).uniform(0, 255, (1, *size, 3)).astype(np.float32))
+    return ops.convert_to_tensor(np.random.default_rng(seed).uniform(0, 255, (1, *size, 3)).astype(np.float32))
 
 
 @contextmanager
@@ -99,14 +100,15 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
 
     Checks: it registers cleanly in a strict host; every declared parameter is accepted by the
     constructor; ``get_config``/``from_config`` round-trips; ``call`` gives a finite float32 scalar,
-    also inside ``tf.function``; the gradient reaches the image; a comparison loss is about zero when
-    the image is its own target; ``compute_target`` gives the same inside ``tf.function``; a batch of
+    also compiled by the backend; the gradient reaches the image; a comparison loss is about zero when
+    the image is its own target; ``compute_target`` gives the same compiled; a batch of
     two images gives the mean of the two alone; and a style loss given a mask gives the loss of the
     masked region cut out. A loss written to the old contract (``call(features, image)``) gets the
     checks of that contract only, and the mask check (it sees the region's feature vectors).
     A pixel-space style loss gets the style's pixels for its target and the mask check too. Everything runs at two image
     sizes, with features from the network in float32 and from its bfloat16 copy, as the engine runs
-    it on hardware with fast bfloat16.
+    it on hardware with fast bfloat16. The checks run on the process's Keras backend (``KERAS_BACKEND``):
+    run your tests once per backend you support.
     """
     with _named("loss", cls):
         _check_loss(cls, network or TinyNetwork(weights="none"))
@@ -125,7 +127,7 @@ class _Calls:
 
     def reference(self, image: Any) -> dict[str, Any]:
         """What ``compute_target`` receives for a reference image: its features, or its pixels for a pixel-space loss."""
-        return self.features(image) if self.loss.uses_features else {"image": tf.cast(image, tf.float32)}
+        return self.features(image) if self.loss.uses_features else {"image": ops.cast(image, "float32")}
 
     def target_of(self, reference: Any) -> Any:
         """The target from ``reference``, as the engine gets it (None for a regularizer)."""
@@ -143,6 +145,7 @@ class _Calls:
 
 def _check_loss(cls: type[Loss], network: Network) -> None:
     _host_with(cls, "register_losses")  # registers cleanly in a strict host
+    check_backend(Provider(cls.__module__, None, None), "loss", cls, uses_old_contract(cls))
     layers = {"content": network.default_content_layers, "style": network.default_style_layers}.get(cls.role, ())
     defaults = {param.name: param.default for param in cls.params}
     loss = cls(layers=layers, **defaults) if cls.uses_features else cls(**defaults)
@@ -154,18 +157,18 @@ def _check_loss(cls: type[Loss], network: Network) -> None:
 
     calls = _Calls(loss, network, model)
     target = calls.target_of(_image(1))
-    image = tf.Variable(_image(2))
-    # Traced first, as the engine runs it: code that leaves TensorFlow fails here, with its line.
-    compiled = tf.function(lambda: calls.value(image, target))()
-    _check_scalar(compiled, "inside tf.function")
-    with tf.GradientTape() as tape:
-        result = calls.value(image, target)
+    image = _image(2)
+    backend = backends.current()
+    # Traced first, as the engine runs it: code that leaves the backend's tensors fails here, with its line.
+    compiled = backend.compile(lambda image: calls.value(image, target), jit_compile=False)(image)
+    _check_scalar(compiled, "compiled")
+    result = calls.value(image, target)
     _check_scalar(result, "")
     assert np.isfinite(float(result)), f"call() returned {float(result)}"
-    gradient = tape.gradient(result, image)
-    assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0, "the gradient does not reach the image"
+    _, _, gradient = backend.value_and_grad(lambda image: (calls.value(image, target), None))(image)
+    assert gradient is not None and float(ops.sum(ops.abs(gradient))) > 0, "the gradient does not reach the image"
     assert np.isclose(float(compiled), float(result), rtol=1e-4, atol=1e-6), \
-        f"inside tf.function: {float(compiled)} != eager {float(result)}"
+        f"compiled: {float(compiled)} != eager {float(result)}"
     if cls.role != "regularizer":
         at_target = float(calls.value(_image(1), calls.target_of(_image(1))))
         assert abs(at_target) <= 1e-5 * max(1.0, abs(float(result))), f"a comparison loss must be ~0 at its target; got {at_target}"
@@ -174,9 +177,10 @@ def _check_loss(cls: type[Loss], network: Network) -> None:
             _check_mask(loss)
         return
     if cls.role != "regularizer":
-        traced = tf.function(lambda: loss.compute_target(calls.reference(_image(1))))()
-        for eager_part, traced_part in zip(tf.nest.flatten(target), tf.nest.flatten(traced)):
-            assert np.allclose(eager_part, traced_part, rtol=1e-4, atol=1e-6), "compute_target differs inside tf.function"
+        traced = backend.compile(lambda image: loss.compute_target(calls.reference(image)), jit_compile=False)(_image(1))
+        for eager_part, traced_part in zip(keras.tree.flatten(target), keras.tree.flatten(traced)):
+            assert np.allclose(ops.convert_to_numpy(eager_part), ops.convert_to_numpy(traced_part), rtol=1e-4, atol=1e-6), \
+                "compute_target differs when compiled"
     _check_batch(cls, calls.target_of, calls.value)
     if cls.role == "style":
         _check_mask(loss)
@@ -196,8 +200,9 @@ def _check_scalar(value: Any, at: str) -> None:
     """``call`` returned one float32 number; else say which of the two went wrong, and the fix."""
     where = f"{at}, " if at else ""
     assert value.shape == (), (f"{where}call() gave shape {tuple(value.shape)}; return one number: reduce the values "
-                               "(e.g. tf.reduce_mean, or self.weighted_mean over layers)")
-    assert value.dtype == tf.float32, f"{where}call() gave {value.dtype}; cast features to float32 before reducing"
+                               "(e.g. keras.ops.mean, or self.weighted_mean over layers)")
+    dtype = keras.backend.standardize_dtype(value.dtype)
+    assert dtype == "float32", f"{where}call() gave {dtype}; cast features to float32 before reducing"
 
 
 def _check_batch(cls: type[Loss], target_of: Callable[[Any], Any], value: Callable[..., Any]) -> None:
@@ -206,11 +211,11 @@ def _check_batch(cls: type[Loss], target_of: Callable[[Any], Any], value: Callab
     images, references = [_image(5), _image(6)], [_image(7), _image(8)]
     if cls.role == "content":
         singles = [float(value(image, target_of(reference))) for image, reference in zip(images, references)]
-        batched = float(value(tf.concat(images, 0), target_of(tf.concat(references, 0))))
+        batched = float(value(ops.concatenate(images, 0), target_of(ops.concatenate(references, 0))))
     else:
         shared = target_of(references[0])
         singles = [float(value(image, shared)) for image in images]
-        batched = float(value(tf.concat(images, 0), shared))
+        batched = float(value(ops.concatenate(images, 0), shared))
     assert np.isclose(batched, np.mean(singles), rtol=1e-4, atol=1e-6), (
         f"a batch of two gave {batched}, but the two alone give {singles[0]} and {singles[1]} (mean {np.mean(singles)}); "
         "compute per sample and average over the batch")
@@ -222,7 +227,7 @@ def _check_mask(loss: Loss) -> None:
     rng = np.random.default_rng(11)
 
     def random(*shape: int) -> Any:
-        return tf.constant(rng.uniform(0, 1, shape).astype(np.float32))
+        return ops.convert_to_tensor(rng.uniform(0, 1, shape).astype(np.float32))
 
     features = {layer: random(1, 8, 8, 4) for layer in loss.layers}
     image = random(1, 8, 8, 3) * 255
@@ -240,12 +245,12 @@ def _check_mask(loss: Loss) -> None:
 
     left = np.zeros((1, 8, 8, 1), np.float32)
     left[:, :, :4] = 1
-    masked = value(features, image, tf.constant(left))
+    masked = value(features, image, ops.convert_to_tensor(left))
     cut = value({layer: part[:, :, :4] for layer, part in features.items()}, image[:, :, :4])
     assert np.isclose(masked, cut, rtol=1e-4, atol=1e-6), (
         f"with a mask over the left half the loss is {masked}, but the left half cut out gives {cut}; compute the "
         "statistics of the masked region (styleplug.losses.functional.gram_matrix and moments take a mask)")
-    everywhere, unmasked = value(features, image, tf.ones((1, 8, 8, 1))), value(features, image)
+    everywhere, unmasked = value(features, image, ops.ones((1, 8, 8, 1))), value(features, image)
     assert np.isclose(everywhere, unmasked, rtol=1e-4, atol=1e-6), f"a mask of ones gives {everywhere}, no mask {unmasked}"
 
 
@@ -325,6 +330,7 @@ def check_network(cls: type[Network], weights: str = "none") -> None:
 
 def _check_network(cls: type[Network], weights: str) -> None:
     _host_with(cls, "register_networks")  # registers cleanly in a strict host
+    check_backend(Provider(cls.__module__, None, None), "network", cls)
     network = cls(weights=weights)
     layers = tuple(dict.fromkeys(network.default_style_layers + network.default_content_layers))
     model = network.build(layers)
@@ -339,15 +345,17 @@ def _check_network(cls: type[Network], weights: str) -> None:
                              "give every custom layer get_config() and from_config()") from error
     for precision, built in (("float32", model), ("bfloat16", copy)):
         for size in ((32, 32), (48, 40)):
-            image = tf.Variable(_image(3, size))
-            with tf.GradientTape() as tape:
+            def features(image: Any) -> tuple[Any, Any]:
                 outputs = built(network.preprocess(image))
-                total = tf.add_n([tf.reduce_mean(tf.cast(outputs[layer], tf.float32)) for layer in layers])
+                return sum(ops.mean(ops.cast(outputs[layer], "float32")) for layer in layers), outputs
+
+            _, outputs, gradient = backends.current().value_and_grad(features)(_image(3, size))
             at = f"in {precision} at {size[1]}x{size[0]}"
             assert set(outputs) == set(layers), f"{at}, outputs {sorted(outputs)} != requested {sorted(layers)}"
-            assert all(np.isfinite(np.asarray(tf.cast(outputs[layer], tf.float32))).all() for layer in layers), \
+            assert all(np.isfinite(ops.convert_to_numpy(ops.cast(outputs[layer], "float32"))).all() for layer in layers), \
                 f"features are not finite {at}"
-            assert tape.gradient(total, image) is not None, f"the gradient does not reach the input image {at}"
+            assert gradient is not None and np.isfinite(ops.convert_to_numpy(gradient)).all(), \
+                f"the gradient does not reach the input image {at}"
 
 
 def assert_plugin_installed(name: str) -> None:

@@ -28,7 +28,8 @@ from .errors import UsageError
 from .fast import MIN_SIDE, Architecture, StyleModel
 from .image import ImageInput, load_image, pixel_digest, resize_long_side
 from .job import Job
-from .lazy import keras, tf
+from . import backends
+from .lazy import keras, ops
 from .losses import uses_old_contract
 from .plugins import PluginHost, styleplug_version
 
@@ -139,12 +140,13 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
             raise UsageError(f"loss '{term.loss.name}' is written to the old loss contract (set_target), which training "
                              "cannot use: its target must come from compute_target; see `styleplug docs contracts`.")
     model, trained = _model_to_train(Path(output), names, architecture, engine.precision)
-    features = engine.extractor(engine.feature_model([layer for term in terms for layer in term.loss.layers]))
+    network = engine.feature_model([layer for term in terms for layer in term.loss.layers])
+    features = engine.extractor(network)
     targets = _style_targets(terms, features, [resize_long_side(image, style_size) for image in style_images])
-    step_fn = _step_function(model, terms, features, targets, names, trained, learning_rate)
+    trainer = _Trainer(model, terms, engine.stateless_extractor(network), network, targets, trained, learning_rate)
 
     crops = Crops(training, size, seed + int(model.record.get("steps", 0)))
-    held = tf.constant(centre_crops(holdout, size)) if holdout else None
+    held = ops.convert_to_tensor(centre_crops(holdout, size)) if holdout else None
     record = {
         "styleplug": styleplug_version(), "engine": engine.settings, "size": size, "batch": batch, "style_size": style_size,
         "learning_rate": learning_rate,
@@ -160,19 +162,22 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
     try:
         while done < steps and not (cancel is not None and cancel.is_set()):
             style = trained[done % len(trained)]
-            values = step_fn(tf.constant(crops.batch(batch)), *_style_indices(model, names, style))
+            values = trainer.step(ops.convert_to_tensor(crops.batch(batch)), *_style_indices(model, names, style))
             done += 1
             progress = TrainProgress(done, steps, style, _report(terms, values), time.perf_counter() - started)
             if done % checkpoint_every == 0 or done == steps:
+                trainer.write_back()
                 progress.held_out = _held_out(model, terms, features, targets, held, names, style) if held is not None else None
                 _save(model, output, record, done, progress)
             if callback is not None and callback(progress) is False:
                 break
     except KeyboardInterrupt:  # Ctrl-C keeps the steps trained so far; a failure keeps the file as it was
         if done > first:
+            trainer.write_back()
             _save(model, output, record, done, None)
         raise
     if done > first:
+        trainer.write_back()
         _save(model, output, record, done, None)
     return model
 
@@ -180,7 +185,7 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
 def _style_indices(model: StyleModel, names: list[str], style: str) -> tuple[Any, Any]:
     """Where ``style`` is among the model's styles (its normalisation parameters) and among this
     run's style images (its targets): they differ when a run names only some of the model's styles."""
-    return tf.constant(model.styles.index(style)), tf.constant(names.index(style))
+    return ops.convert_to_tensor(model.styles.index(style), "int32"), ops.convert_to_tensor(names.index(style), "int32")
 
 
 def _model_to_train(output: Path, names: list[str], architecture: Architecture, precision: str) -> tuple[StyleModel, list[str]]:
@@ -208,68 +213,113 @@ def _model_to_train(output: Path, names: list[str], architecture: Architecture, 
 
 def _style_targets(terms: list[Term], features: Callable[[Any], Any], styles: list[Image.Image]) -> list[Any]:
     """For each term, its target per style stacked on a new first axis (None for content and regularizer terms)."""
-    outputs = [features(tf.constant(np.asarray(image, np.float32)[None])) for image in styles]
+    outputs = [features(ops.convert_to_tensor(np.asarray(image, np.float32)[None])) for image in styles]
     stacked = []
     for term in terms:
         if term.loss.role != "style":
             stacked.append(None)
             continue
         per_style = [term.loss.compute_target({layer: output[layer] for layer in term.loss.layers}) for output in outputs]
-        stacked.append(tf.nest.map_structure(lambda *values: tf.stack(values), *per_style))
+        stacked.append(keras.tree.map_structure(lambda *values: ops.stack(values), *per_style))
     return stacked
 
 
-def _losses(terms: list[Term], features: Callable[[Any], Any], targets: list[Any], transformer: Any, photos: Any,
-            style_index: Any, target_index: Any, styles: int) -> Any:
-    """Each weighted term for a batch of photos painted in one style (inside a traced step): the
-    model's style ``style_index``, whose targets are at ``target_index`` among this run's styles."""
-    weights = tf.one_hot(tf.fill(tf.shape(photos)[:1], style_index), styles)
-    painted = transformer([photos, weights], training=True)
-    both = features(tf.concat([painted, photos], 0))  # one pass of the feature network for both
-    count = tf.shape(photos)[0]
+def _losses(terms: list[Term], features: Callable[[Any], Any], targets: list[Any], painter: Callable[[Any, Any], Any],
+            photos: Any, style_index: Any, target_index: Any, styles: int) -> Any:
+    """Each weighted term for a batch of photos painted in one style: the model's style
+    ``style_index``, whose targets are at ``target_index`` among this run's styles.
+    ``painter(photos, style_weights)`` runs the transformer, ``features(images)`` the network."""
+    weights = ops.one_hot(ops.full(ops.shape(photos)[:1], style_index, "int32"), styles)
+    painted = painter(photos, weights)
+    both = features(ops.concatenate([painted, photos], 0))  # one pass of the feature network for both
+    count = ops.shape(photos)[0]
     values = []
     for term, target in zip(terms, targets):
         own = {layer: both[layer][:count] for layer in term.loss.layers}
         if term.loss.role == "content":
-            target = term.loss.compute_target({layer: tf.stop_gradient(both[layer][count:]) for layer in term.loss.layers})
+            target = term.loss.compute_target({layer: ops.stop_gradient(both[layer][count:]) for layer in term.loss.layers})
         elif target is not None:
-            target = tf.nest.map_structure(lambda stacked: tf.gather(stacked, target_index), target)
-        values.append(term.weight * tf.cast(term.loss.call(own, painted, target), tf.float32))
-    return tf.stack(values)
+            target = keras.tree.map_structure(lambda stacked: ops.take(stacked, target_index, axis=0), target)
+        values.append(term.weight * ops.cast(term.loss.call(own, painted, target), "float32"))
+    return ops.stack(values)
 
 
-def _step_function(model: StyleModel, terms: list[Term], features: Callable[[Any], Any], targets: list[Any],
-                   names: list[str], trained: list[str], learning_rate: float) -> Any:
+class _Trainer:
     """The compiled training step: Adam on every weight, or only on the trained styles' own
-    normalisation parameters when styles are added to a trained model."""
-    transformer, count = model.transformer, len(model.styles)
-    if trained == model.styles:
-        variables = transformer.trainable_weights
-    else:
-        own = {f"scale_{model.styles.index(name)}" for name in trained} | {f"shift_{model.styles.index(name)}" for name in trained}
-        variables = [variable for variable in transformer.trainable_weights if variable.path.rpartition("/")[2] in own]
-    optimizer = keras.optimizers.Adam(learning_rate)
+    normalisation parameters when styles are added to a trained model. The weights and the
+    optimiser's state stay in tensors between steps (on the device); ``write_back`` puts the
+    weights into the model before it is saved or judged."""
 
-    @tf.function
-    def step(photos: Any, style_index: Any, target_index: Any) -> Any:
-        with tf.GradientTape() as tape:
-            values = _losses(terms, features, targets, transformer, photos, style_index, target_index, count)
-            total = tf.reduce_sum(values)
-        optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+    def __init__(self, model: StyleModel, terms: list[Term], features: Callable[[Any, Any], Any], network: Any,
+                 targets: list[Any], trained: list[str], learning_rate: float) -> None:
+        transformer, count = model.transformer, len(model.styles)
+        own = {f"scale_{model.styles.index(name)}" for name in trained} | {f"shift_{model.styles.index(name)}" for name in trained}
+        self.variables = transformer.trainable_variables
+        self.trained = [index for index, variable in enumerate(self.variables)
+                        if trained == model.styles or variable.path.rpartition("/")[2] in own]
+        network_values = ([v.value for v in network.trainable_variables], [v.value for v in network.non_trainable_variables])
+
+        def objective(trained_values: list[Any], frozen: list[Any], photos: Any, style_index: Any, target_index: Any) -> Any:
+            values = list(frozen)
+            for index, value in zip(self.trained, trained_values):
+                values[index] = value
+
+            def painter(images: Any, weights: Any) -> Any:
+                return transformer.stateless_call(values, [v.value for v in transformer.non_trainable_variables],
+                                                  [images, weights], training=True)[0]
+
+            per_term = _losses(terms, lambda images: features(images, network_values)[0], targets, painter, photos,
+                               style_index, target_index, count)
+            return ops.sum(per_term), per_term
+
+        gradient = backends.current().value_and_grad(objective)
+
+        def step(state: dict[str, Any], frozen: list[Any], photos: Any, style_index: Any, target_index: Any) -> tuple[Any, Any]:
+            _, per_term, gradients = gradient(state["weights"], frozen, photos, style_index, target_index)
+            return _adam(state, gradients, learning_rate), per_term
+
+        self.compiled = backends.current().compile(step, jit_compile=False, donate=(0,))
+        weights = [ops.copy(self.variables[index].value) for index in self.trained]
+        self.state = {"weights": weights, "m": [ops.zeros_like(w) for w in weights], "v": [ops.zeros_like(w) for w in weights],
+                      "t": ops.convert_to_tensor(0.0, "float32")}
+
+    def step(self, photos: Any, style_index: Any, target_index: Any) -> Any:
+        """One Adam step on a batch of ``photos``; each weighted term before the step."""
+        frozen = [variable.value for variable in self.variables]
+        self.state, values = self.compiled(self.state, frozen, photos, style_index, target_index)
         return values
 
-    return step
+    def write_back(self) -> None:
+        for index, value in zip(self.trained, self.state["weights"]):
+            self.variables[index].assign(value)
+
+
+def _adam(state: dict[str, Any], gradients: list[Any], learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
+          epsilon: float = 1e-7) -> dict[str, Any]:
+    """One Adam step (Kingma & Ba 2014, with Keras's defaults) on a list of weights, as a pure
+    function of tensors: the same on every backend (Keras's own optimisers keep state in variables
+    on TensorFlow, which a compiled step cannot return)."""
+    t = state["t"] + 1.0
+    m = [beta1 * m + (1 - beta1) * g for m, g in zip(state["m"], gradients)]
+    v = [beta2 * v + (1 - beta2) * ops.square(g) for v, g in zip(state["v"], gradients)]
+    rate = learning_rate * ops.sqrt(1 - ops.power(beta2, t)) / (1 - ops.power(beta1, t))
+    weights = [w - rate * m_ / (ops.sqrt(v_) + epsilon) for w, m_, v_ in zip(state["weights"], m, v)]
+    return {"weights": weights, "m": m, "v": v, "t": t}
 
 
 def _held_out(model: StyleModel, terms: list[Term], features: Callable[[Any], Any], targets: list[Any], photos: Any,
               names: list[str], style: str) -> dict[str, float]:
-    values = _losses(terms, features, targets, model.transformer, photos, *_style_indices(model, names, style), len(model.styles))
+    def painter(images: Any, weights: Any) -> Any:
+        return model.transformer([images, weights], training=False)
+
+    values = _losses(terms, features, targets, painter, photos, *_style_indices(model, names, style), len(model.styles))
     return _report(terms, values)
 
 
 def _report(terms: list[Term], values: Any) -> dict[str, float]:
-    report = {term.loss.name: float(value) for term, value in zip(terms, np.asarray(values))}
-    report["total"] = float(np.sum(np.asarray(values)))
+    values = ops.convert_to_numpy(values)
+    report = {term.loss.name: float(value) for term, value in zip(terms, values)}
+    report["total"] = float(np.sum(values))
     if not math.isfinite(report["total"]):
         raise UsageError(f"the training loss became NaN or infinite ({report}); lower the learning rate or the weights.")
     return report

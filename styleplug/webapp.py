@@ -29,6 +29,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from . import backends  # noqa: E402
 from .colors import COLOR_MODES  # noqa: E402
 from .device import PRECISIONS, device_label, gpus  # noqa: E402
 from .engine import Engine  # noqa: E402
@@ -36,7 +37,6 @@ from .errors import StyleplugError, UsageError, one_line  # noqa: E402
 from .fast import StyleModel  # noqa: E402
 from .image import image_size, save_image  # noqa: E402
 from .job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
-from .lazy import tf  # noqa: E402
 from .params import Param  # noqa: E402
 from .plugins import PluginHost, default_host  # noqa: E402
 from .webform import (BOUNDS, IMAGE_CONTROLS, LABELS, bounded_number, control_name, defaults, demo_name, field_help,  # noqa: E402
@@ -298,7 +298,7 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
         return Engine(network_name, weights, precision=precision_name, host=host, **dict(network_options))
 
     def on_device(worker: int) -> Any:
-        return tf.device(f"/GPU:{worker % len(found)}") if found else nullcontext()
+        return backends.current().device_scope(worker % len(found)) if found else nullcontext()
 
     jobs = JobQueue(make_engine, limits, workers or max(1, len(found)), on_device)
     if calibrate_step_time:

@@ -115,7 +115,7 @@ class JobQueue:
     """A bounded queue of ``WebJob``s served by ``workers`` threads, each with its own engines.
 
     ``make_engine(key)`` builds an engine for a job's ``engine_key``; ``device(worker)`` gives the
-    context a worker runs in (e.g. ``tf.device``).
+    context a worker runs in (e.g. a GPU's ``device_scope``).
     """
 
     def __init__(self, make_engine: Callable[[tuple[Any, ...]], Engine], limits: Limits, workers: int = 1,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import styleplug
-from styleplug.lazy import keras, tf
+from styleplug.lazy import keras, ops
 from styleplug.networks.vgg import VGG19
 from styleplug.optim import ACCEPT_RISE
 from styleplug.plugins import PluginHost
@@ -28,24 +28,26 @@ BFLOAT16_NOISE = 2.0**-8
 
 
 class _Noise(keras.layers.Layer):
-    """Multiplies its input, and separately the gradient flowing back, by 1 + relative·N(0, 1)."""
+    """Multiplies its input, and separately the gradient flowing back, by 1 + relative·N(0, 1).
+    Written with keras.ops, so it runs on every backend."""
 
     def __init__(self, relative: float, seed: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.relative = relative
         self.seed = seed
-
-    def build(self, input_shape) -> None:
-        self.generator = tf.random.Generator.from_seed(self.seed)
+        self.seeds = keras.random.SeedGenerator(seed)
 
     def call(self, inputs):
-        generator, relative = self.generator, self.relative
+        relative = self.relative
+        forward = 1.0 + relative * keras.random.normal(ops.shape(inputs), seed=self.seeds)
+        backward = 1.0 + relative * keras.random.normal(ops.shape(inputs), seed=self.seeds)
 
-        @tf.custom_gradient
+        @ops.custom_gradient
         def noisy(x):
-            def backward(upstream):
-                return upstream * (1.0 + relative * generator.normal(tf.shape(upstream)))
-            return x * (1.0 + relative * generator.normal(tf.shape(x))), backward
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return upstream * ops.cast(backward, upstream.dtype)
+            return x * ops.cast(forward, x.dtype), gradient
 
         return noisy(inputs)
 

@@ -10,44 +10,60 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..lazy import tf
+import numpy as np
+
+from .. import backends
+from ..lazy import ops
+
+
+def _area_matrix(source: int, size: int) -> np.ndarray:
+    """The ``(size, source)`` matrix that resizes one axis by area: each output cell is the mean of
+    the input cells it covers, partly covered ones in proportion."""
+    edges = np.arange(size + 1) * (source / size)
+    starts, ends = edges[:-1, None], edges[1:, None]
+    cells = np.arange(source)[None, :]
+    overlap = np.clip(np.minimum(ends, cells + 1) - np.maximum(starts, cells), 0.0, None)
+    return (overlap / (source / size)).astype(np.float32)
 
 
 def region_weights(mask: Any, features: Any) -> Any:
-    """``mask`` resized (by area) to the grid of ``features``: ``(N or 1, h, w, 1)`` float32 weights."""
-    return tf.image.resize(tf.cast(mask, tf.float32), tf.shape(features)[1:3], method="area")
+    """``mask`` resized (by area) to the grid of ``features``: ``(N or 1, h, w, 1)`` float32 weights.
+    The sizes must be known when the step is traced (they are: each compiled step has one shape)."""
+    (height, width), (rows, columns) = ops.shape(mask)[1:3], ops.shape(features)[1:3]
+    if (height, width) == (rows, columns):
+        return ops.cast(mask, "float32")
+    return ops.einsum("hH,nHWc,wW->nhwc", _area_matrix(height, rows), ops.cast(mask, "float32"), _area_matrix(width, columns))
 
 
 def gram_matrix(features: Any, mask: Any = None) -> Any:
     """Channel correlations of ``(N, H, W, C)`` features as ``(N, C, C)`` float32 matrices, divided by
     the number of positions (or, with ``mask``, by the region's weight: the Gram matrix of the region)."""
-    features = tf.cast(features, tf.float32)
-    shape = tf.shape(features)
-    flat = tf.reshape(features, (shape[0], -1, shape[3]))
+    features = ops.cast(features, "float32")
+    flat = ops.reshape(features, (ops.shape(features)[0], -1, ops.shape(features)[3]))
     if mask is None:
-        return tf.matmul(flat, flat, transpose_a=True) / tf.cast(tf.shape(flat)[1], tf.float32)
+        return backends.current().transposed_matmul(flat, flat) / ops.cast(ops.shape(flat)[1], "float32")
     weights = region_weights(mask, features)
-    weights = tf.reshape(weights, (tf.shape(weights)[0], -1, 1))
-    area = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-6)
-    return tf.matmul(flat * weights, flat, transpose_a=True) / area
+    weights = ops.reshape(weights, (ops.shape(weights)[0], -1, 1))
+    area = ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1e-6)
+    return backends.current().transposed_matmul(flat * weights, flat) / area
 
 
 def moments(features: Any, mask: Any = None) -> tuple[Any, Any]:
     """Per-sample, per-channel mean and variance over positions (weighted by ``mask``): two ``(N, C)`` float32 tensors."""
-    features = tf.cast(features, tf.float32)
+    features = ops.cast(features, "float32")
     if mask is None:
-        return tf.nn.moments(features, axes=[1, 2])
+        return ops.moments(features, axes=[1, 2])
     weights = region_weights(mask, features)
-    area = tf.maximum(tf.reduce_sum(weights, axis=[1, 2]), 1e-6)
-    mean = tf.reduce_sum(features * weights, axis=[1, 2]) / area
-    variance = tf.reduce_sum(tf.square(features - mean[:, None, None, :]) * weights, axis=[1, 2]) / area
+    area = ops.maximum(ops.sum(weights, axis=[1, 2]), 1e-6)
+    mean = ops.sum(features * weights, axis=[1, 2]) / area
+    variance = ops.sum(ops.square(features - mean[:, None, None, :]) * weights, axis=[1, 2]) / area
     return mean, variance
 
 
 def mean_squared_error(a: Any, b: Any) -> Any:
     """Mean over all elements of the squared difference, in float32 (with equal-sized samples, the
     mean over the batch of each sample's mean)."""
-    return tf.reduce_mean(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
+    return ops.mean(ops.square(ops.cast(a, "float32") - ops.cast(b, "float32")))
 
 
 def total_variation(image: Any, exponent: float = 2.0) -> Any:
@@ -55,11 +71,11 @@ def total_variation(image: Any, exponent: float = 2.0) -> Any:
 
     ``image`` is ``(N, H, W, C)`` with values in 0..255.
     """
-    image = tf.cast(image, tf.float32) / 255.0
+    image = ops.cast(image, "float32") / 255.0
     dx = image[:, :-1, 1:, :] - image[:, :-1, :-1, :]
     dy = image[:, 1:, :-1, :] - image[:, :-1, :-1, :]
-    squared = tf.square(dx) + tf.square(dy)
+    squared = ops.square(dx) + ops.square(dy)
     if exponent == 2.0:
-        return tf.reduce_mean(squared)
+        return ops.mean(squared)
     # The small offset keeps the gradient finite where the image is flat.
-    return tf.reduce_mean(tf.pow(squared + 1e-8, exponent / 2.0))
+    return ops.mean(ops.power(squared + 1e-8, exponent / 2.0))

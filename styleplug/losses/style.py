@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..lazy import tf
+from ..lazy import ops
 from ..params import Param
 from . import Loss
 from .functional import gram_matrix
@@ -34,13 +34,13 @@ class GramStyleLoss(Loss):
 
     def _layer(self, gram: Any, target: Any) -> Any:
         """The mean over the batch of each sample's scaled Gram error."""
-        error = tf.reduce_mean(tf.square(gram - target), axis=[1, 2])
+        error = ops.mean(ops.square(gram - target), axis=[1, 2])
         if self.options["normalize"] == "channels":
             # The shallow layers (colour, strokes) get more say: C is 64 there and 512 at the deepest.
-            error = error / tf.cast(tf.shape(target)[-1], tf.float32) ** 2
+            error = error / float(ops.shape(target)[-1]) ** 2
         elif self.options["normalize"] == "target":
             # Every layer's error relative (about 1 for an unstyled photo), so no layer outweighs the
             # others by its scale: with the plain mean the deep layers' large Gram values dominated
             # and the painting's colours and strokes (shallow layers) were largely missing.
-            error = error / tf.reduce_mean(tf.square(target), axis=[1, 2])
-        return tf.reduce_mean(error)
+            error = error / ops.mean(ops.square(target), axis=[1, 2])
+        return ops.mean(error)

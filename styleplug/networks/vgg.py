@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..lazy import keras, tf
+from ..lazy import keras, ops
 from ..errors import WeightsError
 from ..params import Param
 from . import Network
@@ -27,7 +27,7 @@ POOLINGS = ("max", "avg")
 def calibration_image(size: int = 128, seed: int = 0) -> np.ndarray:
     """A fixed, smooth, colourful image (upsampled noise) to measure activation magnitudes on."""
     coarse = np.random.default_rng(seed).uniform(0, 255, (1, size // 8, size // 8, 3)).astype(np.float32)
-    return tf.image.resize(coarse, (size, size), method="bicubic").numpy().clip(0, 255)
+    return ops.convert_to_numpy(ops.image.resize(coarse, (size, size), interpolation="bicubic")).clip(0, 255)
 
 
 def vgg_layer_names(convs_per_block: Sequence[int]) -> tuple[str, ...]:
@@ -64,7 +64,7 @@ class KerasVGG(Network):
         return tuple(source for source in cls.weight_sources if present.get(source, source == "none"))
 
     def preprocess(self, images: Any) -> Any:
-        return tf.reverse(tf.cast(images, tf.float32), axis=[-1]) - tf.constant(_BGR_MEAN, tf.float32)
+        return ops.flip(ops.cast(images, "float32"), axis=-1) - ops.convert_to_tensor(_BGR_MEAN, "float32")
 
     def build(self, layers: Sequence[str]) -> Any:
         self.check_layers(layers)
@@ -101,8 +101,8 @@ class KerasVGG(Network):
         scales = {}
         for layer in full.layers[1:]:
             if isinstance(layer, keras.layers.MaxPooling2D):
-                averaged = tf.nn.avg_pool2d(x, 2, 2, "VALID")
-                scales[layer.name] = float(tf.reduce_mean(layer(x)) / tf.reduce_mean(averaged))
+                averaged = ops.average_pool(x, 2, 2, "valid")
+                scales[layer.name] = float(ops.mean(layer(x)) / ops.mean(averaged))
                 x = averaged * scales[layer.name]
             else:
                 x = layer(x)

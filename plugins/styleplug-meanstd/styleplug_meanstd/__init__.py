@@ -1,14 +1,14 @@
 """A style loss that matches the mean and standard deviation of each feature channel."""
 
 import styleplug
-from styleplug.lazy import tf  # imports TensorFlow on first use, so listing plugins stays instant
+from styleplug.lazy import ops  # keras.ops, imported on first use: listing plugins stays instant
 from styleplug.losses.functional import mean_squared_error, moments
 
 
 def channel_statistics(features, epsilon, mask=None):
     """Mean and standard deviation of each channel, per image (two (N, C) tensors); with a mask, of its region."""
     mean, variance = moments(features, mask)
-    return mean, tf.sqrt(variance + epsilon)
+    return mean, ops.sqrt(variance + epsilon)
 
 
 class MeanStdLoss(styleplug.Loss):

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 import styleplug
 import styleplug_meanstd
@@ -19,26 +19,26 @@ def test_is_installed_and_listed():
 
 def test_value_by_hand():
     loss = MeanStdLoss(layers=["f"], epsilon=0.0)
-    target = loss.compute_target({"f": tf.constant([[[[0.0, 2.0], [2.0, 2.0]]]])})  # means (1, 2), stds (1, 0)
-    generated = tf.constant([[[[1.0, 0.0], [1.0, 4.0]]]])  # means (1, 2), stds (0, 2)
+    target = loss.compute_target({"f": ops.convert_to_tensor([[[[0.0, 2.0], [2.0, 2.0]]]])})  # means (1, 2), stds (1, 0)
+    generated = ops.convert_to_tensor([[[[1.0, 0.0], [1.0, 4.0]]]])  # means (1, 2), stds (0, 2)
     # mean term: 0; std term: mean((0-1)^2, (2-0)^2) = 2.5
     assert float(loss.call({"f": generated}, None, target)) == pytest.approx(2.5)
 
 
 def test_a_masked_region_is_matched_like_the_region_cut_out():
     rng = np.random.default_rng(1)
-    features = tf.constant(rng.uniform(0, 1, (1, 6, 6, 3)), tf.float32)
+    features = ops.convert_to_tensor(rng.uniform(0, 1, (1, 6, 6, 3)), "float32")
     loss = MeanStdLoss(layers=["f"])
-    target = loss.compute_target({"f": tf.constant(rng.uniform(0, 2, (1, 6, 6, 3)), tf.float32)})
+    target = loss.compute_target({"f": ops.convert_to_tensor(rng.uniform(0, 2, (1, 6, 6, 3)), "float32")})
     left = np.zeros((1, 6, 6, 1), np.float32)
     left[:, :, :2] = 1  # the left third
-    masked = float(loss.call({"f": features}, None, target, tf.constant(left)))
+    masked = float(loss.call({"f": features}, None, target, ops.convert_to_tensor(left)))
     assert masked == pytest.approx(float(loss.call({"f": features[:, :, :2]}, None, target)), rel=1e-5)
 
 
 def test_statistics_option_selects_the_terms():
-    target = {"f": tf.constant([[[[0.0], [2.0]]]])}
-    generated = {"f": tf.constant([[[[5.0], [5.0]]]])}
+    target = {"f": ops.convert_to_tensor([[[[0.0], [2.0]]]])}
+    generated = {"f": ops.convert_to_tensor([[[[5.0], [5.0]]]])}
     values = {}
     for statistics in ("both", "mean", "std"):
         loss = MeanStdLoss(layers=["f"], epsilon=0.0, statistics=statistics)
