@@ -206,7 +206,8 @@ def test_outputs_carry_their_run_and_replay_reproduces_them(pair, tmp_path, suff
     job = record["job"]
     assert record["engine"]["network"] == "vgg19" and record["engine"]["weights"] == "none" and len(record["weights_sha256"]) == 64
     assert job["tv_weight"] == 1e5 and job["losses"]["tv"] == {"exponent": 1.5} and job["seed"] == 3
-    assert job["content"] == str(content.resolve()) and len(record["inputs"]["content"]) == 64 and record["tensorflow"]
+    assert job["content"] == str(content.resolve()) and len(record["inputs"]["content"]) == 64
+    assert record["backend"] == "tensorflow" and record["backend_version"]
     replayed = tmp_path / f"again{suffix}"
     code, text = invoke("replay", output, "-O", replayed)
     assert code == 0, text

