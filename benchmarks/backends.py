@@ -18,10 +18,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from timing import Gaps  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "styleplug" / "examples"
 CONTENT, STYLE = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg"
@@ -40,22 +41,15 @@ def worker(sizes: list[int], precisions: list[str], steps: int, out: Path) -> No
     for precision in precisions:
         engine = styleplug.Engine("vgg19", weights(), precision=precision)
         for size in sizes:
-            chunks: list[float] = []
-            last = [time.perf_counter()]
-
-            def timed(progress: styleplug.Progress) -> None:
-                now = time.perf_counter()
-                chunks.append(now - last[0])
-                last[0] = now
-
+            gaps = Gaps()
             image = engine.stylize(CONTENT, STYLE, size=size, scales="none", steps=steps, tolerance=0, chunk_size=10,
-                                   callback=timed)
-            step = sum(chunks[1:]) / (10 * len(chunks[1:]))
+                                   callback=gaps)
+            step, compile_seconds = gaps.per_step(10)
             backend = getattr(engine, "backend", "tensorflow")  # before 0.x every engine was TensorFlow
             path = out / f"backends-{backend}-{precision}-{size}.png"
             image.save(path)
             print(json.dumps({"backend": backend, "precision": precision, "size": size, "step_s": step,
-                              "compile_s": chunks[0] - 10 * step, "image": str(path)}), flush=True)
+                              "compile_s": compile_seconds, "image": str(path)}), flush=True)
 
 
 def judge(results: list[dict]) -> None:

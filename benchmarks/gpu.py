@@ -28,6 +28,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from timing import Gaps  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "styleplug" / "examples"
 CONTENT, STYLE = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg"
@@ -56,26 +58,19 @@ def steps(precision: str, sizes: list[int], out: Path) -> None:
 
     engine = styleplug.Engine("vgg19", _weights(), precision=precision)
     for size in sizes:
-        chunks: list[float] = []
-        last = [time.perf_counter()]
-
-        def timed(progress: styleplug.Progress) -> None:
-            now = time.perf_counter()
-            chunks.append(now - last[0])
-            last[0] = now
-
+        gaps = Gaps()
         try:
             image = engine.stylize(CONTENT, STYLE, size=size, scales="none", steps=30, tolerance=0, chunk_size=10,
-                                   callback=timed, fit_memory=True)
+                                   callback=gaps, fit_memory=True)
         except styleplug.StyleplugError as error:
             print(json.dumps({"part": "steps", "precision": precision, "size": size, "error": str(error)}), flush=True)
             continue
         image.save(out / f"gpu-{precision}-{size}.jpg", quality=90)
-        step = sum(chunks[1:]) / (10 * len(chunks[1:]))
+        step, compile_seconds = gaps.per_step(10)
         model = engine.feature_model(engine.network.default_style_layers + engine.network.default_content_layers)
         width, height = image.size
         print(json.dumps({"part": "steps", "precision": engine.precision, "size": size, "step_ms": 1000 * step,
-                          "compile_s": chunks[0] - 10 * step, "peak_gib": (_peak() or 0) / 2**30,
+                          "compile_s": compile_seconds, "peak_gib": (_peak() or 0) / 2**30,
                           "estimate_gib": estimate_memory(model, height, width, "lbfgs", 20) / 2**30}), flush=True)
 
 
@@ -114,18 +109,12 @@ def fast(out: Path, train_steps: int) -> None:
     print(json.dumps({"part": "fast", "what": "apply 1024x768 (with transfers)", "ms": 200 * (time.perf_counter() - started)}),
           flush=True)
     painted.save(out / "gpu-fast-apply.jpg", quality=90)
-    times: list[float] = []
-    last = [time.perf_counter()]
-
-    def timed(progress: styleplug.TrainProgress) -> None:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-
+    gaps = Gaps()
     photos = sorted(str(path) for path in EXAMPLES.glob("*.jpg") if path.name not in ("starry_night.jpg",))
     styleplug.train([STYLE], photos, out / "gpu-train.npz", steps=train_steps, batch=16, size=256, held_out=1,
-                    architecture=Architecture((32, 64, 128), 5), weights=_weights(), callback=timed,
+                    architecture=Architecture((32, 64, 128), 5), weights=_weights(), callback=gaps,
                     checkpoint_every=train_steps)
+    times = gaps.seconds
     warm = times[len(times) // 2:-1]  # the last step also judges the held-out photo and saves the model
     step = sum(warm) / len(warm)
     print(json.dumps({"part": "fast", "what": "training step, 16 crops of 256²", "ms": 1000 * step,

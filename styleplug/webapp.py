@@ -1,7 +1,7 @@
 """The Gradio web demo: live, cancellable style transfer, with controls generated from the registry.
 
 Start it with ``styleplug demo`` or ``python demo/app.py``. It runs the same ``Engine`` API that
-embedders use, on the GPU when TensorFlow sees one and on the CPU otherwise.
+embedders use, on the GPU when the Keras backend sees one and on the CPU otherwise.
 """
 
 from __future__ import annotations

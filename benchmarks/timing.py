@@ -1,0 +1,25 @@
+"""Timing of a run's progress reports, shared by the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class Gaps:
+    """A progress callback that records the seconds between reports (the first from its creation)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._last = time.perf_counter()
+
+    def __call__(self, progress: Any) -> None:
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
+
+    def per_step(self, steps_per_report: int) -> tuple[float, float]:
+        """Seconds per step over every report but the first, and the first report's extra (the compile)."""
+        later = self.seconds[1:]
+        step = sum(later) / (steps_per_report * len(later))
+        return step, self.seconds[0] - steps_per_report * step
