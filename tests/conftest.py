@@ -14,6 +14,18 @@ from support import TEST_PLUGINS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the TensorFlow-only tests when the suite runs on another Keras backend."""
+    from styleplug import backends
+
+    if backends.name() == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow only; this run uses {backends.name()}")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def installed_test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip-install the test plugin package into a folder; put it on sys.path to make its entry points visible."""

@@ -203,6 +203,7 @@ def test_records_of_the_first_schema_still_replay(images):
         replay_job({"schema": 3})
 
 
+@pytest.mark.tensorflow_only  # TensorFlow's thread pools
 def test_threads_are_set_before_tensorflow_starts_and_refused_after():
     script = (
         "import styleplug, tensorflow as tf\n"

@@ -15,9 +15,9 @@ class BrightnessLoss(styleplug.Loss):
     params = (Param("level", float, 0.5, help="target mean brightness, 0 (black) to 1 (white)", min=0.0, max=1.0),)
 
     def call(self, features, image):
-        import tensorflow as tf
+        from keras import ops
 
-        return mean_squared_error(tf.reduce_mean(image) / 255.0, self.options["level"])
+        return mean_squared_error(ops.mean(image) / 255.0, self.options["level"])
 
 
 @styleplug.hookimpl
