@@ -437,11 +437,12 @@ def plugin_location(error: BaseException) -> str:
 
 
 def tensor_hint(error: BaseException) -> str:
-    """A hint for the mistake that only shows when code is traced: leaving TensorFlow for Python or NumPy."""
+    """A hint for the mistake that only shows when code is traced: leaving the backend's tensors for
+    Python or NumPy (TensorFlow's and JAX's ways of saying so)."""
     text = f"{type(error).__name__}: {error}"
     symbolic = isinstance(error, AttributeError) and "numpy" in text or "symbolic" in text.lower() \
-        or "OperatorNotAllowedInGraphError" in text
-    return (". Inside a compiled step tensors are symbolic: use tensor operations (tf.*, keras.ops) instead of "
+        or "OperatorNotAllowedInGraphError" in text or "Tracer" in text or "ConcretizationTypeError" in text
+    return (". Inside a compiled step tensors are symbolic: use tensor operations (keras.ops) instead of "
             ".numpy(), float(), bool() or NumPy") if symbolic else ""
 
 
