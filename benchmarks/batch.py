@@ -30,8 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from styleplug.batch import FastPainter, run_batch  # noqa: E402
-from styleplug.video import Smoothing, paint_frames, read_frames  # noqa: E402
+from styleplug.frontends.batch import FastPainter, run_batch  # noqa: E402
+from styleplug.frontends.video import Smoothing, paint_frames, read_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -92,7 +92,7 @@ def throughput(photos: int, size: int) -> None:
 def optimiser_memory(folder: Path, size: int) -> None:
     """Peak memory of an actor holding a VGG19 engine (5 steps per photo: the memory, not the time)."""
     import styleplug
-    from styleplug.batch import OptimiserPainter
+    from styleplug.frontends.batch import OptimiserPainter
 
     job = styleplug.Job(content=np.zeros((64, 64, 3), np.uint8), style=[str(EXAMPLES / "starry_night.jpg")], size=size,
                         steps=5)
@@ -151,7 +151,7 @@ def flicker(out: Path, size: int) -> None:
 def chunk_seam(size: int) -> None:
     """Where Ray's chunks meet: each chunk painted as an actor paints it (here, before encoding),
     on a static clip with noise, next to one pass over the whole clip."""
-    from styleplug.video import CHUNK_FRAMES, chunks
+    from styleplug.frontends.video import CHUNK_FRAMES, chunks
 
     paint = FastPainter.from_file(MODEL, style=STYLE).open()
     photo = Image.open(EXAMPLES / "tubingen.jpg").resize((size, size * 3 // 4))

@@ -22,10 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def combinations() -> list[tuple]:
     """Every engine the page offers here: (network, weights, precision, network options)."""
-    from styleplug.device import PRECISIONS
-    from styleplug.plugins import PluginHost
-    from styleplug.webform import offered_weights
-    from styleplug.webjobs import Limits
+    from styleplug.core.device import PRECISIONS
+    from styleplug.host.plugins import PluginHost
+    from styleplug.frontends.webform import offered_weights
+    from styleplug.frontends.webjobs import Limits
 
     host, limits = PluginHost(entrypoints=False), Limits()
     keys = []
@@ -41,7 +41,7 @@ def serve(keep: int, rounds: int, size: int, count: int | None) -> None:
     import psutil
 
     import styleplug
-    from styleplug.webjobs import JobQueue, Limits, WebJob
+    from styleplug.frontends.webjobs import JobQueue, Limits, WebJob
 
     examples = Path(styleplug.__file__).parent / "examples"
     content, style = str(examples / "tubingen.jpg"), str(examples / "starry_night.jpg")

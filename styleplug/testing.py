@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
-from .compiled import old_contract_inputs
-from .engine import Engine, Progress, with_dtype_policy
+from .core import backends
+from .core.compiled import old_contract_inputs
+from .core.engine import Engine, Progress, with_dtype_policy
 from .errors import one_line
 from .hookspecs import hookimpl
-from .job import Job
+from .run.job import Job
 from .lazy import keras, ops
 from .losses import Loss, uses_old_contract
 from .networks import Network
-from .plugins import PluginHost, Provider, check_backend, plugin_location, tensor_hint
+from .host.plugins import PluginHost, Provider, check_backend, plugin_location, tensor_hint
 
 __all__ = ["TinyNetwork", "assert_plugin_installed", "calibrate_loss", "calibrate_network", "check_loss", "check_network",
            "make_host"]

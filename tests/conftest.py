@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the TensorFlow-only tests when the suite runs on another Keras backend."""
-    from styleplug import backends
+    from styleplug.core import backends
 
     if backends.name() == "tensorflow":
         return

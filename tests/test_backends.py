@@ -42,7 +42,7 @@ def test_import_styleplug_imports_no_backend():
 def test_the_cli_runs_on_jax_with_tensorflow_unimportable(tmp_path):
     output = tmp_path / "jax.png"
     done = _python(f"""
-        from styleplug.cli import main
+        from styleplug.frontends.cli import main
         main(["--backend", "jax", "run", {CONTENT!r}, {STYLE!r}, "-O", {str(output)!r}, "--size", "48", "--steps", "4",
               "--weights", {WEIGHTS!r}, "-q"])
     """, "tensorflow", block_tensorflow=True)
@@ -88,7 +88,7 @@ def test_a_fast_model_paints_the_same_pixels_on_both_backends(tmp_path):
     paths = {backend: tmp_path / f"{backend}.png" for backend in ("tensorflow", "jax")}
     for backend, path in paths.items():
         done = _python(f"""
-            from styleplug.fast import StyleModel
+            from styleplug.fast.model import StyleModel
             StyleModel.load({str(model)!r}, "float32").stylize({CONTENT!r}, size=128).save({str(path)!r})
         """, backend)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -140,7 +140,7 @@ def test_a_loss_written_with_tf_runs_on_tensorflow_and_is_refused_on_jax_in_one_
 def test_replay_uses_the_recorded_backend_or_says_which_it_uses(tmp_path):
     image = tmp_path / "jax.png"
     made = _python(f"""
-        from styleplug.cli import main
+        from styleplug.frontends.cli import main
         main(["--backend", "jax", "run", {CONTENT!r}, {STYLE!r}, "-O", {str(image)!r}, "--size", "40", "--steps", "3",
               "--weights", {WEIGHTS!r}, "-q"])
     """, "tensorflow")

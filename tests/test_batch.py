@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styleplug.batch import FastPainter, run_batch
-from styleplug.video import Smoothing, chunks, paint_frames, probe, read_frames
+from styleplug.frontends.batch import FastPainter, run_batch
+from styleplug.frontends.video import Smoothing, chunks, paint_frames, probe, read_frames
 from support import EXAMPLES, REPO, gradient_image, pan_frames, write_clip
 
 MODEL = REPO / "styleplug" / "models" / "styles.npz"
@@ -105,7 +105,7 @@ def test_bad_commands_get_one_line_and_write_nothing(photos, tmp_path):
 
 def test_without_ray_installed_the_ray_option_says_how_to_install_it(photos, tmp_path):
     # Ray is installed here; hide it from this one process as if it were not.
-    code = ("import sys; sys.modules['ray'] = None; from styleplug.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from styleplug.frontends.cli import main; "
             f"sys.argv = ['styleplug', 'batch', {str(photos)!r}, '-O', {str(tmp_path / 'out')!r}, '--model', {str(MODEL)!r}, "
             "'--ray']; main()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -148,8 +148,8 @@ def test_ctrl_c_that_lands_in_a_finaliser_still_stops_the_batch(photos, tmp_path
     The batch stops anyway, after the photo it is on."""
     script = f"""
 import os, signal, sys
-import styleplug.batch as batch
-from styleplug.cli import main
+import styleplug.frontends.batch as batch
+from styleplug.frontends.cli import main
 
 class Finaliser:
     def __del__(self):

@@ -68,7 +68,7 @@ def test_quality_times_the_defaults_to_the_old_quality():
 
 
 def test_fast_prints_apply_times_training_step_time_and_judged_quality(tmp_path):
-    from styleplug.fast import Architecture, StyleModel
+    from styleplug.fast.model import Architecture, StyleModel
 
     model = tmp_path / "model.npz"
     StyleModel.new(["starry_night", "shipwreck", "matisse"], Architecture((8, 8, 8), 1), "float32").save(model)

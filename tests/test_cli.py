@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from styleplug import backends
-from styleplug.cli import cli
+from styleplug.core import backends
+from styleplug.frontends.cli import cli
 
 from support import gradient_image, stripes_image
 
@@ -200,7 +200,7 @@ def test_outputs_carry_their_run_and_replay_reproduces_them(pair, tmp_path, suff
     output = tmp_path / f"out{suffix}"
     code, text = invoke("run", content, style, "-O", output, *FAST, "--init", "noise", "--seed", "3", "-o", "tv.exponent", "1.5")
     assert code == 0, text
-    from styleplug.record import read_record
+    from styleplug.run.record import read_record
 
     record = read_record(output)
     assert (output.with_name(output.name + ".json").exists()) == (suffix == ".jpg")  # sidecar where no text chunks
@@ -234,7 +234,7 @@ def test_several_styles_with_blend_weights_and_scale(pair, tmp_path):
     output = tmp_path / "blend.png"
     code, text = invoke("run", content, style, second, "-O", output, *FAST, "--style-weights", "0.7,0.3", "--style-scale", "0.5")
     assert code == 0, text
-    from styleplug.record import read_record
+    from styleplug.run.record import read_record
 
     record = read_record(output)
     assert record["job"]["style_blend"] == [0.7, 0.3] and record["job"]["style_scale"] == 0.5 and len(record["job"]["style"]) == 2
@@ -249,7 +249,7 @@ def test_colour_mode_from_the_command_line_is_recorded_and_replayed(pair, tmp_pa
     output = tmp_path / "lum.png"
     code, text = invoke("run", content, style, "-O", output, *FAST, "--colors", "luminance")
     assert code == 0, text
-    from styleplug.record import read_record
+    from styleplug.run.record import read_record
 
     assert read_record(output)["job"]["colors"] == "luminance"
     code, text = invoke("replay", output, "-O", tmp_path / "again.png")
@@ -267,7 +267,7 @@ def test_mask_pooling_and_scales_are_recorded_and_replayed(pair, tmp_path):
     output = tmp_path / "masked.png"
     code, text = invoke("run", content, style, "-O", output, *FAST, "--mask", mask, "-N", "pooling=avg", "--scales", "24")
     assert code == 0, text
-    from styleplug.record import read_record
+    from styleplug.run.record import read_record
 
     record = read_record(output)
     assert record["job"]["masks"] == [str(mask.resolve())] and record["scales"] == [24, 40] and record["job"]["scales"] == [24]

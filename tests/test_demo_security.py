@@ -193,7 +193,7 @@ def test_an_instant_flood_is_refused_at_once_and_never_blocks_the_optimiser(serv
 
 def test_forwarded_headers_count_only_from_a_trusted_proxy():
     """The guard's decision on raw ASGI scopes: an untrusted peer cannot choose its address or the host name."""
-    from styleplug.webguard import Guard
+    from styleplug.frontends.webguard import Guard
 
     def scope(peer: str) -> dict:
         return {"client": (peer, 5000), "headers": [(b"x-forwarded-for", b"1.2.3.4, 10.0.0.7"),
@@ -248,8 +248,8 @@ def test_a_worker_keeps_only_its_most_recently_used_engines():
     import weakref
 
     import styleplug
-    from styleplug.plugins import PluginHost
-    from styleplug.webjobs import JobQueue, Limits, WebJob
+    from styleplug.host.plugins import PluginHost
+    from styleplug.frontends.webjobs import JobQueue, Limits, WebJob
 
     host, built = PluginHost(entrypoints=False), []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from styleplug import hookspecs
-from styleplug.plugins import PluginHost
+from styleplug.host.plugins import PluginHost
 
 from support import REPO
 
@@ -65,8 +65,8 @@ def test_readme_links_the_plugin_docs():
 
 
 def test_readme_documents_every_job_field_and_stylize_argument():
-    from styleplug.engine import Engine
-    from styleplug.job import job_fields
+    from styleplug.core.engine import Engine
+    from styleplug.run.job import job_fields
 
     readme = (REPO / "README.md").read_text()
     options = [item.name for item in job_fields()] + [name for name in inspect.signature(Engine.stylize).parameters

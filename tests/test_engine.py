@@ -11,7 +11,7 @@ from PIL import Image
 
 import styleplug
 from styleplug.errors import PluginError, UnknownNameError, UsageError
-from styleplug.plugins import PluginHost
+from styleplug.host.plugins import PluginHost
 
 from support import gradient_image, stripes_image
 
@@ -237,7 +237,7 @@ def test_a_loss_that_turns_nan_mid_run_is_named(engine):
 
 
 def test_auto_precision_follows_the_hardware():
-    from styleplug.device import fast_bfloat16, resolve_precision
+    from styleplug.core.device import fast_bfloat16, resolve_precision
 
     assert resolve_precision("auto") == ("bfloat16" if fast_bfloat16() else "float32")
     with pytest.raises(UnknownNameError, match="unknown precision 'fp16'"):
@@ -304,7 +304,7 @@ def test_luminance_transfer_keeps_the_content_chroma(engine):
 
 
 def test_colour_matching_gives_the_style_the_content_palette():
-    from styleplug.colors import match_colors
+    from styleplug.run.colors import match_colors
 
     # A dull, greyish-green 'painting' with independent channel noise (a full-rank colour covariance).
     painting = np.random.default_rng(3).normal([90, 120, 80], [10, 15, 8], (48, 48, 3)).clip(0, 255).astype(np.uint8)
@@ -327,7 +327,7 @@ def test_colour_match_runs_and_bad_mode_is_refused(engine):
      ("none", 1024, [1024]), ([128, 256], 512, [128, 256, 512]), ([128, 512], 512, [128, 512])],
 )
 def test_scale_plans(scales, size, expected):
-    from styleplug.job import plan_scales
+    from styleplug.run.job import plan_scales
 
     assert plan_scales(scales, size) == expected
 
@@ -365,7 +365,7 @@ def test_stopping_at_a_coarse_scale_still_gives_a_full_size_image(engine):
 
 @pytest.mark.tensorflow_only  # a tf.Variable in the loss / the old contract
 def test_an_old_contract_loss_under_a_mask_gets_the_gram_matrix_of_the_region():
-    from styleplug.compiled import region_positions
+    from styleplug.core.compiled import region_positions
     from styleplug.losses.functional import gram_matrix
 
     features = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float32)
@@ -403,8 +403,8 @@ def test_bad_masks(engine, masks, message):
 
 
 def test_memory_plan_shrinks_the_history_then_switches_to_adam(engine, caplog):
-    from styleplug.device import estimate_memory
-    from styleplug.cli import cli_name
+    from styleplug.core.device import estimate_memory
+    from styleplug.frontends.cli import cli_name
     from styleplug.errors import ResourceError
 
     network = engine.network

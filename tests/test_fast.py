@@ -13,10 +13,10 @@ from PIL import Image
 
 import styleplug
 from styleplug.errors import UsageError
-from styleplug.fast import Architecture, StyleModel
-from styleplug.plugins import PluginHost
+from styleplug.fast.model import Architecture, StyleModel
+from styleplug.host.plugins import PluginHost
 from styleplug.testing import TinyNetwork
-from styleplug.training import train
+from styleplug.fast.training import train
 
 from support import gradient_image, stripes_image
 
@@ -161,7 +161,7 @@ def test_apply_paints_several_photos_and_refuses_bad_input_writing_nothing(style
 
 
 def test_the_optimiser_refines_a_fast_result_and_the_record_replays(styles, photos, tmp_path, monkeypatch):
-    from styleplug.record import replay_job
+    from styleplug.run.record import replay_job
 
     quick_train(styles, photos, tmp_path / "model.npz", steps=4)
     monkeypatch.chdir(tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import styleplug
-from styleplug import backends
-from styleplug.device import resolve_precision
+from styleplug.core import backends
+from styleplug.core.device import resolve_precision
 from styleplug.errors import ResourceError
 
 from support import gradient_image, stripes_image

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from styleplug.errors import ImageError
-from styleplug.image import load_image, resize_long_side
+from styleplug.run.image import load_image, resize_long_side
 
 from support import gradient_image
 
@@ -143,7 +143,7 @@ def test_resize_long_side_keeps_aspect():
 def test_loading_images_from_many_threads_leaves_the_warning_filters_as_they_were(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from styleplug.image import load_image
+    from styleplug.run.image import load_image
 
     path = tmp_path / "photo.png"
     gradient_image(64, 48).save(path)

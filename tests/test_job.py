@@ -14,9 +14,9 @@ from PIL import Image
 
 import styleplug
 from styleplug.errors import UnknownNameError, UsageError
-from styleplug.job import Job, job_fields
-from styleplug.plugins import PluginHost
-from styleplug.record import SCHEMA, replay_job
+from styleplug.run.job import Job, job_fields
+from styleplug.host.plugins import PluginHost
+from styleplug.run.record import SCHEMA, replay_job
 
 from support import gradient_image, stripes_image
 
@@ -118,7 +118,7 @@ def test_a_network_may_declare_its_own_loss_weights(images):
 def test_every_field_is_offered_by_the_command_line():
     from click.testing import CliRunner
 
-    from styleplug.cli import cli, cli_name
+    from styleplug.frontends.cli import cli, cli_name
 
     text = CliRunner().invoke(cli, ["run", "--help"], terminal_width=200).output
     missing = [name for name in FIELDS if (name.upper() if name in ("content", "style") else cli_name(name, None)) not in text]
@@ -127,15 +127,15 @@ def test_every_field_is_offered_by_the_command_line():
 
 
 def test_every_field_is_placed_by_the_demo_form():
-    from styleplug.webform import DEFAULT_FIELDS, SERVER_FIELDS, VISITOR_FIELDS
+    from styleplug.frontends.webform import DEFAULT_FIELDS, SERVER_FIELDS, VISITOR_FIELDS
 
     placed = [*VISITOR_FIELDS, *SERVER_FIELDS, *DEFAULT_FIELDS]
     assert sorted(placed) == sorted(FIELDS), "place every Job field in styleplug/webform.py"
 
 
 def test_the_demo_form_builds_the_job_from_its_controls(tmp_path):
-    from styleplug.webform import defaults, job_from_form
-    from styleplug.webjobs import Limits
+    from styleplug.frontends.webform import defaults, job_from_form
+    from styleplug.frontends.webjobs import Limits
 
     host = PluginHost(entrypoints=False)
     limits = Limits(max_size=512, max_pixels=1000, chunk_seconds=1.5)
@@ -157,8 +157,8 @@ def test_the_demo_form_builds_the_job_from_its_controls(tmp_path):
 
 
 def test_errors_name_options_as_each_front_end_does():
-    from styleplug.cli import cli_name
-    from styleplug.webform import demo_name
+    from styleplug.frontends.cli import cli_name
+    from styleplug.frontends.webform import demo_name
 
     error = UsageError("use {size=300} or less, or {fit_memory}.", largest_size=300)
     assert str(error) == "use size=300 or less, or fit_memory."
@@ -185,7 +185,7 @@ def test_iter_stylize_streams_progress_then_a_result_and_stops_when_asked(engine
 
 
 def test_records_of_the_first_schema_still_replay(images):
-    from styleplug.image import load_image, pixel_digest
+    from styleplug.run.image import load_image, pixel_digest
 
     def source(path):
         return {"path": path, "sha256": pixel_digest(load_image(path, "image"))}
@@ -207,7 +207,7 @@ def test_records_of_the_first_schema_still_replay(images):
 def test_threads_are_set_before_tensorflow_starts_and_refused_after():
     script = (
         "import styleplug, tensorflow as tf\n"
-        "from styleplug.plugins import PluginHost\n"
+        "from styleplug.host.plugins import PluginHost\n"
         "engine = styleplug.Engine('vgg19', 'none', threads=1, host=PluginHost(entrypoints=False))\n"
         "engine.stylize(__import__('numpy').zeros((32, 32, 3)), __import__('numpy').ones((32, 32, 3)), size=32, steps=1)\n"
         "print(tf.config.threading.get_intra_op_parallelism_threads())\n"

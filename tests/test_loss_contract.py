@@ -14,7 +14,7 @@ from styleplug.losses.content import ContentLoss
 from styleplug.losses.functional import gram_matrix, mean_squared_error, moments
 from styleplug.losses.style import GramStyleLoss
 from styleplug.losses.variation import TotalVariationLoss
-from styleplug.plugins import PluginHost
+from styleplug.host.plugins import PluginHost
 from styleplug.testing import check_loss
 
 from support import gradient_image, stripes_image
@@ -140,7 +140,7 @@ def test_an_old_contract_loss_runs_unchanged_keeps_its_masks_and_warns_once(capl
 
         name = "legacy"
 
-    with caplog.at_level(logging.WARNING, logger="styleplug.plugins"):
+    with caplog.at_level(logging.WARNING, logger="styleplug.host.plugins"):
         host_with(Legacy)
     warnings = [record.getMessage() for record in caplog.records if "old loss contract" in record.getMessage()]
     assert len(warnings) == 1 and "loss 'legacy'" in warnings[0] and "compute_target(features)" in warnings[0]
@@ -148,8 +148,8 @@ def test_an_old_contract_loss_runs_unchanged_keeps_its_masks_and_warns_once(capl
 
     # Given a mask, it receives the region's feature vectors, so a Gram loss written the old way
     # computes what the built-in one does.
-    from styleplug.compiled import evaluate
-    from styleplug.engine import Term
+    from styleplug.core.compiled import evaluate
+    from styleplug.core.engine import Term
 
     rng = np.random.default_rng(2)
     layers = ["block1_conv1", "block2_conv1"]

@@ -7,7 +7,7 @@ import pytest
 import keras
 from keras import ops
 
-from styleplug import backends
+from styleplug.core import backends
 
 from styleplug.errors import UnknownNameError, UsageError
 from styleplug.losses.content import ContentLoss

@@ -17,8 +17,8 @@ import pytest
 import styleplug
 from styleplug.lazy import keras, ops
 from styleplug.networks.vgg import VGG19
-from styleplug.optim import ACCEPT_RISE
-from styleplug.plugins import PluginHost
+from styleplug.core.optim import ACCEPT_RISE
+from styleplug.host.plugins import PluginHost
 
 from support import gradient_image, stripes_image
 

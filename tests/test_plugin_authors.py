@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 import styleplug
-from styleplug.compiled import evaluate
+from styleplug.core.compiled import evaluate
 from styleplug.errors import PluginError, UnknownNameError
 from styleplug.losses.functional import mean_squared_error, moments
-from styleplug.plugins import PluginHost, Provider
+from styleplug.host.plugins import PluginHost, Provider
 from styleplug.testing import TinyNetwork, calibrate_loss, check_loss
 
 from support import gradient_image, stripes_image
@@ -149,7 +149,7 @@ def test_calibration_measures_a_loss_against_the_gram_term_and_suggests_a_weight
 
 def test_an_unknown_loss_names_the_plugin_that_failed_to_load(caplog):
     broken = types.SimpleNamespace(__name__="swd", register_losses=styleplug.hookimpl(lambda register: 1 / 0))
-    with caplog.at_level(logging.WARNING, logger="styleplug.plugins"):
+    with caplog.at_level(logging.WARNING, logger="styleplug.host.plugins"):
         host = PluginHost([broken], entrypoints=False)
     with pytest.raises(UnknownNameError, match="plugin 'swd' failed to load") as error:
         host.loss("swd")
@@ -157,14 +157,14 @@ def test_an_unknown_loss_names_the_plugin_that_failed_to_load(caplog):
 
 
 def test_the_old_contract_note_is_in_the_listing_once_and_can_be_silenced(caplog, monkeypatch):
-    with caplog.at_level(logging.WARNING, logger="styleplug.plugins"):
+    with caplog.at_level(logging.WARNING, logger="styleplug.host.plugins"):
         host = PluginHost([plugin("old", OldQuantiles)], entrypoints=False)
     record = host.plugins()[0]
     assert "old loss contract" in record["warning"] and "training refuses it" in record["warning"]
     assert caplog.text.count("old loss contract") == 1
     caplog.clear()
     monkeypatch.setenv("STYLEPLUG_QUIET_PLUGINS", "old")
-    with caplog.at_level(logging.WARNING, logger="styleplug.plugins"):
+    with caplog.at_level(logging.WARNING, logger="styleplug.host.plugins"):
         again = PluginHost([plugin("old", OldQuantiles)], entrypoints=False)
     assert "old loss contract" not in caplog.text and "old loss contract" in again.plugins()[0]["warning"]
     assert json.dumps(again.plugins())  # JSON-ready
@@ -209,7 +209,7 @@ def test_network_calibration_rescales_the_content_weight_to_the_networks_feature
 def test_the_cli_calibrates_and_ships_the_guides():
     from click.testing import CliRunner
 
-    from styleplug.cli import cli
+    from styleplug.frontends.cli import cli
 
     calibrated = CliRunner().invoke(cli, ["losses", "--calibrate", "meanstd", "--size", "64"])
     assert calibrated.exit_code == 0 and re.search(r"suggested default_weight: \d", calibrated.output), calibrated.output

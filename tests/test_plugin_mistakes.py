@@ -15,7 +15,7 @@ import tensorflow as tf
 import styleplug
 from styleplug.errors import PluginError, UnknownNameError, UsageError
 from styleplug.params import Param
-from styleplug.plugins import PluginHost
+from styleplug.host.plugins import PluginHost
 from styleplug.testing import TinyNetwork, check_loss, check_network
 
 from support import gradient_image, stripes_image
@@ -47,7 +47,7 @@ class Mean(styleplug.Loss):
 
 def test_a_hook_without_hookimpl_is_reported_not_silent(caplog):
     forgot = plugin("forgot", register_losses=lambda register: register(Mean))
-    with caplog.at_level(logging.WARNING, logger="styleplug.plugins"):
+    with caplog.at_level(logging.WARNING, logger="styleplug.host.plugins"):
         host = PluginHost([forgot], entrypoints=False)
     record = host.plugins()[0]
     assert record["status"] == "ok" and record["provides"] == {"losses": [], "networks": []}
@@ -93,7 +93,7 @@ def test_declarations_are_checked_at_registration():
 def test_plugin_options_never_take_a_built_in_controls_name_in_the_demo():
     """A loss 'coarse' with an option 'to_fine' keeps its own /run parameter: the built-in
     'coarse_to_fine' checkbox is untouched."""
-    from styleplug.webapp import build_app
+    from styleplug.frontends.webapp import build_app
 
     class Coarse(Mean):
         """A loss whose option would once have collided with the coarse-to-fine checkbox."""
@@ -190,7 +190,7 @@ def test_the_kit_names_the_loss_it_failed_on():
 def test_the_memory_estimate_counts_any_downsampling():
     """A network that downsamples with strided convolutions (no layer named "pool") is estimated
     like one that pools."""
-    from styleplug.device import estimate_memory
+    from styleplug.core.device import estimate_memory
 
     def network(strided: bool):
         inputs = tf.keras.Input((None, None, 3))

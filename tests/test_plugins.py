@@ -14,7 +14,7 @@ import pytest
 import styleplug
 from styleplug.errors import PluginError, UnknownNameError
 from styleplug.networks.vgg import VGG19
-from styleplug.plugins import PluginHost, Provider
+from styleplug.host.plugins import PluginHost, Provider
 
 BROKEN = {
     "broken_import": ("import", "needs a module that is not installed"),
@@ -51,7 +51,7 @@ def test_entry_point_plugin_is_discovered_with_provenance(with_test_plugins):
 
 
 def test_each_broken_plugin_is_reported_by_name_and_skipped(with_test_plugins, caplog):
-    with caplog.at_level(logging.WARNING, logger="styleplug.plugins"):
+    with caplog.at_level(logging.WARNING, logger="styleplug.host.plugins"):
         host = PluginHost()
     records = {p["name"]: p for p in host.plugins()}
     for name, (stage, message) in BROKEN.items():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import styleplug
-from styleplug.image import load_image, resize_long_side
+from styleplug.run.image import load_image, resize_long_side
 from styleplug.losses.functional import gram_matrix, mean_squared_error
-from styleplug.plugins import PluginHost
+from styleplug.host.plugins import PluginHost
 
 from support import EXAMPLES, REPO
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backends
+from ..core import backends
 from ..lazy import ops
 
 

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import UsageError
-from .image import long_side_size, record_sidecar, write_atomically
+from ..errors import UsageError
+from ..run.image import long_side_size, record_sidecar, write_atomically
 
 VIDEO_INSTALL = "pip install 'styleplug[video]'"
 # Frames per Ray task, and frames of the previous chunk painted first to warm up the smoothing.
@@ -192,7 +192,7 @@ class RayVideoActor:
     """A Ray Data actor painting chunks of frames (with their warm-up frames) with one model."""
 
     def __init__(self, painter: Any, threads: int, smoothing: Smoothing) -> None:
-        from .device import set_threads
+        from ..core.device import set_threads
 
         set_threads(threads)
         self.paint = painter.open()

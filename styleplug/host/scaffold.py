@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from string import Template
 
-from .errors import UsageError
+from ..errors import UsageError
 
 KINDS = ("loss", "network")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")

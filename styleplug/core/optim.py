@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .lazy import ops
+from ..lazy import ops
 
 #: A step is accepted when its loss is at most (1 + ACCEPT_RISE) times the last accepted loss.
 ACCEPT_RISE = 1e-3

@@ -28,7 +28,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import ImageError, UsageError
+from ..errors import ImageError, UsageError
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, bytes]
 

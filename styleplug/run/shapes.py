@@ -9,10 +9,10 @@ from typing import Any
 
 from PIL import Image
 
-from .errors import UsageError
+from ..errors import UsageError
 from .image import long_side_size
 from .job import MAX_SIZE
-from .networks import Network
+from ..networks import Network
 
 
 def fits(model: Any, width: int, height: int) -> bool | None:

@@ -24,10 +24,10 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import Engine, Progress, Result
-from .job import MAX_SIZE, Job, plan_scales
-from .errors import StyleplugError, UsageError, one_line
-from .image import long_side_size
+from ..core.engine import Engine, Progress, Result
+from ..run.job import MAX_SIZE, Job, plan_scales
+from ..errors import StyleplugError, UsageError, one_line
+from ..run.image import long_side_size
 
 log = logging.getLogger("styleplug")
 # One line per job for the operator: who, how large, how long, how it ended (never file contents).

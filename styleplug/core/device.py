@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import psutil
 
-from .errors import UnknownNameError, UsageError
+from ..errors import UnknownNameError, UsageError
 from . import backends
-from .lazy import keras
+from ..lazy import keras
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 # What a job needs whatever its size: the backend's runtime and the network's weights.

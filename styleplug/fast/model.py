@@ -3,7 +3,7 @@
 The network follows Johnson et al. (2016): downsampling convolutions, residual blocks, upsampling,
 with instance normalisation (Ulyanov et al. 2016). Its normalisation is *conditional* (Dumoulin et
 al. 2017): each style has its own scale and shift in every normalisation layer, so one model holds
-several styles, and a photo can be painted in a blend of them. ``styleplug.training`` trains it with
+several styles, and a photo can be painted in a blend of them. ``styleplug.fast.training`` trains it with
 the engine's loss plugins.
 
 A model file is a plain ``.npz`` archive: every weight as an array, plus a JSON header (format,
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .device import resolve_precision
-from .errors import UsageError
-from .image import ImageInput, load_image, resize_long_side
-from . import backends
-from .lazy import keras, ops
+from ..core.device import resolve_precision
+from ..errors import UsageError
+from ..run.image import ImageInput, load_image, resize_long_side
+from ..core import backends
+from ..lazy import keras, ops
 
 FORMAT = "styleplug-style-model"
 VERSION = 1

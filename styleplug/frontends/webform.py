@@ -13,11 +13,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .colors import COLOR_MODES
-from .device import PRECISIONS
-from .errors import StyleplugError, UsageError
-from .job import BUILT_IN_TERMS, OPTIMIZERS, Job, job_fields
-from .plugins import PluginHost
+from ..run.colors import COLOR_MODES
+from ..core.device import PRECISIONS
+from ..errors import StyleplugError, UsageError
+from ..run.job import BUILT_IN_TERMS, OPTIMIZERS, Job, job_fields
+from ..host.plugins import PluginHost
 from .webjobs import Limits
 
 # The images a visitor may upload, in the order of the /run API.

@@ -32,13 +32,13 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError, StyleplugError, UnknownNameError, one_line
-from .losses import ROLES, Loss, uses_old_contract
-from .networks import Network
-from .params import Param
+from .. import hookspecs
+from ..errors import PluginError, StyleplugError, UnknownNameError, one_line
+from ..losses import ROLES, Loss, uses_old_contract
+from ..networks import Network
+from ..params import Param
 
-log = logging.getLogger("styleplug.plugins")
+log = logging.getLogger("styleplug.host.plugins")
 T = TypeVar("T")
 
 BUILTIN_MODULES = ("styleplug.default_plugins.networks", "styleplug.default_plugins.losses")
@@ -384,7 +384,7 @@ def writes_tensorflow(cls: type) -> bool:
 
 def check_backend(provider: Provider, kind: str, cls: type, old_contract: bool = False) -> None:
     """Refuse, in one line, a plugin class that runs on TensorFlow only when the backend is another."""
-    from . import backends
+    from ..core import backends
 
     backend = backends.name()
     if backend == "tensorflow":
@@ -418,7 +418,7 @@ _USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in')
 def _host_code(path: str) -> bool:
     """Whether ``path`` is styleplug's, Python's, TensorFlow's, Keras's or NumPy's own code (or code
     TensorFlow generated while tracing): a frame anywhere else is the plugin's."""
-    folders = [os.path.dirname(__file__), os.path.dirname(os.__file__)]
+    folders = [os.path.dirname(os.path.dirname(__file__)), os.path.dirname(os.__file__)]
     folders += [os.path.dirname(module.__file__) for name in ("tensorflow", "keras", "numpy")
                 if (module := sys.modules.get(name)) is not None and getattr(module, "__file__", None)]
     return "__autograph_generated" in path or any(path.startswith(folder + os.sep) for folder in folders)

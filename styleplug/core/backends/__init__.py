@@ -26,7 +26,7 @@ import os
 import sys
 from types import ModuleType
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 #: Backends the engine runs on, the default first.
 BACKENDS = ("tensorflow", "jax")

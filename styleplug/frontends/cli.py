@@ -21,9 +21,9 @@ from typing import Any
 import click
 import numpy as np
 
-from .errors import PluginError, StyleplugError, UnknownNameError, UsageError, one_line
-from .job import Job, job_fields, parse_layers
-from .plugins import PluginHost, Registered, default_host
+from ..errors import PluginError, StyleplugError, UnknownNameError, UsageError, one_line
+from ..run.job import Job, job_fields, parse_layers
+from ..host.plugins import PluginHost, Registered, default_host
 
 COMMON_LOSS_OPTIONS = {
     "weight": "FLOAT  weight of the term (0 removes it)",
@@ -92,7 +92,7 @@ def _import_tensorflow_quietly() -> None:
     """TensorFlow's C++ side writes CUDA-probing lines straight to file descriptor 2 while it is
     imported, before any log setting applies; hide them (errors still raise as exceptions). Only
     when TensorFlow is the backend: with another, TensorFlow is never imported."""
-    from . import backends
+    from ..core import backends
 
     if backends.name() != "tensorflow" or "tensorflow" in sys.modules:
         return
@@ -137,7 +137,7 @@ def _loss_options(host: PluginHost, names: tuple[str, ...], options: tuple[tuple
 
 def _choose_backend(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
     if value is not None:
-        from . import backends
+        from ..core import backends
 
         try:
             backends.choose(value)
@@ -152,7 +152,7 @@ def _replay_backend(recorded: str, quiet: bool) -> None:
     else say in one line which backend replays instead."""
     import importlib.util
 
-    from . import backends
+    from ..core import backends
 
     current = backends.name()
     if recorded == current:
@@ -315,8 +315,8 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
         jit_compile: bool, threads: int | None, quiet: bool, debug: bool, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (one or more images) and write the result to --output."""
     with _reported_errors(debug):
-        from .engine import Engine
-        from .image import check_output, save_image
+        from ..core.engine import Engine
+        from ..run.image import check_output, save_image
 
         check_output(output, [content, *style, *options["masks"]])
         if not debug:
@@ -340,9 +340,9 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
 def replay(image: str, output: str | None, quiet: bool, debug: bool) -> None:
     """Re-run the job recorded in IMAGE (a styleplug output) and say whether it reproduced."""
     with _reported_errors(debug):
-        from .engine import Engine
-        from .image import check_output, load_image, save_image
-        from .record import read_record, replay_job
+        from ..core.engine import Engine
+        from ..run.image import check_output, load_image, save_image
+        from ..run.record import read_record, replay_job
 
         record = read_record(image)
         output = output or str(Path(image).with_suffix(".replay.png"))
@@ -392,9 +392,9 @@ def train(style: tuple[str, ...], photos: str, output: str, names: str | None, w
     with _reported_errors(debug):
         if not debug:
             _import_tensorflow_quietly()
-        from .device import set_threads
-        from .fast import Architecture
-        from .training import train as train_model
+        from ..core.device import set_threads
+        from ..fast.model import Architecture
+        from ..fast.training import train as train_model
 
         try:
             channels = tuple(int(width) for width in widths.split(","))
@@ -465,7 +465,7 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
           size: int | None, precision: str, quiet: bool, debug: bool) -> None:
     """Paint PHOTO (one or more) with a fast style MODEL, one pass each."""
     with _reported_errors(debug):
-        from .image import check_output, save_image
+        from ..run.image import check_output, save_image
 
         chosen = _chosen_style(style, blend)
         folder = Path(output)
@@ -481,7 +481,7 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
             check_output(target, [model, *photo])
         if not debug:
             _import_tensorflow_quietly()
-        from .fast import StyleModel
+        from ..fast.model import StyleModel
 
         loaded = StyleModel.load(model, precision)
         loaded.style_weights(chosen)  # an unknown style name stops here, before anything is written
@@ -542,7 +542,7 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
             painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength,
                                             size=given.get("size"), precision=precision, max_pixels=given.get("max_pixels"))
         else:
-            from .device import resolve_precision
+            from ..core.device import resolve_precision
 
             host = default_host()
             job = Job(content=np.zeros((64, 64, 3), np.uint8), style=style_images,
@@ -558,7 +558,7 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
                                                                   failed=len(report.failed)),
                                smoothing=Smoothing(denoise, temporal_blend), namer=cli_name)
         if report:
-            from .image import write_atomically
+            from ..run.image import write_atomically
 
             write_atomically(Path(report), lambda stream: stream.write(json.dumps(result.to_dict(), indent=2).encode()))
         if not quiet:
@@ -696,7 +696,7 @@ def plugins(show_all: bool, check: bool, debug: bool) -> None:
 
 def _check_plugin(host: PluginHost, record: dict[str, Any]) -> dict[str, Any]:
     """Run check_loss / check_network on everything one plugin provides; report per class."""
-    from .testing import check_loss, check_network
+    from ..testing import check_loss, check_network
 
     if record["status"] != "ok":
         return {"status": "failed", "seconds": 0.0, "problems": [f"not loaded: {record['error']}"]}
@@ -765,7 +765,7 @@ def losses(show_options: bool, calibrate: str | None, network: str, size: int, d
 
 def _calibrate(host: PluginHost, name: str, network: str, size: int) -> None:
     """Print a loss's value beside the Gram term's on the unstyled photo, and the weight that balances them."""
-    from .testing import calibrate_loss
+    from ..testing import calibrate_loss
 
     cls: Any = host.loss(name).cls
     if cls.role == "content":
@@ -793,7 +793,7 @@ def networks(calibrate: str | None, weights: str, size: int, debug: bool) -> Non
     """List the registered feature networks (options, weight sources, layers and loss weights), or calibrate one."""
     with _reported_errors(debug):
         if calibrate:
-            from .testing import calibrate_network
+            from ..testing import calibrate_network
 
             host = default_host()
             cls: Any = host.network(calibrate).cls
@@ -820,7 +820,7 @@ def networks(calibrate: str | None, weights: str, size: int, debug: bool) -> Non
 def docs(name: str | None) -> None:
     """Print one of the plugin author's guides shipped with styleplug (without NAME: list them)."""
     with _reported_errors():
-        folder = Path(__file__).parent / "docs"
+        folder = Path(__file__).parent.parent / "docs"
         pages = sorted(path.stem for path in folder.glob("*.md"))
         if name is None:
             click.echo("styleplug docs NAME prints one of: " + ", ".join(pages))
@@ -839,7 +839,7 @@ def docs(name: str | None) -> None:
 def new_plugin(kind: str, name: str, folder: str, debug: bool) -> None:
     """Write a plugin package for a loss or a network: it installs, registers and passes its tests as generated."""
     with _reported_errors(debug):
-        from .scaffold import new_plugin as write_package
+        from ..host.scaffold import new_plugin as write_package
 
         package = write_package(kind, name, Path(folder))
         click.echo(f"styleplug: wrote {package}; next: pip install -e {package} && pytest {package / 'tests'}", err=True)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..lazy import LazyModule
+from ...lazy import LazyModule
 
 jax = LazyModule("jax")
 

@@ -1,6 +1,6 @@
 """Training fast style models (Johnson et al. 2016) with the engine's loss plugins.
 
-The transformer of ``styleplug.fast`` learns to paint random crops of the user's photos so that the
+The transformer of ``styleplug.fast.model`` learns to paint random crops of the user's photos so that the
 same weighted losses as ``styleplug run`` (content, Gram, total variation and any plugin loss, on
 the same feature networks) are low. A content loss compares each painted crop with its own photo:
 its target is computed inside the traced step, one per sample, as the Loss contract allows. A style
@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .engine import Engine, Term
-from .errors import UsageError
-from .fast import MIN_SIDE, Architecture, StyleModel
-from .image import ImageInput, load_image, pixel_digest, resize_long_side
-from .job import Job
-from . import backends
-from .lazy import keras, ops
-from .losses import uses_old_contract
-from .plugins import PluginHost, styleplug_version
+from ..core.engine import Engine, Term
+from ..errors import UsageError
+from .model import MIN_SIDE, Architecture, StyleModel
+from ..run.image import ImageInput, load_image, pixel_digest, resize_long_side
+from ..run.job import Job
+from ..core import backends
+from ..lazy import keras, ops
+from ..losses import uses_old_contract
+from ..host.plugins import PluginHost, styleplug_version
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 

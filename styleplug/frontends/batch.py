@@ -33,10 +33,10 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from .errors import OptionNamer as Namer
-from .errors import StyleplugError, UsageError, one_line
-from .image import load_image, png_record, write_atomically
-from .record import stored_record
+from ..errors import OptionNamer as Namer
+from ..errors import StyleplugError, UsageError, one_line
+from ..run.image import load_image, png_record, write_atomically
+from ..run.record import stored_record
 from .video import Smoothing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
@@ -74,7 +74,7 @@ class FastPainter:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **options: Any) -> FastPainter:
         """Read the model file, check it and the style now (one clear line before any work)."""
-        from .fast import StyleModel
+        from ..fast.model import StyleModel
 
         StyleModel.load(path).style_weights(options.get("style"))
         return cls(Path(path).read_bytes(), str(Path(path).resolve()), **options)
@@ -84,7 +84,7 @@ class FastPainter:
                 "size": self.size, "precision": self.precision, "max_pixels": self.max_pixels}
 
     def open(self) -> Callable[[Image.Image, str], Image.Image]:
-        from .fast import StyleModel
+        from ..fast.model import StyleModel
 
         model = StyleModel.load(self.model, self.precision)
         record = {"schema": 2, "fast": {**self.fingerprint(), "model_path": self.model_path, "styles": model.styles}}
@@ -108,7 +108,7 @@ class OptimiserPainter:
 
     @classmethod
     def from_job(cls, job: Any, engine: Mapping[str, Any]) -> OptimiserPainter:
-        from .job import Job
+        from ..run.job import Job
 
         assert isinstance(job, Job)
         styles = tuple(np.asarray(load_image(path, "style image")) for path in job.style)
@@ -121,7 +121,7 @@ class OptimiserPainter:
         return {"job": job, "engine": self.engine}
 
     def open(self) -> Callable[[Image.Image, str], Image.Image]:
-        from .engine import Engine
+        from ..core.engine import Engine
 
         engine = Engine.from_settings({"jit_compile": False, "network_options": {}, **self.engine})
 
@@ -270,7 +270,7 @@ class RayPainterActor:
     def __init__(self, painter: Painter, threads: int, namer: Namer | None) -> None:
         import ray
 
-        from .device import set_threads
+        from ..core.device import set_threads
 
         set_threads(threads)
         self.paint = painter.open()
@@ -286,7 +286,7 @@ class RayPainterActor:
 def open_here(painter: Painter, threads: int | None) -> Callable[[Image.Image, str], Image.Image]:
     """Open ``painter`` in this process, TensorFlow limited to ``threads`` CPU threads if given."""
     if threads is not None:
-        from .device import set_threads
+        from ..core.device import set_threads
 
         set_threads(threads)
     return painter.open()

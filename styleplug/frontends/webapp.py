@@ -29,16 +29,16 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from . import backends  # noqa: E402
-from .colors import COLOR_MODES  # noqa: E402
-from .device import PRECISIONS, device_label, gpus  # noqa: E402
-from .engine import Engine  # noqa: E402
-from .errors import StyleplugError, UsageError, one_line  # noqa: E402
-from .fast import StyleModel  # noqa: E402
-from .image import image_size, save_image  # noqa: E402
-from .job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
-from .params import Param  # noqa: E402
-from .plugins import PluginHost, default_host  # noqa: E402
+from ..core import backends  # noqa: E402
+from ..run.colors import COLOR_MODES  # noqa: E402
+from ..core.device import PRECISIONS, device_label, gpus  # noqa: E402
+from ..core.engine import Engine  # noqa: E402
+from ..errors import StyleplugError, UsageError, one_line  # noqa: E402
+from ..fast.model import StyleModel  # noqa: E402
+from ..run.image import image_size, save_image  # noqa: E402
+from ..run.job import BUILT_IN_TERMS, OPTIMIZERS  # noqa: E402
+from ..params import Param  # noqa: E402
+from ..host.plugins import PluginHost, default_host  # noqa: E402
 from .webform import (BOUNDS, IMAGE_CONTROLS, LABELS, bounded_number, control_name, defaults, demo_name, field_help,  # noqa: E402
                       job_from_form, offered_weights, weight_defaults)
 from .webguard import Guard, GuardMiddleware  # noqa: E402
@@ -46,9 +46,9 @@ from .webjobs import Gate, JobQueue, Limits, WebJob, calibrate  # noqa: E402
 
 log = logging.getLogger("styleplug")
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 # The style model the demo's Instant tab uses when the operator names none (shipped with the package).
-SHIPPED_MODEL = Path(__file__).parent / "models" / "styles.npz"
+SHIPPED_MODEL = Path(__file__).parent.parent / "models" / "styles.npz"
 EXAMPLE_PAIRS = [("tubingen", "starry_night"), ("hoovertowernight", "shipwreck"), ("tubingen", "woman_with_hat_matisse")]
 # A small result (64 px) is shown filling its frame, not as a thumbnail; the download keeps its size.
 CSS = "#result img { width: 100%; height: 100%; object-fit: contain; }"
@@ -193,7 +193,7 @@ def _instant_layout(model: StyleModel, limits: Limits) -> _Instant:
 
 def _layout(host: PluginHost, limits: Limits, device: str) -> _Page:
     """The components, laid out; the first column is what a visitor needs to run a job (on a
-    phone it comes before the settings). Labels, defaults and help come from ``styleplug.webform``."""
+    phone it comes before the settings). Labels, defaults and help come from ``styleplug.frontends.webform``."""
     start = defaults(host, limits)
     form: dict[str, Any] = {}
 
@@ -525,9 +525,9 @@ def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False
 
     The process is the demo's own: it gets a private folder (mode 0700) for Gradio's uploads and
     cache and for the results, since Gradio's default folder is shared by every Gradio app on the
-    host. Jobs queue in styleplug's own queue (``styleplug.webjobs``); Gradio's queue only carries
+    host. Jobs queue in styleplug's own queue (``styleplug.frontends.webjobs``); Gradio's queue only carries
     the page's events. ``trusted_proxies`` (addresses or networks) may tell the client's address
-    and the public host name in forwarded headers; nobody else can (see ``styleplug.webguard``)."""
+    and the public host name in forwarded headers; nobody else can (see ``styleplug.frontends.webguard``)."""
     limits = limits or Limits()
     private = Path(tempfile.mkdtemp(prefix="styleplug-demo-", dir=os.environ.get("GRADIO_TEMP_DIR") or None))
     os.environ["GRADIO_TEMP_DIR"] = str(private / "uploads")

@@ -23,18 +23,18 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from .colors import keep_content_chroma, match_colors
+from ..run.colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
 from . import backends
 from .device import RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, gpus, resolve_precision, set_threads
-from .errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
-from .image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
-from .job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
-from .lazy import keras, ops
-from .losses import Loss, uses_old_contract
-from .plugins import PluginHost, Provider, check_backend, default_host, guarded, styleplug_version
-from .record import write_record
-from .shapes import check_sizes, style_side
+from ..errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
+from ..run.image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
+from ..run.job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
+from ..lazy import keras, ops
+from ..losses import Loss, uses_old_contract
+from ..host.plugins import PluginHost, Provider, check_backend, default_host, guarded, styleplug_version
+from ..run.record import write_record
+from ..run.shapes import check_sizes, style_side
 
 log = logging.getLogger("styleplug")
 
@@ -60,7 +60,7 @@ class Progress:
     converged: bool = False  # True on the last report when the early stop ended the run
     size: int = 0  # long side of the image being optimised now (smaller than the output at coarse scales)
     step_losses: tuple[float, ...] = ()  # the total loss at each step of this chunk, as the optimiser saw it
-    accepted: tuple[bool, ...] = ()  # whether the optimiser accepted each of those steps (see styleplug.optim)
+    accepted: tuple[bool, ...] = ()  # whether the optimiser accepted each of those steps (see styleplug.core.optim)
 
     def image(self) -> Image.Image:
         """The best image so far: the one with the lowest total loss (a copy; computing it costs one
@@ -211,7 +211,7 @@ class Engine:
         jit_compile: on TensorFlow, compile the optimisation chunk with XLA. Off by default: on CPU
             it measured 2.6x slower (3.39 against 1.31 s per step at 256²). JAX always compiles with XLA.
         threads: CPU threads TensorFlow may use per operation. Process-wide, and only before
-            the backend's first operation in the process (see ``styleplug.device.set_threads``).
+            the backend's first operation in the process (see ``styleplug.core.device.set_threads``).
         host: the plugin host to take losses and networks from (default: the process-wide one).
         **network_options: the network's declared parameters.
 
@@ -425,7 +425,7 @@ class Engine:
         styles = [load_image(source, label, job.max_pixels) for source, label in zip(job.style, _style_labels(len(job.style)))]
         masks = None if job.masks is None else _load_masks(job.masks, content, job.max_pixels)
         if job.init_model is not None:  # the one-pass painting of a fast style model, refined from there
-            from .fast import StyleModel
+            from ..fast.model import StyleModel
 
             path, style = job.init_model
             painted = StyleModel.load(path, self.precision).stylize(content, style=style, size=job.size)

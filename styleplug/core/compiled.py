@@ -1,7 +1,7 @@
 """The compiled optimisation chunk, and the engine's cache of them.
 
 A chunk runs ``count`` optimiser steps inside one function compiled by the backend
-(``styleplug.backends``). It is a pure function of tensors: everything that changes from job to job
+(``styleplug.core.backends``). It is a pure function of tensors: everything that changes from job to job
 (the image, the loss targets, the loss weights, the masks, the optimiser state) is an argument, so
 a later job of the same shape and loss configuration reuses the compiled chunk instead of tracing it
 again (about 4 s on a CPU, 10-50 s on a GPU), and between chunks nothing leaves the device but the
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import backends
-from .lazy import keras, ops, tf
-from .losses import uses_old_contract
-from .plugins import guarded
+from ..lazy import keras, ops, tf
+from ..losses import uses_old_contract
+from ..host.plugins import guarded
 from .optim import GRADIENT_NOISE, LBFGS, Adam
 
 if TYPE_CHECKING:

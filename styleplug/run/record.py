@@ -24,7 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from .errors import ImageError, UsageError
+from ..errors import ImageError, UsageError
 from .image import load_image, pixel_digest, record_sidecar
 from .job import Job
 

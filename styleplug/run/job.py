@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .colors import COLOR_MODES
-from .errors import UnknownNameError, UsageError
+from ..errors import UnknownNameError, UsageError
 from .image import ImageInput
 
 OPTIMIZERS = ("lbfgs", "adam")

@@ -1,0 +1,1 @@
+"""Fast style models: the feed-forward transformer and its training."""
