@@ -130,7 +130,7 @@ def test_every_field_is_placed_by_the_demo_form():
     from styleplug.frontends.webform import DEFAULT_FIELDS, SERVER_FIELDS, VISITOR_FIELDS
 
     placed = [*VISITOR_FIELDS, *SERVER_FIELDS, *DEFAULT_FIELDS]
-    assert sorted(placed) == sorted(FIELDS), "place every Job field in styleplug/webform.py"
+    assert sorted(placed) == sorted(FIELDS), "place every Job field in styleplug/frontends/webform.py"
 
 
 def test_the_demo_form_builds_the_job_from_its_controls(tmp_path):
