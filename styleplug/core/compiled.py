@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import backends
-from ..lazy import keras, ops, tf
+from ..lazy import keras, ops
 from ..losses import uses_old_contract
+from ..losses.functional import region_weights
 from ..host.plugins import guarded
 from .optim import GRADIENT_NOISE, LBFGS, Adam
 
@@ -39,8 +40,8 @@ def region_positions(features: Any, mask: Any) -> Any:
     since it cannot take the mask itself. Any statistic of positions (a Gram matrix, a mean, a
     distribution) is then the region's alone, as if it had been cut out. Old-contract losses run
     on TensorFlow only (their number of positions is known only when the step runs)."""
-    grid = tf.image.resize(tf.cast(mask, tf.float32)[None, :, :, None], tf.shape(features)[1:3], method="area")
-    return tf.boolean_mask(features[0], grid[0, :, :, 0] >= 0.5)[None, None]
+    grid = region_weights(ops.convert_to_tensor(mask, "float32")[None, :, :, None], features)
+    return backends.current().select_positions(features[0], grid[0, :, :, 0] >= 0.5)[None, None]
 
 
 def old_contract_inputs(loss: Any, features: Mapping[str, Any], mask: Any) -> dict[str, Any]:
@@ -139,8 +140,8 @@ class CompiledStep:
 
     def _chunk(self, carry: dict[str, Any], best: Any, constants: Mapping[str, Any], network: tuple[Any, Any],
                count: Any) -> tuple[Any, ...]:
-        """``count`` steps from ``carry``: the new carry, best image and network state, each term
-        at the last point evaluated, and each step's total loss and acceptance."""
+        """``count`` steps from ``carry``: the new carry, the best image, the random layers' seeds,
+        each term at the last point evaluated, and each step's total loss and acceptance."""
         self.traced += 1  # runs only while the backend traces
         trainable, weights = network
         shape = ops.shape(carry["image"])

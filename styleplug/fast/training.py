@@ -257,16 +257,20 @@ class _Trainer:
         self.variables = transformer.trainable_variables
         self.trained = [index for index, variable in enumerate(self.variables)
                         if trained == model.styles or variable.path.rpartition("/")[2] in own]
-        network_values = ([v.value for v in network.trainable_variables], [v.value for v in network.non_trainable_variables])
+        # What the step reads but never changes, as arguments (not constants baked into the compiled
+        # step): the transformer's weights (those trained are replaced by the state's), its other
+        # variables, and the feature network's.
+        self.fixed = ([v.value for v in self.variables], [v.value for v in transformer.non_trainable_variables],
+                      ([v.value for v in network.trainable_variables], [v.value for v in network.non_trainable_variables]))
 
-        def objective(trained_values: list[Any], frozen: list[Any], photos: Any, style_index: Any, target_index: Any) -> Any:
-            values = list(frozen)
+        def objective(trained_values: list[Any], fixed: tuple[Any, Any, Any], photos: Any, style_index: Any,
+                      target_index: Any) -> Any:
+            values, others, network_values = list(fixed[0]), fixed[1], fixed[2]
             for index, value in zip(self.trained, trained_values):
                 values[index] = value
 
             def painter(images: Any, weights: Any) -> Any:
-                return transformer.stateless_call(values, [v.value for v in transformer.non_trainable_variables],
-                                                  [images, weights], training=True)[0]
+                return transformer.stateless_call(values, others, [images, weights], training=True)[0]
 
             per_term = _losses(terms, lambda images: features(images, network_values)[0], targets, painter, photos,
                                style_index, target_index, count)
@@ -274,8 +278,9 @@ class _Trainer:
 
         gradient = backends.current().value_and_grad(objective)
 
-        def step(state: dict[str, Any], frozen: list[Any], photos: Any, style_index: Any, target_index: Any) -> tuple[Any, Any]:
-            _, per_term, gradients = gradient(state["weights"], frozen, photos, style_index, target_index)
+        def step(state: dict[str, Any], fixed: tuple[Any, Any, Any], photos: Any, style_index: Any,
+                 target_index: Any) -> tuple[Any, Any]:
+            _, per_term, gradients = gradient(state["weights"], fixed, photos, style_index, target_index)
             return _adam(state, gradients, learning_rate), per_term
 
         self.compiled = backends.current().compile(step, jit_compile=False, donate=(0,))
@@ -285,8 +290,7 @@ class _Trainer:
 
     def step(self, photos: Any, style_index: Any, target_index: Any) -> Any:
         """One Adam step on a batch of ``photos``; each weighted term before the step."""
-        frozen = [variable.value for variable in self.variables]
-        self.state, values = self.compiled(self.state, frozen, photos, style_index, target_index)
+        self.state, values = self.compiled(self.state, self.fixed, photos, style_index, target_index)
         return values
 
     def write_back(self) -> None:

@@ -10,7 +10,11 @@ backend Keras uses. Each backend module here provides the same functions:
   reuse, since the caller never reads them again);
 - ``transposed_matmul(a, b)``: ``a``'s last two axes swapped, times ``b`` (the Gram product; each
   backend has its fastest form);
-- ``gpus()``, ``compute_capability()``, ``gpu_free_memory()``: what the accelerator is;
+- ``gpus()``, ``compute_capability()``, ``gpu_free_memory()``, ``gpu_peak_memory()``: what the
+  accelerator is and has;
+- ``select_positions(values, keep)``: the rows of ``values`` where ``keep`` is true, a length known
+  only at run time (what an old-contract loss sees under a mask; such losses run on TensorFlow only,
+  and JAX does it outside compiled code alone);
 - ``set_threads(threads)``: CPU threads per operation, for the whole process;
 - ``device_scope(index)``: a context in which new tensors and computations go to GPU ``index``;
 - ``out_of_memory(error)`` and ``failure(error)``: whether an exception is the device running out

@@ -74,24 +74,41 @@ def transposed_matmul(a: Any, b: Any) -> Any:
     return jax.numpy.matmul(jax.numpy.swapaxes(a, -1, -2), b)
 
 
+def _gpu_devices() -> list[Any]:
+    return [device for device in jax.devices() if device.platform == "gpu"]
+
+
 def gpus() -> list[str]:
-    return [str(device) for device in jax.devices() if device.platform == "gpu"]
+    return [str(device) for device in _gpu_devices()]
 
 
 def compute_capability() -> tuple[int, int]:
-    found = [device for device in jax.devices() if device.platform == "gpu"]
+    found = _gpu_devices()
     if not found:
         return (0, 0)
     major, _, minor = str(getattr(found[0], "compute_capability", "0.0")).partition(".")
     return int(major), int(minor or 0)
 
 
+def _gpu_memory() -> dict[str, int]:
+    found = _gpu_devices()
+    return (found[0].memory_stats() or {}) if found else {}
+
+
 def gpu_free_memory() -> int | None:
-    found = [device for device in jax.devices() if device.platform == "gpu"]
-    stats = found[0].memory_stats() if found else None
-    if not stats or "bytes_limit" not in stats:
+    stats = _gpu_memory()
+    if "bytes_limit" not in stats:
         return None
     return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+
+
+def gpu_peak_memory() -> int | None:
+    return _gpu_memory().get("peak_bytes_in_use")
+
+
+def select_positions(values: Any, keep: Any) -> Any:
+    # Outside compiled code only: the count of kept positions is known only when it runs.
+    return values[keep]
 
 
 def set_threads(threads: int) -> int | None:

@@ -75,6 +75,15 @@ def gpu_free_memory() -> int | None:
     return None
 
 
+def gpu_peak_memory() -> int | None:
+    return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]) if gpus() else None
+
+
+def select_positions(values: Any, keep: Any) -> Any:
+    # Works inside tf.function too, with a length known only when it runs.
+    return tf.boolean_mask(values, keep)
+
+
 def set_threads(threads: int) -> int | None:
     """Set the CPU threads; return the number already fixed when it is too late to change it."""
     current = tf.config.threading.get_intra_op_parallelism_threads()
