@@ -86,31 +86,19 @@ class StepResult:
     accepted: np.ndarray  # whether each step's point was accepted by the optimiser
 
 
-class CompiledStep:
-    """One compiled chunk and the state it carries from chunk to chunk: built for the first job
-    with a given signature, then loaded with each later job's values."""
+class Stepper:
+    """What the engine's steppers share: the terms, the optimiser and the state carried from chunk
+    to chunk, loaded with each job of their signature. ``run(count)`` is theirs."""
 
-    def __init__(self, model: Any, features: Callable[[Any, Any], tuple[Mapping[str, Any], Any]], terms: list[Term],
-                 start: np.ndarray, optimizer: str, rate: float, history: int, precision: str, jit_compile: bool,
-                 capacity: int) -> None:
-        """``features(images, network_state)`` gives the network's ``{layer: features}`` of RGB images
-        in 0..255 and its new state; ``capacity`` is the most steps one chunk runs."""
+    def __init__(self, model: Any, terms: list[Term], start: np.ndarray, optimizer: str, rate: float, history: int,
+                 precision: str) -> None:
         self.key = ""  # the engine's signature for it
         self.terms = terms  # the loss objects traced into the chunk; later jobs only change values
         self.traced = 0
-        self.capacity = capacity
         self.model = model
         size = int(np.prod(start.shape))
         self.optimizer = LBFGS(size, history, rate, GRADIENT_NOISE[precision]) if optimizer == "lbfgs" else Adam(size, rate)
-        # A frozen network in inference changes no weight, but a random layer's seed (an integer
-        # variable) moves on with every call: that part of its state goes from step to step.
-        self.random_state = [index for index, variable in enumerate(model.non_trainable_variables)
-                             if not str(variable.dtype).startswith(("float", "bfloat"))]
         self.load(terms, start)
-        backend = backends.current()
-        self.value_and_grad = backend.value_and_grad(self._objective)
-        self.features = features
-        self.run_chunk = backend.compile(self._chunk, jit_compile, donate=(0,))
 
     def load(self, terms: list[Term], start: np.ndarray) -> None:
         """Take a job with this signature: its targets, weights, masks and starting image."""
@@ -126,6 +114,47 @@ class CompiledStep:
         # The fixed-step optimisers can overshoot within the safeguard's tolerance, so the run keeps
         # the lowest-loss image it has seen.
         self.best = ops.copy(image)  # its own buffer: the image's is given to the first chunk
+
+    def advance(self, carry: dict[str, Any], best: Any, total: Any, values: Any, gradient: Any) -> tuple[Any, Any, Any]:
+        """One optimiser step from the loss and gradient at ``carry``'s image: the new carry, the
+        best image and whether the image was accepted."""
+        image = carry["image"]
+        better = total < carry["lowest"]
+        best = ops.where(better, image, best)
+        optimizer, point, took = self.optimizer.step(carry["optimizer"], ops.reshape(image, (-1,)), total,
+                                                     ops.reshape(gradient, (-1,)))
+        carry = {"optimizer": optimizer, "image": ops.reshape(point, ops.shape(image)),
+                 "lowest": ops.where(better, total, carry["lowest"]),
+                 "accepted_values": ops.where(took, values, carry["accepted_values"])}
+        return carry, best, took
+
+    def run(self, count: int) -> StepResult:
+        raise NotImplementedError
+
+    def tracing_count(self) -> int:
+        """How many times the stepper's programs were traced (once each, whatever the number of jobs)."""
+        return self.traced
+
+
+class CompiledStep(Stepper):
+    """One compiled chunk and the state it carries from chunk to chunk: built for the first job
+    with a given signature, then loaded with each later job's values."""
+
+    def __init__(self, model: Any, features: Callable[[Any, Any], tuple[Mapping[str, Any], Any]], terms: list[Term],
+                 start: np.ndarray, optimizer: str, rate: float, history: int, precision: str, jit_compile: bool,
+                 capacity: int) -> None:
+        """``features(images, network_state)`` gives the network's ``{layer: features}`` of RGB images
+        in 0..255 and its new state; ``capacity`` is the most steps one chunk runs."""
+        super().__init__(model, terms, start, optimizer, rate, history, precision)
+        self.capacity = capacity
+        # A frozen network in inference changes no weight, but a random layer's seed (an integer
+        # variable) moves on with every call: that part of its state goes from step to step.
+        self.random_state = [index for index, variable in enumerate(model.non_trainable_variables)
+                             if not str(variable.dtype).startswith(("float", "bfloat"))]
+        backend = backends.current()
+        self.value_and_grad = backend.value_and_grad(self._objective)
+        self.features = features
+        self.run_chunk = backend.compile(self._chunk, jit_compile, donate=(0,))
 
     def _objective(self, image: Any, constants: Mapping[str, Any], network: tuple[Any, Any]) -> tuple[Any, Any]:
         """The total loss at ``image``, with each weighted term and the network's new state beside it."""
@@ -144,7 +173,6 @@ class CompiledStep:
         each term at the last point evaluated, and each step's total loss and acceptance."""
         self.traced += 1  # runs only while the backend traces
         trainable, weights = network
-        shape = ops.shape(carry["image"])
 
         def with_random(random: list[Any]) -> list[Any]:
             values = list(weights)
@@ -156,15 +184,9 @@ class CompiledStep:
         # oneDNN can treat as constant (carried through the loop, bfloat16 steps were 7-18% slower).
         def step(index: Any, state: tuple[Any, ...]) -> tuple[Any, ...]:
             carry, best, random, _, totals, accepted = state
-            image = carry["image"]
-            total, (values, new_network), gradient = self.value_and_grad(image, constants, (trainable, with_random(random)))
-            better = total < carry["lowest"]
-            best = ops.where(better, image, best)
-            optimizer, point, took = self.optimizer.step(carry["optimizer"], ops.reshape(image, (-1,)), total,
-                                                         ops.reshape(gradient, (-1,)))
-            carry = {"optimizer": optimizer, "image": ops.reshape(point, shape),
-                     "lowest": ops.where(better, total, carry["lowest"]),
-                     "accepted_values": ops.where(took, values, carry["accepted_values"])}
+            total, (values, new_network), gradient = self.value_and_grad(carry["image"], constants,
+                                                                         (trainable, with_random(random)))
+            carry, best, took = self.advance(carry, best, total, values, gradient)
             return (carry, best, [new_network[index] for index in self.random_state], values,
                     ops.slice_update(totals, [index], ops.reshape(total, (1,))),
                     ops.slice_update(accepted, [index], ops.reshape(took, (1,))))
@@ -185,7 +207,3 @@ class CompiledStep:
         values = ops.convert_to_numpy(self.carry["accepted_values"])
         return StepResult(values, ops.convert_to_numpy(last), ops.convert_to_numpy(totals)[:count],
                           ops.convert_to_numpy(accepted)[:count])
-
-    def tracing_count(self) -> int:
-        """How many times the chunk was traced (1 once it has run, whatever the number of jobs)."""
-        return self.traced

@@ -50,6 +50,20 @@ def estimate_memory(model: Any, height: int, width: int, optimizer: str, history
     return int(3.5 * activation_bytes(model, height, width)) + 4 * vectors * pixels + RUNTIME_BYTES
 
 
+#: Image-sized float32 buffers a tiled step holds beyond the untiled one's: the gradient being
+#: gathered tile by tile and its updated copy, the pixel losses' gradient and the sum of the two.
+TILED_EXTRA_VECTORS = 4
+
+
+def estimate_tiled_memory(model: Any, height: int, width: int, window: tuple[int, int], optimizer: str, history: int,
+                          positions_bytes: int) -> int:
+    """Rough peak bytes of a job run in tiles whose largest window is ``window`` (height, width):
+    one window's activations and their gradients, the optimiser's state for the whole image, and
+    ``positions_bytes`` of position-by-position targets (a content target's features) for the whole image."""
+    vectors = (2 * history + 6 if optimizer == "lbfgs" else 7) + TILED_EXTRA_VECTORS
+    return int(3.5 * activation_bytes(model, *window)) + 4 * vectors * height * width * 3 + positions_bytes + RUNTIME_BYTES
+
+
 def activation_bytes(model: Any, height: int, width: int) -> int:
     """Bytes of every image-shaped output inside ``model`` for one ``height`` x ``width`` image, from
     Keras shape inference (no kernel runs), so any downsampling counts, whatever the layer is called."""

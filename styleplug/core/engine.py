@@ -26,7 +26,9 @@ from PIL import Image
 from ..run.colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
 from . import backends
-from .device import RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, gpus, resolve_precision, set_threads
+from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, estimate_tiled_memory, gpus,
+                     resolve_precision, set_threads)
+from .tiling import Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums, window_side
 from ..errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from ..run.image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
 from ..run.job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
@@ -61,6 +63,9 @@ class Progress:
     size: int = 0  # long side of the image being optimised now (smaller than the output at coarse scales)
     step_losses: tuple[float, ...] = ()  # the total loss at each step of this chunk, as the optimiser saw it
     accepted: tuple[bool, ...] = ()  # whether the optimiser accepted each of those steps (see styleplug.core.optim)
+    #: In a tiled run, reports come between tiles too: (tile passes done in the current step, of).
+    #: Each step passes over every tile twice (see styleplug.core.tiling).
+    tile: tuple[int, int] | None = None
 
     def image(self) -> Image.Image:
         """The best image so far: the one with the lowest total loss (a copy; computing it costs one
@@ -125,6 +130,35 @@ class _Stop:
 
     def is_set(self) -> bool:
         return self.requested or (self.cancel is not None and self.cancel.is_set())
+
+
+@dataclass
+class _Tiling:
+    """How a scale runs in tiles: the network's geometry and the tiles' side."""
+
+    geometry: Geometry
+    side: int
+
+
+@dataclass
+class _MemoryPlan:
+    """What the memory planner chose for a job: the optimiser, and tiles (``tiling`` None: one pass)."""
+
+    optimizer: str
+    history: int
+    available: int  # bytes the job may use
+    tiling: _Tiling | None = None
+
+
+def _cheaper_optimisers(optimizer: str, history: int) -> list[tuple[str, int]]:
+    """What needs less memory than ``optimizer``: for L-BFGS, half the history (down to 5), then Adam."""
+    if optimizer != "lbfgs":
+        return []
+    plans, shorter = [], history
+    while shorter > MIN_FIT_HISTORY:
+        shorter = max(MIN_FIT_HISTORY, shorter // 2)
+        plans.append(("lbfgs", shorter))
+    return [*plans, ("adam", history)]
 
 
 def _per_reference(terms: list[Term], content: Image.Image, styles: list[Image.Image], shares: list[float],
@@ -340,15 +374,18 @@ class Engine:
         check_sizes(self.network, model, self._layers(terms), images.content,
                     list(zip(_style_labels(len(images.style)), images.style)), sizes, job.style_scale)
         output = resize_long_side(images.content, job.size)
-        optimizer, history = self._plan_memory(model, output, job, images.style)
+        plan = self._plan_memory(model, terms, output, job, images.style)
+        optimizer, history = plan.optimizer, plan.history
         rate = job.learning_rate if optimizer == job.optimizer and job.learning_rate else DEFAULT_LEARNING_RATES[optimizer]
-        ran = dataclasses.replace(self._explicit(job, terms), optimizer=optimizer, history=history, learning_rate=rate)
+        ran = dataclasses.replace(self._explicit(job, terms), optimizer=optimizer, history=history, learning_rate=rate,
+                                  tile_size=plan.tiling.side if plan.tiling else job.tile_size)
         result, steps_run, stopped, started = None, 0, False, time.perf_counter()
         for index, stage_size in enumerate(sizes):
             if index and cancel is not None and cancel.is_set():
                 stopped = True
                 break
-            compiled = self._prepare(model, terms, images, ran, stage_size, result)
+            tiling = self._stage_tiling(model, plan, job, resize_long_side(images.content, stage_size))
+            compiled = self._prepare(model, terms, images, ran, stage_size, result, tiling)
             stage = _Stage(stage_size, steps_run, steps_run + job.steps * (len(sizes) - index), index == len(sizes) - 1, started)
             try:
                 with _backend_errors(f"optimising at {stage_size} px"):
@@ -434,8 +471,8 @@ class Engine:
         return _Images(content, styles, masks, init)
 
     def _prepare(self, model: Any, terms: list[Term], images: _Images, job: Job, size: int,
-                 previous: Image.Image | None) -> CompiledStep:
-        """One scale's targets and compiled chunk, starting from the coarser result if there is one."""
+                 previous: Image.Image | None, tiling: _Tiling | None) -> CompiledStep | TiledStep:
+        """One scale's targets and stepper, starting from the coarser result if there is one."""
         content = resize_long_side(images.content, size)
         # style_scale sizes the style relative to the output, which sets the size of the brush strokes.
         styles = [resize_long_side(image, style_side(size, job.style_scale)) for image in images.style]
@@ -451,10 +488,10 @@ class Engine:
         staged = []
         with _backend_errors(f"computing the loss targets at {size} px"):
             for term, reference in _per_reference(terms, content, styles, job.style_shares, masks):
-                term.target = self._target(model, term, reference)
+                term.target = self._target(model, term, reference, tiling)
                 staged.append(term)
         with _backend_errors(f"preparing the optimisation at {size} px"):
-            return self._compiled(model, staged, start[None], job.optimizer, job.learning_rate, job.history, job.chunk_size)
+            return self._compiled(model, staged, start[None], job, tiling)
 
     @staticmethod
     def _initial(job: Job, init_image: Image.Image | None, content: Image.Image, style: Image.Image) -> np.ndarray:
@@ -499,16 +536,17 @@ class Engine:
             self._digests[layers] = digest.hexdigest()
         return self._digests[layers]
 
-    def _target(self, model: Any, term: Term, reference: Image.Image | None) -> Any:
+    def _target(self, model: Any, term: Term, reference: Image.Image | None, tiling: _Tiling | None = None) -> Any:
         """A loss's target from its reference image: ``compute_target``'s result, cached per image and
         loss config (it is pure; targets are small, unlike features, which at 1024² would hold about
         half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
-        since it may keep state of its own."""
+        since it may keep state of its own. At a tiled scale, a reference larger than a tile goes
+        through the network tile by tile (``styleplug.core.tiling``)."""
         def features() -> dict[str, Any]:
-            pixels = ops.convert_to_tensor(np.asarray(reference, dtype=np.float32)[None])
+            pixels = np.asarray(reference, dtype=np.float32)[None]
             if not term.loss.uses_features:  # a pixel-space loss compares pixels
-                return {"image": pixels}
-            outputs = self.extractor(model)(pixels)
+                return {"image": ops.convert_to_tensor(pixels)}
+            outputs = self.extractor(model)(ops.convert_to_tensor(pixels))
             return {layer: outputs[layer] for layer in term.loss.layers}
 
         if uses_old_contract(type(term.loss)):
@@ -522,48 +560,104 @@ class Engine:
         if key not in self._targets:
             if len(self._targets) >= 8:  # keep memory bounded for long-lived engines
                 self._targets.pop(next(iter(self._targets)))
-            computed = features()
-            self._targets[key] = guarded(term.provider, f"compute_target of loss '{term.loss.name}'",
-                                         lambda: term.loss.compute_target(computed))
+            stage = f"compute_target of loss '{term.loss.name}'"
+            if tiling is not None and term.loss.uses_features and max(reference.size) > tiling.side:
+                pixels = np.asarray(reference, dtype=np.float32)[None]
+                tiles = plan_tiles(pixels.shape[1], pixels.shape[2], tiling.side, tiling.geometry)
+                extract = self.extractor(model)
+                if term.loss.tiling == "statistics":
+                    target = guarded(term.provider, f"sums of loss '{term.loss.name}'",
+                                     lambda: tiled_sums(term.loss, extract, pixels, tiles, tiling.geometry))
+                else:
+                    computed = tiled_features(extract, pixels, list(term.loss.layers), tiles, tiling.geometry)
+                    target = guarded(term.provider, stage, lambda: term.loss.compute_target(computed))
+            else:
+                computed = features()
+                target = guarded(term.provider, stage, lambda: term.loss.compute_target(computed))
+            self._targets[key] = target
         return self._targets[key]
 
-    def _plan_memory(self, model: Any, output: Image.Image, job: Job, styles: list[Image.Image]) -> tuple[str, int]:
-        """The optimiser and history to run with: as asked, or, with ``fit_memory``, the first
-        cheaper setting whose estimated peak fits. Raises ``ResourceError`` when none fits; its data
-        holds the bytes needed and available and the largest size that would fit. The style images'
-        forward passes (their size set by ``style_scale``) must fit too."""
+    def _plan_memory(self, model: Any, terms: list[Term], output: Image.Image, job: Job,
+                     styles: list[Image.Image]) -> _MemoryPlan:
+        """The optimiser, history and tiles to run with: as asked, or the first cheaper setting
+        whose estimated peak fits. With ``fit_memory``, a cheaper optimiser (half the L-BFGS history,
+        down to 5, then Adam); with ``tiling`` (auto, the default), exact tiles, which also shorten
+        the L-BFGS history the whole image's state needs. Raises ``ResourceError`` when none fits;
+        its data holds the bytes needed and available and the largest size that would fit. The
+        style images' forward passes (their size set by ``style_scale``) must fit too."""
         available = available_memory()
         if gpus():  # the GPU's free memory, where the backend tells it (JAX does, TensorFlow does not)
             free = backends.current().gpu_free_memory()
             if free is None:
-                return job.optimizer, job.history
+                return _MemoryPlan(job.optimizer, job.history, available)
             available = free
         if job.max_memory is not None:
             available = min(available, int(job.max_memory * 2**30))
-        plans = [(job.optimizer, job.history)]
-        if job.fit_memory and job.optimizer == "lbfgs":
-            while plans[-1][1] > MIN_FIT_HISTORY:
-                plans.append(("lbfgs", max(MIN_FIT_HISTORY, plans[-1][1] // 2)))
-            plans.append(("adam", job.history))
+        asked = (job.optimizer, job.history)
+        cheaper = _cheaper_optimisers(job.optimizer, job.history)
         width, height = output.size
-        for plan in plans:
-            if estimate_memory(model, height, width, *plan) <= available:
-                self._check_style_memory(model, job, styles, available)
-                if plan != plans[0]:
-                    log.warning("a %dx%d job with L-BFGS history %d would not fit in %.1f GiB; running with %s instead",
-                                width, height, job.history, available / 2**30,
-                                f"history {plan[1]}" if plan[0] == "lbfgs" else "Adam")
-                return plan
+        if job.tiling != "on":
+            for plan in [asked, *cheaper] if job.fit_memory else [asked]:
+                if estimate_memory(model, height, width, *plan) <= available:
+                    self._check_style_memory(model, job, styles, available)
+                    if plan != asked:
+                        log.warning("a %dx%d job with L-BFGS history %d would not fit in %.1f GiB; running with %s instead",
+                                    width, height, job.history, available / 2**30,
+                                    f"history {plan[1]}" if plan[0] == "lbfgs" else "Adam")
+                    return _MemoryPlan(*plan, available)
+        if job.tiling != "off":
+            tiled = self._plan_tiles(model, terms, output, job, [asked, *cheaper], available)
+            if tiled is not None:
+                return tiled
+        plans = [asked, *cheaper] if job.fit_memory else [asked]
         needed = estimate_memory(model, height, width, *plans[0])
         # Everything but the runtime grows with the pixels.
         lowest = estimate_memory(model, height, width, *plans[-1])
         largest = int(max(width, height) * math.sqrt(max(available - RUNTIME_BYTES, 0) / (lowest - RUNTIME_BYTES)))
         where = "allowed ({max_memory})" if job.max_memory is not None and available == int(job.max_memory * 2**30) else "free"
-        advice = ", or {fit_memory} to shrink the L-BFGS history or switch to Adam" if plans == [(job.optimizer, job.history)] \
+        advice = ", or {fit_memory} to shrink the L-BFGS history or switch to Adam" if not job.fit_memory \
             and job.optimizer == "lbfgs" else ""
+        advice += ", or {tiling=auto} to run it in tiles" if job.tiling == "off" else ""
         fix = f"use {{size={largest}}} or less{advice}" if largest >= 16 else "that is too little for any job with this network"
-        raise ResourceError(f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is "
-                            f"{where}; {fix}.", needed=needed, available=available, largest_size=largest if largest >= 16 else None)
+        tiles = " even in tiles" if job.tiling != "off" else ""
+        raise ResourceError(f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB{tiles} but {available / 2**30:.1f} GiB "
+                            f"is {where}; {fix}.", needed=needed, available=available, largest_size=largest if largest >= 16 else None)
+
+    def _plan_tiles(self, model: Any, terms: list[Term], output: Image.Image, job: Job, plans: list[tuple[str, int]],
+                    available: int) -> _MemoryPlan | None:
+        """The first optimiser of ``plans`` (the longest history) and the largest tiles whose
+        estimated peak fits ``available``; None if nothing fits."""
+        check_tileable(terms)
+        layers = self._layers(terms)
+        geometry = network_geometry(model, layers, self.network.name)
+        width, height = output.size
+        positions = sum(math.prod(model.get_layer(layer).output.shape[3:]) * 4 * (height // geometry.strides[layer]) *
+                        (width // geometry.strides[layer])
+                        for term in terms if term.loss.tiling == "positions" for layer in term.loss.layers)
+        longest = max(width, height)
+        sides = [job.tile_size] if job.tile_size else sorted(
+            {math.ceil(longest / count / geometry.align) * geometry.align for count in range(2, 65)}, reverse=True)
+        sides = [side for side in sides if side >= geometry.align and (job.tile_size or side >= geometry.halo)]
+        for plan in plans:
+            for side in sides:
+                window = (min(height, window_side(side, geometry)), min(width, window_side(side, geometry)))
+                if estimate_tiled_memory(model, height, width, window, *plan, positions) <= available:
+                    tiles = len(plan_tiles(height, width, side, geometry))
+                    log.warning("a %dx%d job runs in %d tiles of %d px (each with %d px of context) to fit in %.1f GiB%s",
+                                width, height, tiles, side, geometry.halo, available / 2**30,
+                                "" if plan == plans[0] else f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
+                    return _MemoryPlan(*plan, available, _Tiling(geometry, side))
+        return None
+
+    def _stage_tiling(self, model: Any, plan: _MemoryPlan, job: Job, content: Image.Image) -> _Tiling | None:
+        """Whether the scale at ``content``'s size runs in tiles: with the plan's tiles, when one
+        pass would not fit (or, with ``tiling=on``, when it is larger than a tile)."""
+        if plan.tiling is None:
+            return None
+        if job.tiling == "on":
+            return plan.tiling if max(content.size) > plan.tiling.side else None
+        width, height = content.size
+        return plan.tiling if estimate_memory(model, height, width, plan.optimizer, plan.history) > plan.available else None
 
     def _check_style_memory(self, model: Any, job: Job, styles: list[Image.Image], available: int) -> None:
         """Raise ``ResourceError`` if a style image's forward pass, at the size ``style_scale`` gives it, would not fit."""
@@ -577,16 +671,22 @@ class Engine:
 
     # -- optimisation --------------------------------------------------------------------------
 
-    def _compiled(self, model: Any, terms: list[Term], start: np.ndarray, optimizer: str, rate: float,
-                  history: int, capacity: int) -> CompiledStep:
-        """The compiled chunk for this job: reused from an earlier job with the same signature, else
-        built (after a dry run that names a broken loss) and traced on its first run."""
-        key = signature(terms, start.shape, optimizer, rate, history, capacity)
+    def _compiled(self, model: Any, terms: list[Term], start: np.ndarray, job: Job,
+                  tiling: _Tiling | None) -> CompiledStep | TiledStep:
+        """The stepper for this job: reused from an earlier job with the same signature, else built
+        (after a dry run that names a broken loss, when the image fits one pass) and traced on its first run."""
+        optimizer, rate, history, capacity = job.optimizer, job.learning_rate, job.history, job.chunk_size
+        key = signature(terms, start.shape, optimizer, rate, history, capacity) + (f" tiles {tiling.side}" if tiling else "")
         with self._lock:
             compiled = self._compiled_steps.pop(key, None)  # taken out while this job uses it
         if compiled is not None:
             compiled.load(terms, start)
             return compiled
+        if tiling is not None:
+            tiled = TiledStep(model, self.stateless_extractor(model), terms, start, optimizer, rate, history, self.precision,
+                              self.jit_compile, tiling.geometry, tiling.side)
+            tiled.key = key
+            return tiled
         image = ops.convert_to_tensor(start)
         features = self.extractor(model)(image)
         for term in terms:
@@ -600,7 +700,7 @@ class Engine:
         compiled.key = key
         return compiled
 
-    def _put_back(self, compiled: CompiledStep) -> None:
+    def _put_back(self, compiled: CompiledStep | TiledStep) -> None:
         """Keep ``compiled`` for later jobs of its signature (the most recently used last), unless
         another job of the same shape, run at the same time, has already put its own back."""
         with self._lock:
@@ -609,7 +709,7 @@ class Engine:
                     self._compiled_steps.pop(next(iter(self._compiled_steps)))
                 self._compiled_steps[compiled.key] = compiled
 
-    def _optimise(self, compiled: CompiledStep, job: Job, cancel: Cancel | None,
+    def _optimise(self, compiled: CompiledStep | TiledStep, job: Job, cancel: Cancel | None,
                   stage: _Stage) -> Iterator[Progress | Any]:
         """Run one scale, yielding a ``Progress`` after each chunk; return (as a generator does) its
         best image, the steps run and whether the run was cancelled."""
@@ -617,6 +717,7 @@ class Engine:
         step_seconds = math.inf  # unknown until a chunk without tracing has run
         done, stopped = 0, False
         totals: list[tuple[int, float]] = []  # (step, total loss) at each chunk boundary, for the early stop
+        report: dict[str, float] = {}
         while done < steps:
             if cancel is not None and cancel.is_set():
                 stopped = True
@@ -625,7 +726,22 @@ class Engine:
             if chunk_seconds is not None:
                 count = max(1, min(count, int(chunk_seconds / step_seconds)))
             traces, chunk_started = compiled.tracing_count(), time.perf_counter()
-            result = compiled.run(count)
+            if isinstance(compiled, TiledStep):  # a report between tiles, where cancelling stops too
+                steps_in_chunk = compiled.iter_run(count, cancel)
+                while True:
+                    try:
+                        tile = next(steps_in_chunk)
+                    except StopIteration as finished:
+                        result = finished.value
+                        break
+                    yield Progress(stage.offset + done + compiled.chunk_steps, stage.planned, report,
+                                   time.perf_counter() - stage.started, compiled.best, False, stage.size, tile=tile)
+                count = len(result.totals)
+                if count == 0:
+                    stopped = True
+                    break
+            else:
+                result = compiled.run(count)
             if compiled.tracing_count() == traces:  # a chunk that traced says nothing about the step time
                 step_seconds = (time.perf_counter() - chunk_started) / count
             done += count
@@ -640,7 +756,7 @@ class Engine:
             totals.append((done, total))
             earlier = [loss for step, loss in totals if step <= done - job.window]
             converged = bool(job.tolerance and earlier and (earlier[-1] - total) < job.tolerance * earlier[-1])
-            report: dict[str, float] = {}
+            report = {}
             for term, value in zip(compiled.terms, result.values):  # several style images: one total per loss
                 report[term.loss.name] = report.get(term.loss.name, 0.0) + float(value)
             report["total"] = total

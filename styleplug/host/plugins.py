@@ -34,7 +34,7 @@ import pluggy
 
 from .. import hookspecs
 from ..errors import PluginError, StyleplugError, UnknownNameError, one_line
-from ..losses import ROLES, Loss, uses_old_contract
+from ..losses import ROLES, TILINGS, Loss, uses_old_contract
 from ..networks import Network
 from ..params import Param
 
@@ -343,8 +343,16 @@ def _check_loss(what: str, cls: type[Loss]) -> None:
     if getattr(cls, "role", None) not in ROLES:
         raise _Rejected(f"{what} has role {getattr(cls, 'role', None)!r}; expected one of {', '.join(ROLES)}")
     _check_weight(f"{what}.default_weight", cls.default_weight)
-    if cls.call is Loss.call:
-        raise _Rejected(f"{what} does not implement call(features, image, target, mask=None)")
+    tiling = getattr(cls, "tiling", None)
+    if tiling is not None and tiling not in TILINGS:
+        raise _Rejected(f"{what}.tiling is {tiling!r}; expected None or one of {', '.join(TILINGS)}")
+    if tiling is not None and (cls.sums is Loss.sums or cls.from_sums is Loss.from_sums):
+        raise _Rejected(f"{what} sets tiling={tiling!r} but does not implement both sums and from_sums")
+    if tiling is not None and not cls.uses_features:
+        raise _Rejected(f"{what} works on pixels, which a tiled run computes on the whole image; remove its tiling")
+    if cls.call is Loss.call and tiling is None:
+        raise _Rejected(f"{what} does not implement call(features, image, target, mask=None), nor sums and from_sums "
+                        "with a tiling")
 
 
 #: What the listing and the log say of a loss written to the contract before ``compute_target``.

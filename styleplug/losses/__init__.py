@@ -9,8 +9,12 @@ from typing import Any, ClassVar
 
 from ..errors import UsageError
 from ..params import Param, coerce_options
+from .functional import region_weights
 
 ROLES = ("content", "style", "regularizer")
+#: How a tiled run (``styleplug.core.tiling``) computes a feature loss over an image too large for one
+#: pass; see ``Loss.tiling``.
+TILINGS = ("statistics", "positions")
 
 LayerWeights = Mapping[str, float] | Sequence[str]
 
@@ -69,6 +73,19 @@ class Loss:
     #: False for pixel-space losses (like total variation): they get no layers and no features, and
     #: ``compute_target`` gets the reference image's pixels as ``{"image": ...}``.
     uses_features: ClassVar[bool] = True
+    #: Whether and how a tiled run can compute this loss exactly, tile by tile (pixel-space losses
+    #: run on the whole image and need none). A tileable loss implements ``sums`` and ``from_sums``
+    #: instead of ``call``:
+    #:
+    #: - ``"statistics"``: ``sums`` gathers statistics of the features (a Gram matrix, a mean) as
+    #:   sums over positions, ``from_sums`` compares them with the target, which is the reference's
+    #:   own sums (the default ``compute_target``).
+    #: - ``"positions"``: the loss compares features with a target of the same grids position by
+    #:   position (the default target: the reference's features); ``sums`` gets the target cropped
+    #:   to the same positions as the features.
+    #:
+    #: ``None`` (a loss with its own ``call``): a tiled run refuses it, naming it.
+    tiling: ClassVar[str | None] = None
 
     def __init__(self, layers: LayerWeights = (), **options: Any) -> None:
         owner = f"loss '{self.name}'"
@@ -78,13 +95,16 @@ class Loss:
 
     def compute_target(self, features: Mapping[str, Any]) -> Any:
         """Return what ``call`` compares against, from the reference image's ``features`` (``{layer:
-        (N, H, W, C)}`` at ``self.layers``): any nest of tensors. The default is the features.
+        (N, H, W, C)}`` at ``self.layers``): any nest of tensors. The default is the features (for a
+        ``"statistics"`` loss: their ``sums``, which a tiled run gathers tile by tile).
         A pixel-space loss (``uses_features = False``) gets ``{"image": (N, H, W, 3)}`` instead: the
         reference image itself, RGB float32 in 0..255.
 
         Keep it pure (no state on ``self``): the engine caches its result per reference image and
         may call it inside a compiled step.
         """
+        if self.tiling == "statistics":
+            return self.sums(features, None)
         return dict(features)
 
     def call(self, features: Mapping[str, Any], image: Any, target: Any = None, mask: Any = None) -> Any:
@@ -97,7 +117,33 @@ class Loss:
         statistics of that region only (``styleplug.losses.functional`` has masked ``gram_matrix``
         and ``moments``), as if it had been cut out.
         """
-        raise NotImplementedError(f"loss '{self.name}' must implement call(features, image, target, mask=None)")
+        if self.tiling is None:
+            raise NotImplementedError(f"loss '{self.name}' must implement call(features, image, target, mask=None), "
+                                      "or set tiling and implement sums and from_sums")
+        masks = None if mask is None else {layer: region_weights(mask, features[layer]) for layer in self.layers}
+        return self.from_sums(self.sums(features, target, masks), target)
+
+    def sums(self, features: Mapping[str, Any], target: Any, masks: Mapping[str, Any] | None = None) -> Any:
+        """A tileable loss's statistics of ``features`` (``{layer: (N, h, w, C)}``): any nest of
+        float32 tensors, each a *sum over positions* per sample, so that the sums of the tiles of an
+        image add up to the image's. Counts belong in it too (``positions_count``), since means are
+        taken in ``from_sums``. ``masks`` is None, or ``{layer: (1 or N, h, w, 1)}`` region weights
+        at each layer's grid: weigh each position's contribution by them. ``target`` is None while
+        the engine computes a ``"statistics"`` target, the whole target at other times; a
+        ``"positions"`` loss gets it cropped to the positions of ``features``.
+
+        Example (a Gram loss)::
+
+            def sums(self, features, target, masks=None):
+                return {layer: gram_sums(features[layer], None if masks is None else masks[layer])
+                        for layer in self.layers}
+        """
+        raise NotImplementedError(f"loss '{self.name}' sets tiling={self.tiling!r} but does not implement sums")
+
+    def from_sums(self, sums: Any, target: Any) -> Any:
+        """A tileable loss's unweighted scalar from its ``sums`` over the whole image and its whole
+        ``target``: the mean over the batch."""
+        raise NotImplementedError(f"loss '{self.name}' sets tiling={self.tiling!r} but does not implement from_sums")
 
     def set_target(self, features: Mapping[str, Any] | None) -> None:
         """The old contract (before ``compute_target``), kept for losses whose ``call`` takes no

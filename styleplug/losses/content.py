@@ -4,7 +4,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import Loss
-from .functional import mean_squared_error
+from ..lazy import ops
+from .functional import squared_error_sums
 
 
 class ContentLoss(Loss):
@@ -13,5 +14,10 @@ class ContentLoss(Loss):
     name = "content"
     role = "content"
 
-    def call(self, features: Mapping[str, Any], image: Any, target: Any, mask: Any = None) -> Any:
-        return self.weighted_mean({layer: mean_squared_error(features[layer], target[layer]) for layer in self.layers})
+    tiling = "positions"
+
+    def sums(self, features: Mapping[str, Any], target: Any, masks: Mapping[str, Any] | None = None) -> Any:
+        return {layer: squared_error_sums(features[layer], target[layer]) for layer in self.layers}
+
+    def from_sums(self, sums: Any, target: Any) -> Any:
+        return self.weighted_mean({layer: ops.mean(total / count) for layer, (total, count) in sums.items()})

@@ -26,26 +26,66 @@ def _area_matrix(source: int, size: int) -> np.ndarray:
     return (overlap / (source / size)).astype(np.float32)
 
 
-def region_weights(mask: Any, features: Any) -> Any:
-    """``mask`` resized (by area) to the grid of ``features``: ``(N or 1, h, w, 1)`` float32 weights.
-    The sizes must be known when the step is traced (they are: each compiled step has one shape)."""
-    (height, width), (rows, columns) = ops.shape(mask)[1:3], ops.shape(features)[1:3]
+def resize_to_grid(mask: Any, rows: int, columns: int) -> Any:
+    """``(N or 1, H, W, 1)`` region weights resized (by area) to a ``rows`` x ``columns`` grid, as float32."""
+    height, width = ops.shape(mask)[1:3]
     if (height, width) == (rows, columns):
         return ops.cast(mask, "float32")
     return ops.einsum("hH,nHWc,wW->nhwc", _area_matrix(height, rows), ops.cast(mask, "float32"), _area_matrix(width, columns))
 
 
+def region_weights(mask: Any, features: Any) -> Any:
+    """``mask`` resized (by area) to the grid of ``features``: ``(N or 1, h, w, 1)`` float32 weights.
+    The sizes must be known when the step is traced (they are: each compiled step has one shape)."""
+    return resize_to_grid(mask, *ops.shape(features)[1:3])
+
+
+def gram_sums(features: Any, weights: Any = None) -> list[Any]:
+    """The sums a Gram matrix is made of, over the positions of ``(N, H, W, C)`` features: the
+    ``(N, C, C)`` channel products and the ``(N, 1, 1)`` number of positions, each weighted by
+    ``weights`` (``(1 or N, H, W, 1)`` at the features' grid) if given. Sums over tiles add up."""
+    features = ops.cast(features, "float32")
+    count, channels = ops.shape(features)[0], ops.shape(features)[3]
+    flat = ops.reshape(features, (count, -1, channels))
+    if weights is None:
+        area = ops.ones((count, 1, 1), "float32") * float(ops.shape(flat)[1])
+        return [backends.current().transposed_matmul(flat, flat), area]
+    weights = ops.reshape(ops.cast(weights, "float32"), (ops.shape(weights)[0], -1, 1))
+    return [backends.current().transposed_matmul(flat * weights, flat),
+            ops.broadcast_to(ops.sum(weights, axis=1, keepdims=True), (count, 1, 1))]
+
+
+def gram_from_sums(sums: list[Any]) -> Any:
+    """The ``(N, C, C)`` Gram matrices from ``gram_sums``."""
+    products, area = sums
+    return products / ops.maximum(area, 1e-6)
+
+
 def gram_matrix(features: Any, mask: Any = None) -> Any:
     """Channel correlations of ``(N, H, W, C)`` features as ``(N, C, C)`` float32 matrices, divided by
     the number of positions (or, with ``mask``, by the region's weight: the Gram matrix of the region)."""
+    return gram_from_sums(gram_sums(features, None if mask is None else region_weights(mask, features)))
+
+
+def moment_sums(features: Any, weights: Any = None) -> list[Any]:
+    """The sums per-channel moments are made of: ``(N, C)`` sums of the features and of their
+    squares, and the ``(N, 1)`` number of positions, weighted by ``weights`` like ``gram_sums``."""
     features = ops.cast(features, "float32")
-    flat = ops.reshape(features, (ops.shape(features)[0], -1, ops.shape(features)[3]))
-    if mask is None:
-        return backends.current().transposed_matmul(flat, flat) / ops.cast(ops.shape(flat)[1], "float32")
-    weights = region_weights(mask, features)
-    weights = ops.reshape(weights, (ops.shape(weights)[0], -1, 1))
-    area = ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1e-6)
-    return backends.current().transposed_matmul(flat * weights, flat) / area
+    count = ops.shape(features)[0]
+    if weights is None:
+        area = ops.ones((count, 1), "float32") * float(ops.shape(features)[1] * ops.shape(features)[2])
+        return [ops.sum(features, axis=[1, 2]), ops.sum(ops.square(features), axis=[1, 2]), area]
+    weights = ops.cast(weights, "float32")
+    return [ops.sum(features * weights, axis=[1, 2]), ops.sum(ops.square(features) * weights, axis=[1, 2]),
+            ops.broadcast_to(ops.sum(weights, axis=[1, 2]), (count, 1))]
+
+
+def moments_from_sums(sums: list[Any]) -> tuple[Any, Any]:
+    """Per-channel mean and variance (two ``(N, C)`` tensors) from ``moment_sums``."""
+    total, squares, area = sums
+    area = ops.maximum(area, 1e-6)
+    mean = total / area
+    return mean, ops.maximum(squares / area - ops.square(mean), 0.0)
 
 
 def moments(features: Any, mask: Any = None) -> tuple[Any, Any]:
@@ -58,6 +98,14 @@ def moments(features: Any, mask: Any = None) -> tuple[Any, Any]:
     mean = ops.sum(features * weights, axis=[1, 2]) / area
     variance = ops.sum(ops.square(features - mean[:, None, None, :]) * weights, axis=[1, 2]) / area
     return mean, variance
+
+
+def squared_error_sums(features: Any, target: Any) -> list[Any]:
+    """The sums a mean squared error is made of: the ``(N,)`` sums of squared differences per sample,
+    and the number of elements each sum covers (as ``(N,)``)."""
+    difference = ops.square(ops.cast(features, "float32") - ops.cast(target, "float32"))
+    total = ops.sum(ops.reshape(difference, (ops.shape(difference)[0], -1)), axis=1)
+    return [total, ops.ones_like(total) * float(np.prod(ops.shape(difference)[1:]))]
 
 
 def mean_squared_error(a: Any, b: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 from ..lazy import ops
 from ..params import Param
 from . import Loss
-from .functional import gram_matrix
+from .functional import gram_from_sums, gram_sums
 
 #: How each layer's Gram error is scaled before the layers are averaged.
 GRAM_NORMALIZATIONS = ("mean", "channels", "target")
@@ -26,11 +26,14 @@ class GramStyleLoss(Loss):
                    "channels (also / C², as most peers)"),
     )
 
-    def compute_target(self, features: Mapping[str, Any]) -> Any:
-        return {layer: gram_matrix(value) for layer, value in features.items()}
+    tiling = "statistics"
 
-    def call(self, features: Mapping[str, Any], image: Any, target: Any, mask: Any = None) -> Any:
-        return self.weighted_mean({layer: self._layer(gram_matrix(features[layer], mask), target[layer]) for layer in self.layers})
+    def sums(self, features: Mapping[str, Any], target: Any, masks: Mapping[str, Any] | None = None) -> Any:
+        return {layer: gram_sums(features[layer], None if masks is None else masks[layer]) for layer in self.layers}
+
+    def from_sums(self, sums: Any, target: Any) -> Any:
+        return self.weighted_mean({layer: self._layer(gram_from_sums(sums[layer]), gram_from_sums(target[layer]))
+                                   for layer in self.layers})
 
     def _layer(self, gram: Any, target: Any) -> Any:
         """The mean over the batch of each sample's scaled Gram error."""

@@ -29,6 +29,7 @@ from ..errors import UnknownNameError, UsageError
 from .image import ImageInput
 
 OPTIMIZERS = ("lbfgs", "adam")
+TILING_MODES = ("auto", "on", "off")
 INIT_MODES = ("content", "noise", "style")
 DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
 MAX_SIZE = 8192
@@ -140,6 +141,13 @@ class Job:
                                      default_text="50000000, or STYLEPLUG_MAX_PIXELS")
     max_memory: float | None = _option(None, "GiB of memory a job may plan for on a CPU.", default_text="what is free")
     fit_memory: bool = _option(False, "If the job would not fit in memory, shrink the L-BFGS history, then switch to Adam.")
+    tiling: str = _option("auto", "Exact tiled optimisation, for sizes whose network pass does not fit in memory: auto "
+                          "(tile where a scale would not fit, shrinking the L-BFGS history as needed), on (tile every "
+                          "scale larger than a tile), off (refuse what does not fit).")
+    tile_size: int | None = _option(None, "Side of a tile in pixels, before its halo of context.",
+                                    default_text="the largest that fits")
+    checkpoint: str | None = _option(None, "A file to keep the run's state in every few minutes; running the same job "
+                                     "with the same file continues from it.", default_text="none")
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -192,6 +200,11 @@ class Job:
             check_number("{max_pixels}", self.max_pixels, positive=True, integer=True)
         if not isinstance(self.fit_memory, bool):
             raise UsageError(f"{{fit_memory}} must be True or False; got {self.fit_memory!r}.")
+        _choice("tiling mode", self.tiling, TILING_MODES)
+        if self.tile_size is not None:
+            check_number("{tile_size}", self.tile_size, positive=True, integer=True)
+        if self.checkpoint is not None:
+            put("checkpoint", _image(self.checkpoint))
 
     @property
     def init_model(self) -> tuple[str, str | None] | None:

@@ -42,7 +42,7 @@ class _OwnTracesFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("retracing" in message and "CompiledStep" in message)
+        return not ("retracing" in message and ("CompiledStep" in message or "TiledStep" in message))
 
 
 _filter_installed = False

@@ -1,0 +1,331 @@
+"""Exact tiled optimisation: each step's loss and gradient over an image too large for one pass of
+the feature network, computed tile by tile so that they equal the untiled ones (up to rounding).
+
+Every feature loss of a tiled run declares ``tiling`` (see ``styleplug.Loss.tiling``): its value is
+a function of sums over positions. One step then makes two passes over the tiles:
+
+1. *gather*: each tile's *window* (the pixels it owns, its *core*, plus a *halo* as wide as the
+   network's reach, so that the features at the core's positions are the untiled ones) goes
+   forward through the network, and each loss sums its statistics over the core's positions. The
+   tiles' sums add up to the image's.
+2. *combine*: the losses from the sums, and their gradient with respect to the sums (small: Gram
+   matrices, counts).
+3. *scatter*: each window goes forward and backward again, the backward pass carrying that gradient
+   from the core's sums to the window's pixels. The windows' gradients add up to the image's.
+
+That is about one extra forward pass per step, plus the halo. Pixel-space losses (total variation)
+take the whole image at once: they need a few image-sized buffers, not the network's activations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import backends
+from ..errors import UsageError
+from ..lazy import keras, ops
+from ..losses import uses_old_contract
+from ..losses.functional import resize_to_grid
+from .compiled import Stepper, StepResult, evaluate
+
+if TYPE_CHECKING:
+    from .engine import Term
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a feature network's layers sit over the pixels, which tiles must respect."""
+
+    strides: Mapping[str, int]  # each layer's distance between positions, in pixels
+    align: int  # tile edges fall on multiples of this (the largest stride), so every pooling window lines up
+    halo: int  # context around a tile's inner edges: the deepest layer's reach, rounded up to ``align``
+
+
+def network_geometry(model: Any, layers: Sequence[str], network: str) -> Geometry:
+    """The ``Geometry`` of ``model``'s ``layers``, from its convolutions and poolings in order.
+
+    A convolution with "same" padding reaches ``(kernel - 1) * dilation / 2`` positions to each
+    side; a pooling window ``pool - 1`` (to one side: counted on both, which is safe); each at the
+    stride of its input. Other layers are taken to work position by position."""
+    stride, reach, strides = 1, 0, {}
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel_size", None)
+        window = kernel if kernel is not None else getattr(layer, "pool_size", None)
+        if window is not None:
+            if kernel is not None and getattr(layer, "padding", "same") != "same":
+                raise UsageError(f"network '{network}' has a convolution with {layer.padding!r} padding ({layer.name}), "
+                                 "which shifts its grids, so it cannot run tiled; use {tiling=off} or a smaller size.")
+            dilation = getattr(layer, "dilation_rate", None) or (1,) * len(window)
+            spread = [(size - 1) * rate for size, rate in zip(window, dilation)]
+            reach += max(math.ceil(extent / 2) if kernel is not None else extent for extent in spread) * stride
+            stride *= max(getattr(layer, "strides", None) or window)
+        if layer.name in layers:
+            strides[layer.name] = stride
+    missing = [layer for layer in layers if layer not in strides]
+    if missing:
+        raise UsageError(f"network '{network}' has no layer named {missing[0]!r} in its model, so its grid is unknown "
+                         "and it cannot run tiled; use {tiling=off} or a smaller size.")
+    align = max(strides.values())
+    return Geometry(strides, align, math.ceil(reach / align) * align)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the pixels it owns and the window (with its halo) that goes through the network,
+    each as ``(top, bottom, left, right)``."""
+
+    core: tuple[int, int, int, int]
+    window: tuple[int, int, int, int]
+
+    @property
+    def shape_key(self) -> tuple[int, ...]:
+        """What the tile's compiled programs depend on: the window's size and where the core sits in it."""
+        top, _, left, _ = self.window
+        return (self.window[1] - top, self.window[3] - left, *(edge - top for edge in self.core[:2]),
+                *(edge - left for edge in self.core[2:]))
+
+    def grid(self, stride: int) -> tuple[slice, slice]:
+        """The core's positions in the window's grid at ``stride``: window and core start on
+        multiples of every stride, and the pooling grids floor where the image ends."""
+        top, _, left, _ = self.window
+        return (slice((self.core[0] - top) // stride, (self.core[1] - top) // stride),
+                slice((self.core[2] - left) // stride, (self.core[3] - left) // stride))
+
+    def full_grid(self, stride: int) -> tuple[slice, slice]:
+        """The core's positions in the whole image's grid at ``stride``."""
+        return (slice(self.core[0] // stride, self.core[1] // stride), slice(self.core[2] // stride, self.core[3] // stride))
+
+
+def _spans(length: int, side: int, geometry: Geometry) -> list[tuple[int, int, int, int]]:
+    """``(core start, core end, window start, window end)`` along one axis: cores of about ``side``
+    pixels (multiples of ``align``, the last one taking what is left), windows with the halo."""
+    count = math.ceil(length / side)
+    size = math.ceil(length / count / geometry.align) * geometry.align
+    return [(start, min(start + size, length), max(0, start - geometry.halo), min(length, start + size + geometry.halo))
+            for start in range(0, length, size)]
+
+
+def plan_tiles(height: int, width: int, side: int, geometry: Geometry) -> list[Tile]:
+    """Tiles of about ``side`` x ``side`` core pixels covering a ``height`` x ``width`` image, row by row."""
+    if side < geometry.align:
+        raise UsageError(f"a tile side of {side} px is below this network's {geometry.align} px grid; use a larger {{tile_size}}.")
+    return [Tile((top, bottom, left, right), (window_top, window_bottom, window_left, window_right))
+            for top, bottom, window_top, window_bottom in _spans(height, side, geometry)
+            for left, right, window_left, window_right in _spans(width, side, geometry)]
+
+
+def window_side(side: int, geometry: Geometry) -> int:
+    """The longest window side of a tile of ``side`` core pixels: an inner tile, halo on both sides."""
+    return math.ceil(side / geometry.align) * geometry.align + 2 * geometry.halo
+
+
+def check_tileable(terms: list[Term]) -> None:
+    """Refuse, in one line, a feature loss that a tiled run cannot compute exactly."""
+    for term in terms:
+        if term.loss.uses_features and (term.loss.tiling is None or uses_old_contract(type(term.loss))):
+            raise UsageError(f"loss '{term.loss.name}' ({term.provider}) does not declare how to run tiled (its tiling is None), "
+                             "and this job is too large for one pass; use a smaller {size} or {max_memory} above the "
+                             "estimate, or ask its author for sums and from_sums (see `styleplug docs contracts`).")
+
+
+def _crop(value: Any, rows: slice, columns: slice) -> Any:
+    return value[:, rows, columns, :]
+
+
+def tiled_features(extract: Callable[[Any], Mapping[str, Any]], image: np.ndarray, layers: Sequence[str],
+                   tiles: list[Tile], geometry: Geometry) -> dict[str, np.ndarray]:
+    """``{layer: features}`` of a ``(1, H, W, 3)`` image, assembled from its tiles' cores (each a
+    window through ``extract``): the untiled features, without the untiled pass's memory."""
+    assembled: dict[str, np.ndarray] = {}
+    for tile in tiles:
+        top, bottom, left, right = tile.window
+        outputs = extract(ops.convert_to_tensor(image[:, top:bottom, left:right]))
+        for layer in layers:
+            stride = geometry.strides[layer]
+            core = ops.convert_to_numpy(_crop(outputs[layer], *tile.grid(stride)))
+            if layer not in assembled:
+                grid = (image.shape[1] // stride, image.shape[2] // stride)
+                assembled[layer] = np.zeros((1, *grid, core.shape[-1]), core.dtype)
+            assembled[layer][(slice(None), *tile.full_grid(stride))] = core
+    return assembled
+
+
+def tiled_sums(loss: Any, extract: Callable[[Any], Mapping[str, Any]], image: np.ndarray, tiles: list[Tile],
+               geometry: Geometry) -> Any:
+    """A ``"statistics"`` loss's sums over a ``(1, H, W, 3)`` image (its target, when the image is
+    the reference), gathered tile by tile."""
+    total = None
+    for tile in tiles:
+        top, bottom, left, right = tile.window
+        outputs = extract(ops.convert_to_tensor(image[:, top:bottom, left:right]))
+        own = {layer: _crop(outputs[layer], *tile.grid(geometry.strides[layer])) for layer in loss.layers}
+        sums = loss.sums(own, None)
+        total = sums if total is None else keras.tree.map_structure(ops.add, total, sums)
+    return total
+
+
+class TiledStep(Stepper):
+    """A job's steps over tiles (see the module docstring), with the same state and reports as
+    ``CompiledStep``. Each program (a tile's gather and scatter, for each window shape; the
+    combination; the pixel losses; the optimiser's step) is compiled once and reused by later jobs
+    of the same signature."""
+
+    def __init__(self, model: Any, features: Callable[[Any, Any], tuple[Mapping[str, Any], Any]], terms: list[Term],
+                 start: np.ndarray, optimizer: str, rate: float, history: int, precision: str, jit_compile: bool,
+                 geometry: Geometry, side: int) -> None:
+        self.geometry, self.side = geometry, side
+        self.tiles = plan_tiles(start.shape[1], start.shape[2], side, geometry)
+        self.feature_terms = [index for index, term in enumerate(terms) if term.loss.uses_features]
+        self.pixel_terms = [index for index, term in enumerate(terms) if not term.loss.uses_features]
+        super().__init__(model, terms, start, optimizer, rate, history, precision)
+        self.features, self.jit_compile = features, jit_compile
+        self.chunk_steps = 0
+        backend = backends.current()
+        self._programs: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self._combine = backend.compile(self._counted(backend.value_and_grad(self._from_sums)), jit_compile)
+        self._pixels = backend.compile(self._counted(backend.value_and_grad(self._pixel_losses)), jit_compile)
+        self._advance = backend.compile(self._counted(self.advance), jit_compile, donate=(0, 1))
+
+    @property
+    def tile_count(self) -> int:
+        return len(self.tiles)
+
+    def _counted(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def traced(*args: Any) -> Any:
+            self.traced += 1  # runs only while the backend traces
+            return fn(*args)
+        return traced
+
+    def load(self, terms: list[Term], start: np.ndarray) -> None:
+        super().load(terms, start)
+        # What each tile's programs take of the job: a "positions" loss's target cropped to the
+        # tile's core, the masks at each layer's grid, cropped likewise; for the others, the whole target.
+        self.tile_inputs = []
+        masks = {index: {layer: ops.convert_to_numpy(resize_to_grid(terms[index].mask[None, :, :, None],
+                                                                    *self._grid(start, layer)))
+                         for layer in terms[index].loss.layers}
+                 for index in self.feature_terms if terms[index].mask is not None}
+        for tile in self.tiles:
+            targets, tile_masks = [], []
+            for index in self.feature_terms:
+                term, target = terms[index], self.constants["targets"][index]
+                if term.loss.tiling == "positions":
+                    target = {layer: _crop(target[layer], *tile.full_grid(self.geometry.strides[layer])) for layer in target}
+                targets.append(target)
+                tile_masks.append(None if index not in masks else {
+                    layer: ops.convert_to_tensor(_crop(grid, *tile.full_grid(self.geometry.strides[layer])))
+                    for layer, grid in masks[index].items()})
+            self.tile_inputs.append((targets, tile_masks))
+
+    def _grid(self, start: np.ndarray, layer: str) -> tuple[int, int]:
+        stride = self.geometry.strides[layer]
+        return start.shape[1] // stride, start.shape[2] // stride
+
+    def _tile_sums(self, tile: Tile, window: Any, network: tuple[Any, Any], targets: list[Any], masks: list[Any]) -> list[Any]:
+        """Each feature loss's sums over ``tile``'s core, from its ``window`` of pixels."""
+        features, _ = self.features(window, network)
+        sums = []
+        for index, target, mask in zip(self.feature_terms, targets, masks):
+            loss = self.terms[index].loss
+            own = {layer: _crop(features[layer], *tile.grid(self.geometry.strides[layer])) for layer in loss.layers}
+            sums.append(loss.sums(own, target, mask))
+        return sums
+
+    def _program(self, kind: str, tile: Tile) -> Callable[..., Any]:
+        """The compiled gather or scatter program for ``tile``'s window shape."""
+        key = (kind, tile.shape_key)
+        if key not in self._programs:
+            backend = backends.current()
+            if kind == "gather":
+                program = lambda window, network, targets, masks: self._tile_sums(tile, window, network, targets, masks)
+            else:
+                def surrogate(window: Any, network: Any, targets: Any, masks: Any, cotangents: Any) -> tuple[Any, Any]:
+                    sums = keras.tree.flatten(self._tile_sums(tile, window, network, targets, masks))
+                    return sum(ops.sum(value * cotangent) for value, cotangent in zip(sums, keras.tree.flatten(cotangents))), None
+
+                gradient = backend.value_and_grad(surrogate)
+                program = lambda *args: gradient(*args)[2]
+            self._programs[key] = backend.compile(self._counted(program), self.jit_compile)
+        return self._programs[key]
+
+    def _from_sums(self, sums: list[Any], targets: list[Any], weights: Any) -> tuple[Any, Any]:
+        values = [ops.cast(self.terms[index].loss.from_sums(value, targets[index]), "float32") * weights[index]
+                  for index, value in zip(self.feature_terms, sums)]
+        values = ops.stack(values) if values else ops.zeros((0,), "float32")
+        return ops.sum(values), values
+
+    def _pixel_losses(self, image: Any, targets: list[Any], weights: Any) -> tuple[Any, Any]:
+        values = [ops.cast(evaluate(self.terms[index], {}, image, targets[index], None), "float32") * weights[index]
+                  for index in self.pixel_terms]
+        values = ops.stack(values) if values else ops.zeros((0,), "float32")
+        return ops.sum(values), values
+
+    def iter_run(self, count: int, cancel: Any = None) -> Iterator[tuple[int, int]]:
+        """Run ``count`` steps, yielding ``(tile passes done, of)`` within each step; return (as a
+        generator does) the ``StepResult``. With ``cancel`` set, stop between tiles: the step in
+        progress is dropped, the state stays at the last whole step."""
+        totals, accepted, last = [], [], np.zeros(len(self.terms), np.float32)
+        self.chunk_steps = 0  # steps done so far in this chunk
+        for _ in range(count):
+            evaluated = yield from self.iter_evaluate(self.carry["image"], cancel)
+            if evaluated is None:
+                break
+            total, values, gradient = evaluated
+            self.carry, self.best, took = self._advance(self.carry, self.best, total, ops.convert_to_tensor(values), gradient)
+            totals.append(float(total))
+            accepted.append(bool(ops.convert_to_numpy(took)))
+            last, self.chunk_steps = values, len(totals)
+        return StepResult(ops.convert_to_numpy(self.carry["accepted_values"]), last, np.asarray(totals, np.float32),
+                          np.asarray(accepted, bool))
+
+    def iter_evaluate(self, image: Any, cancel: Any = None) -> Iterator[tuple[int, int]]:
+        """The total loss at ``image``, each weighted term (numpy) and the gradient, tile by tile,
+        yielding ``(tile passes done, of)``; return (as a generator does) the three, or None when
+        ``cancel`` was set between two tiles."""
+        network = ([variable.value for variable in self.model.trainable_variables],
+                   [variable.value for variable in self.model.non_trainable_variables])
+        targets, weights = self.constants["targets"], self.constants["weights"]
+        passes = 2 * len(self.tiles)
+        sums = None
+        for done, (tile, (tile_targets, tile_masks)) in enumerate(zip(self.tiles, self.tile_inputs), start=1):
+            if cancel is not None and cancel.is_set():
+                return None
+            part = self._program("gather", tile)(self._window(image, tile), network, tile_targets, tile_masks)
+            sums = part if sums is None else keras.tree.map_structure(ops.add, sums, part)
+            yield done, passes
+        feature_total, feature_values, cotangents = self._combine(sums or [], targets, weights)
+        gradient = ops.zeros_like(image)
+        for done, (tile, (tile_targets, tile_masks)) in enumerate(zip(self.tiles, self.tile_inputs), start=len(self.tiles) + 1):
+            if cancel is not None and cancel.is_set():
+                return None
+            part = self._program("scatter", tile)(self._window(image, tile), network, tile_targets, tile_masks, cotangents)
+            start = (0, tile.window[0], tile.window[2], 0)
+            gradient = ops.slice_update(gradient, start, ops.slice(gradient, start, ops.shape(part)) + part)
+            yield done, passes
+        pixel_total, pixel_values, pixel_gradient = self._pixels(image, targets, weights)
+        values = np.zeros(len(self.terms), np.float32)
+        values[self.feature_terms] = ops.convert_to_numpy(feature_values)
+        values[self.pixel_terms] = ops.convert_to_numpy(pixel_values)
+        return feature_total + pixel_total, values, gradient + pixel_gradient
+
+    @staticmethod
+    def _window(image: Any, tile: Tile) -> Any:
+        top, bottom, left, right = tile.window
+        return image[:, top:bottom, left:right, :]
+
+    def run(self, count: int) -> StepResult:
+        return exhaust(self.iter_run(count))
+
+
+def exhaust(generator: Iterator[Any]) -> Any:
+    """Run ``generator`` to its end; return what it returned."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as finished:
+            return finished.value
