@@ -20,6 +20,7 @@ randomly initialised convnet with named layers.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from .networks import Network
 from .host.plugins import PluginHost, Provider, check_backend, plugin_location, tensor_hint
 
 __all__ = ["TinyNetwork", "assert_plugin_installed", "calibrate_loss", "calibrate_network", "check_loss", "check_network",
-           "make_host"]
+           "make_host", "tiled_gradient_agreement"]
 
 
 class TinyNetwork(Network):
@@ -380,3 +381,33 @@ else:
             return PluginHost([_tiny_plugin(), *plugins], entrypoints=False, strict=True)
 
         return make
+
+
+def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int | None = None) -> dict[str, float]:
+    """How closely a tiled run's loss and gradient match the untiled ones for ``job``'s losses, at
+    its output size (one scale), from its starting image: ``{"total", "tiled_total",
+    "gradient_error_max", "gradient_error_norm", "tiles"}``, the errors relative to the untiled
+    gradient's largest element and norm. A loss declaring ``tiling`` should give errors of float
+    rounding (about 1e-6 in float32). ``halo`` overrides the network's (to see what too small a
+    halo costs)."""
+    from .core.engine import _Tiling
+    from .core.tiling import exhaust, network_geometry
+
+    terms = engine.terms(job)
+    layers = engine._layers(terms)
+    model = engine.feature_model(layers)
+    images = engine._load(job)
+    geometry = network_geometry(model, layers, engine.network.name)
+    if halo is not None:
+        geometry = dataclasses.replace(geometry, halo=halo)
+    untiled = engine._prepare(model, terms, images, job, job.size, None, None)
+    tiled = engine._prepare(model, terms, images, job, job.size, None, _Tiling(geometry, tile_size))
+    image = ops.convert_to_tensor(untiled.carry["image"])
+    network = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+    total, _, gradient = untiled.value_and_grad(image, untiled.constants, network)
+    tiled_total, _, tiled_gradient = exhaust(tiled.iter_evaluate(image))
+    gradient, tiled_gradient = ops.convert_to_numpy(gradient), ops.convert_to_numpy(tiled_gradient)
+    return {"total": float(total), "tiled_total": float(tiled_total), "tiles": len(tiled.tiles),
+            "gradient_error_max": float(np.abs(tiled_gradient - gradient).max() / np.abs(gradient).max()),
+            "gradient_error_norm": float(np.linalg.norm(tiled_gradient - gradient) / np.linalg.norm(gradient))}
+

@@ -128,6 +128,15 @@ class Stepper:
                  "accepted_values": ops.where(took, values, carry["accepted_values"])}
         return carry, best, took
 
+    def state(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The best image and every tensor of the carried state, for a checkpoint."""
+        return ops.convert_to_numpy(self.best), [ops.convert_to_numpy(value) for value in keras.tree.flatten(self.carry)]
+
+    def restore(self, best: np.ndarray, state: list[np.ndarray]) -> None:
+        """Continue from a checkpoint's ``state()``."""
+        self.carry = keras.tree.pack_sequence_as(self.carry, [ops.convert_to_tensor(value) for value in state])
+        self.best = ops.convert_to_tensor(best)
+
     def run(self, count: int) -> StepResult:
         raise NotImplementedError
 

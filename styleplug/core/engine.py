@@ -35,6 +35,7 @@ from ..run.job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, c
 from ..lazy import keras, ops
 from ..losses import Loss, uses_old_contract
 from ..host.plugins import PluginHost, Provider, check_backend, default_host, guarded, styleplug_version
+from ..run.checkpoint import Checkpoint, job_digest, load_checkpoint, save_checkpoint
 from ..run.record import write_record
 from ..run.shapes import check_sizes, style_side
 
@@ -119,6 +120,9 @@ class _Stage:
     planned: int  # steps of the whole run if no stage stops early
     final: bool
     started: float  # perf_counter() when the first stage started
+    index: int = 0  # which scale it is
+    resumed: int = 0  # steps run at this scale before a checkpoint was resumed
+    digest: str = ""  # the job's, for its checkpoints
 
 
 @dataclass
@@ -269,8 +273,10 @@ class Engine:
         self._digests: dict[tuple[str, ...], str] = {}
         # Compiled chunks not in use, by signature. A job takes its chunk out for a scale and puts it
         # back after, so two threads running jobs of one shape never share the variables it holds.
-        self._compiled_steps: dict[str, CompiledStep] = {}
+        self._compiled_steps: dict[str, CompiledStep | TiledStep] = {}
         self._lock = threading.Lock()
+        #: How often a job with a ``checkpoint`` file saves its state (and when it is cancelled).
+        self.checkpoint_seconds = 300.0
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], host: PluginHost | None = None) -> Engine:
@@ -380,21 +386,38 @@ class Engine:
         ran = dataclasses.replace(self._explicit(job, terms), optimizer=optimizer, history=history, learning_rate=rate,
                                   tile_size=plan.tiling.side if plan.tiling else job.tile_size)
         result, steps_run, stopped, started = None, 0, False, time.perf_counter()
+        # The user's job and the optimiser's shape: the tiles the planner picks may differ from run to run.
+        digest = job_digest({**job.to_dict(), "optimizer": optimizer, "history": history},
+                            [pixel_digest(image) for image in (images.content, *images.style)])
+        resumed = None if job.checkpoint is None else load_checkpoint(job.checkpoint, digest)
         for index, stage_size in enumerate(sizes):
+            if resumed is not None and index < resumed.stage:
+                continue  # done before the checkpoint
             if index and cancel is not None and cancel.is_set():
                 stopped = True
                 break
             tiling = self._stage_tiling(model, plan, job, resize_long_side(images.content, stage_size))
             compiled = self._prepare(model, terms, images, ran, stage_size, result, tiling)
-            stage = _Stage(stage_size, steps_run, steps_run + job.steps * (len(sizes) - index), index == len(sizes) - 1, started)
+            stage = _Stage(stage_size, steps_run, steps_run + job.steps * (len(sizes) - index), index == len(sizes) - 1, started,
+                           index, digest=digest)
+            if resumed is not None:
+                compiled.restore(resumed.best, resumed.state)
+                log.warning("continuing from the checkpoint '%s': %d steps done, at %d px", job.checkpoint,
+                            resumed.steps_run, stage_size)
+                steps_run = resumed.steps_run
+                stage = dataclasses.replace(stage, offset=steps_run - resumed.stage_steps, resumed=resumed.stage_steps,
+                                            planned=steps_run - resumed.stage_steps + job.steps * (len(sizes) - index))
+                resumed = None
             try:
                 with _backend_errors(f"optimising at {stage_size} px"):
                     result, count, stopped = yield from self._optimise(compiled, ran, cancel, stage)
             finally:
                 self._put_back(compiled)
-            steps_run += count
+            steps_run = stage.offset + count
             if stopped:
                 break
+        if job.checkpoint is not None and not stopped:
+            Path(job.checkpoint).unlink(missing_ok=True)  # the run is whole: nothing to continue
         image = self._finish(result, output, job.colors)
         image.info["styleplug"] = self._record(ran, images, terms, sizes, image, steps_run)
         yield Result(image, steps_run, stopped, ran)
@@ -625,8 +648,8 @@ class Engine:
 
     def _plan_tiles(self, model: Any, terms: list[Term], output: Image.Image, job: Job, plans: list[tuple[str, int]],
                     available: int) -> _MemoryPlan | None:
-        """The first optimiser of ``plans`` (the longest history) and the largest tiles whose
-        estimated peak fits ``available``; None if nothing fits."""
+        """The optimiser of ``plans`` and the tiles whose estimated peak fits ``available`` with
+        the least halo overhead; None if nothing fits."""
         check_tileable(terms)
         layers = self._layers(terms)
         geometry = network_geometry(model, layers, self.network.name)
@@ -638,15 +661,24 @@ class Engine:
         sides = [job.tile_size] if job.tile_size else sorted(
             {math.ceil(longest / count / geometry.align) * geometry.align for count in range(2, 65)}, reverse=True)
         sides = [side for side in sides if side >= geometry.align and (job.tile_size or side >= geometry.halo)]
-        for plan in plans:
-            for side in sides:
-                window = (min(height, window_side(side, geometry)), min(width, window_side(side, geometry)))
-                if estimate_tiled_memory(model, height, width, window, *plan, positions) <= available:
-                    tiles = len(plan_tiles(height, width, side, geometry))
-                    log.warning("a %dx%d job runs in %d tiles of %d px (each with %d px of context) to fit in %.1f GiB%s",
-                                width, height, tiles, side, geometry.halo, available / 2**30,
-                                "" if plan == plans[0] else f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
-                    return _MemoryPlan(*plan, available, _Tiling(geometry, side))
+        def overhead(side: int) -> float:
+            """Pixels through the network per step, relative to the image's: the halos' cost."""
+            tiles = plan_tiles(height, width, side, geometry)
+            return sum((tile.window[1] - tile.window[0]) * (tile.window[3] - tile.window[2]) for tile in tiles) / (height * width)
+
+        # The fewest pixels through the network, then the longest L-BFGS history; Adam only if no
+        # L-BFGS history fits.
+        for group in ([plan for plan in plans if plan[0] == "lbfgs"], [plan for plan in plans if plan[0] == "adam"]):
+            fitting = [(overhead(side), -plan[1], side, plan) for plan in group for side in sides
+                       if estimate_tiled_memory(model, height, width, (min(height, window_side(side, geometry)),
+                                                min(width, window_side(side, geometry))), *plan, positions) <= available]
+            if fitting:
+                cost, _, side, plan = min(fitting)
+                log.warning("a %dx%d job runs in %d tiles of %d px (each with up to %d px of context, %.2fx the pixels "
+                            "through the network) to fit in %.1f GiB%s", width, height, len(plan_tiles(height, width, side, geometry)),
+                            side, geometry.halo, cost, available / 2**30, "" if plan == plans[0] else
+                            f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
+                return _MemoryPlan(*plan, available, _Tiling(geometry, side))
         return None
 
     def _stage_tiling(self, model: Any, plan: _MemoryPlan, job: Job, content: Image.Image) -> _Tiling | None:
@@ -715,7 +747,13 @@ class Engine:
         best image, the steps run and whether the run was cancelled."""
         steps, chunk_size, chunk_seconds = job.steps, job.chunk_size, job.chunk_seconds
         step_seconds = math.inf  # unknown until a chunk without tracing has run
-        done, stopped = 0, False
+        done, stopped, saved = stage.resumed, False, time.perf_counter()
+
+        def keep() -> None:
+            """Save the run's state to the job's checkpoint file."""
+            best, state = compiled.state()
+            save_checkpoint(job.checkpoint, stage.digest, Checkpoint(stage.index, done, stage.offset + done, best, state))
+
         totals: list[tuple[int, float]] = []  # (step, total loss) at each chunk boundary, for the early stop
         report: dict[str, float] = {}
         while done < steps:
@@ -737,8 +775,10 @@ class Engine:
                     yield Progress(stage.offset + done + compiled.chunk_steps, stage.planned, report,
                                    time.perf_counter() - stage.started, compiled.best, False, stage.size, tile=tile)
                 count = len(result.totals)
-                if count == 0:
+                if count == 0:  # cancelled within the chunk's first step
                     stopped = True
+                    if job.checkpoint is not None:
+                        keep()
                     break
             else:
                 result = compiled.run(count)
@@ -766,8 +806,11 @@ class Engine:
                                 compiled.best, converged and stage.final, stage.size,
                                 tuple(float(value) for value in result.totals), tuple(bool(flag) for flag in result.accepted))
             yield progress
-            if cancel is not None and cancel.is_set():
-                stopped = True
+            stopped = cancel is not None and cancel.is_set()
+            if job.checkpoint is not None and (stopped or time.perf_counter() - saved >= self.checkpoint_seconds):
+                keep()
+                saved = time.perf_counter()
+            if stopped:
                 break
             if converged:
                 break

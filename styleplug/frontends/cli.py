@@ -665,7 +665,10 @@ def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
 
     def draw(bar: Any, progress: Any) -> None:
         bar.total = progress.total  # shrinks when a coarse scale stops early
-        bar.set_postfix(size=f"{progress.size}px", loss=f"{progress.losses['total']:.4g}", refresh=False)
+        shown = {"size": f"{progress.size}px", "loss": f"{progress.losses['total']:.4g}" if progress.losses else "-"}
+        if progress.tile is not None:  # a tiled scale: each step passes over every tile twice
+            shown["tile"] = f"{progress.tile[0]}/{progress.tile[1]}"
+        bar.set_postfix(shown, refresh=progress.tile is not None)
         bar.update(progress.step - bar.n)
         if progress.converged:
             bar.write(f"styleplug: converged at step {progress.step}: the loss improved by less than the tolerance "

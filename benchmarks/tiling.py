@@ -1,0 +1,151 @@
+"""Exact tiled optimisation: gradient agreement, the per-step cost of tiles, and large jobs' memory and time.
+
+Run: .venv/bin/python benchmarks/tiling.py [--parts agreement overhead jobs] [--job-sizes 1024 2048 4096]
+                                          [--steps 300] [--max-memory 8] [--out benchmark-output]
+
+agreement: the tiled loss and gradient against the untiled ones (tubingen, two masked styles,
+  noise start, 512 px), in float32 and in the engine's automatic precision.
+overhead: ms per step at 1024 px, untiled and in the tiles the planner picks under --max-memory
+  (both in one process, the engine's automatic precision, after a chunk that traces).
+jobs: each size in a process of its own (the peak RSS is the kernel's): a default coarse-to-fine
+  job on tubingen/starry_night with --max-memory GiB, printing the planner's tiles, the time and
+  the peak. Then a crop of the largest output beside the same crop of the smallest, upscaled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from timing import Gaps  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "styleplug" / "examples"
+CONTENT, STYLE, SECOND = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg", EXAMPLES / "woman_with_hat_matisse.jpg"
+
+
+def agreement() -> None:
+    import numpy as np
+    from PIL import Image
+
+    import styleplug
+    from styleplug.testing import tiled_gradient_agreement
+
+    width, height = 512, 384
+    left = np.zeros((height, width), np.uint8)
+    left[:, : width // 2] = 255
+    masks = [Image.fromarray(left), Image.fromarray(255 - left)]
+    job = styleplug.Job(content=CONTENT, style=[STYLE, SECOND], masks=masks, size=width, init="noise", style_scale=0.5)
+    for precision in ("float32", "auto"):
+        engine = styleplug.Engine("vgg19", "auto", precision=precision)
+        for tile in (256, 128):
+            found = tiled_gradient_agreement(engine, job, tile)
+            print(f"agreement {engine.precision:8s} tiles of {tile} px ({found['tiles']:2d} tiles): loss {found['total']:.6g} "
+                  f"tiled {found['tiled_total']:.6g}, gradient error {found['gradient_error_max']:.2e} of the largest "
+                  f"element, {found['gradient_error_norm']:.2e} of the norm", flush=True)
+
+
+def overhead(max_memory: float) -> None:
+    import styleplug
+
+    engine = styleplug.Engine("vgg19", "auto")
+    times = {}
+    for tiling in ("off", "auto"):
+        gaps = Gaps()
+
+        def steps_only(progress: Any, gaps: Gaps = gaps) -> None:  # not the reports between tiles
+            if progress.tile is None:
+                gaps(progress)
+
+        engine.stylize(CONTENT, STYLE, size=1024, scales="none", steps=8, tolerance=0, chunk_size=2, tiling=tiling,
+                       max_memory=max_memory if tiling == "auto" else None, callback=steps_only)
+        times[tiling], _ = gaps.per_step(2)
+        print(f"overhead {engine.precision} 1024x768 {'untiled' if tiling == 'off' else 'tiled'}: "
+              f"{1000 * times[tiling]:.0f} ms per step", flush=True)
+    print(f"overhead tiled / untiled per step at 1024 px: {times['auto'] / times['off']:.2f}x", flush=True)
+
+
+def job(size: int, steps: int, max_memory: float, out: Path) -> None:
+    """One default job in this process; print a JSON line with its figures."""
+    import styleplug
+
+    plans: list[str] = []
+
+    class Plans(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            plans.append(record.getMessage())
+
+    logging.getLogger("styleplug").addHandler(Plans())
+    engine = styleplug.Engine("vgg19", "auto")
+    started, tiles = time.perf_counter(), set()
+    image = engine.stylize(CONTENT, STYLE, size=size, steps=steps, max_memory=max_memory,
+                           callback=lambda progress: tiles.add((progress.size, progress.tile[1] // 2)) if progress.tile else None)
+    seconds = time.perf_counter() - started
+    path = out / f"tiling-{size}.png"
+    image.save(path)
+    print(json.dumps({"size": size, "seconds": round(seconds, 1), "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                      "precision": engine.precision, "plans": plans, "tiled_scales": sorted(tiles),
+                      "steps_run": json.loads(image.info["styleplug"])["steps_run"], "path": str(path)}))
+
+
+def crops(paths: dict[int, Path], out: Path) -> None:
+    """The same 512 px square of the largest output and of the smallest, upscaled, side by side."""
+    from PIL import Image
+
+    largest, smallest = Image.open(paths[max(paths)]), Image.open(paths[min(paths)])
+    upscaled = smallest.resize(largest.size, Image.Resampling.LANCZOS)
+    left, top = largest.width // 2 - 256, largest.height // 2 - 256
+    box = (left, top, left + 512, top + 512)
+    sheet = Image.new("RGB", (1024 + 8, 512), "white")
+    sheet.paste(largest.crop(box), (0, 0))
+    sheet.paste(upscaled.crop(box), (512 + 8, 0))
+    path = out / f"tiling-crop-{max(paths)}-vs-{min(paths)}.png"
+    sheet.save(path)
+    print(f"crop: {path} (left: {max(paths)} px at 100%, right: {min(paths)} px upscaled)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["agreement", "overhead", "jobs"], choices=["agreement", "overhead", "jobs"])
+    parser.add_argument("--job-sizes", nargs="+", type=int, default=[1024, 2048, 4096])
+    parser.add_argument("--steps", type=int, default=300, help="most steps per scale (the default job's 300)")
+    parser.add_argument("--max-memory", type=float, default=8.0, help="GiB a job may plan for")
+    parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
+    parser.add_argument("--job", type=int, help=argparse.SUPPRESS)  # one job, in a worker process
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.job:
+        job(args.job, args.steps, args.max_memory, args.out)
+        return
+    if "agreement" in args.parts:
+        agreement()
+    if "overhead" in args.parts:
+        overhead(args.max_memory)
+    if "jobs" in args.parts:
+        paths = {}
+        for size in args.job_sizes:
+            done = subprocess.run([sys.executable, __file__, "--job", str(size), "--steps", str(args.steps),
+                                   "--max-memory", str(args.max_memory), "--out", str(args.out)],
+                                  capture_output=True, text=True, check=True)
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            paths[size] = Path(figures["path"])
+            print(f"job {size} px ({figures['precision']}, {figures['steps_run']} steps over all scales, at most {args.steps} "
+                  f"per scale): {figures['seconds']} s, peak RSS {figures['peak_gib']} GiB; tiled scales (px, tiles): "
+                  f"{figures['tiled_scales'] or 'none'}", flush=True)
+            for plan in figures["plans"]:
+                print(f"  planner: {plan}", flush=True)
+        if len(paths) > 1:
+            crops(paths, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Exact tiled optimisation: the tiled gradient is the untiled one, runs agree, the planner tiles
+what would not fit, tiles report progress and cancel between them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import styleplug
+from styleplug.core.tiling import Geometry, network_geometry, plan_tiles
+from styleplug.errors import ResourceError, UsageError
+from styleplug.host.plugins import PluginHost
+from styleplug.lazy import ops
+from styleplug.testing import tiled_gradient_agreement
+
+EXAMPLES = Path(styleplug.__file__).parent / "examples"
+CONTENT, STYLES = EXAMPLES / "tubingen.jpg", [EXAMPLES / "starry_night.jpg", EXAMPLES / "woman_with_hat_matisse.jpg"]
+WIDTH, HEIGHT = 192, 144
+
+
+def _masks() -> list[Image.Image]:
+    left = np.zeros((HEIGHT, WIDTH), np.uint8)
+    left[:, :100] = 255
+    left[40:90, 60:140] = 128  # a soft patch across the tiles' borders
+    return [Image.fromarray(left), Image.fromarray(255 - left)]
+
+
+@pytest.fixture(scope="module")
+def engine() -> styleplug.Engine:
+    # Real weights in float32: the comparison is about rounding, which bfloat16 would swamp.
+    return styleplug.Engine("vgg19", "auto", precision="float32", host=PluginHost(entrypoints=False))
+
+
+def _agreement(engine: styleplug.Engine, halo: int | None = None) -> dict[str, float]:
+    job = styleplug.Job(content=CONTENT, style=STYLES, masks=_masks(), size=WIDTH, style_scale=0.66, init="noise")
+    return tiled_gradient_agreement(engine, job, tile_size=64, halo=halo)
+
+
+def test_the_tiled_loss_and_gradient_are_the_untiled_ones_with_masks_and_two_styles(engine):
+    agreement = _agreement(engine)
+    assert agreement["tiles"] == 9  # 3 x 3 tiles of 64 px, so one has a halo on every side
+    assert agreement["tiled_total"] == pytest.approx(agreement["total"], rel=1e-5)
+    assert agreement["gradient_error_max"] <= 1e-3
+    assert agreement["gradient_error_norm"] <= 1e-4
+
+
+def test_a_halo_short_of_the_networks_reach_gives_a_different_gradient(engine):
+    # The check above can fail: without the halo, features at the tiles' borders are wrong.
+    assert _agreement(engine, halo=16)["gradient_error_norm"] > 1e-2
+
+
+def test_fifty_tiled_steps_paint_what_fifty_untiled_steps_paint(engine):
+    # Adam at a moderate rate: L-BFGS amplifies float32 rounding (different in any other order of
+    # summation too) until two runs part visibly after about ten steps; see benchmarks/tiling.py.
+    job = dict(content=CONTENT, style=STYLES, masks=_masks(), size=WIDTH, scales="none", steps=50, tolerance=0,
+               optimizer="adam", learning_rate=2.0)
+    untiled = np.asarray(engine.stylize(tiling="off", **job), np.float32)
+    tiled = np.asarray(engine.stylize(tiling="on", tile_size=96, **job), np.float32)
+    assert np.abs(tiled - untiled).mean() <= 1.0  # at most 1/255 on average
+    assert np.abs(untiled - np.asarray(Image.open(CONTENT).convert("RGB").resize((WIDTH, HEIGHT)), np.float32)).mean() > 10
+
+
+def test_vgg_geometry_and_tile_plan():
+    engine = styleplug.Engine("vgg16", "none", precision="float32", host=PluginHost(entrypoints=False))
+    layers = ("block1_conv1", "block4_conv2", "block5_conv1")
+    geometry = network_geometry(engine.feature_model(layers), layers, "vgg16")
+    assert geometry.strides == {"block1_conv1": 1, "block4_conv2": 8, "block5_conv1": 16}
+    # VGG16 reaches 2+1+4+2+12+4+24+8+16 = 73 px from block5_conv1: rounded up to its 16 px grid.
+    assert (geometry.align, geometry.halo) == (16, 80)
+    tiles = plan_tiles(1000, 700, 400, geometry)
+    cores = np.zeros((1000, 700), int)
+    for tile in tiles:
+        top, bottom, left, right = tile.core
+        cores[top:bottom, left:right] += 1
+        assert top % 16 == 0 and left % 16 == 0 and tile.window[0] % 16 == 0 and tile.window[2] % 16 == 0
+        assert tile.window[0] == max(0, top - 80) and tile.window[1] == min(1000, bottom + 80)
+    assert (cores == 1).all()  # every pixel belongs to exactly one tile
+    assert len({tile.shape_key for tile in tiles}) <= 9
+    with pytest.raises(UsageError, match="tile side of 8 px"):
+        plan_tiles(100, 100, 8, Geometry({"a": 16}, 16, 80))
+
+
+@pytest.fixture(scope="module")
+def small_engine() -> styleplug.Engine:
+    return styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost(entrypoints=False))
+
+
+def test_the_planner_tiles_what_would_not_fit_and_records_it(small_engine, caplog):
+    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=1024, scales="none", steps=1, max_memory=2.5)
+    with pytest.raises(ResourceError, match="or tiling=auto to run it in tiles"):
+        small_engine.run(dataclasses.replace(job, tiling="off"))
+    with caplog.at_level("WARNING", logger="styleplug"):
+        image = small_engine.run(job)
+    assert image.size == (1024, 768)
+    assert "runs in" in caplog.text and "tiles of" in caplog.text
+    record = json.loads(image.info["styleplug"])
+    assert record["job"]["tile_size"] is not None and record["job"]["history"] < 20
+
+
+def test_a_loss_that_cannot_run_tiled_is_refused_in_one_line(small_engine):
+    class MeanLoss(styleplug.Loss):
+        """Mean activation."""
+        name, role = "meanonly", "style"
+
+        def call(self, features, image, target, mask=None):
+            return ops.mean(features[next(iter(self.layers))])
+
+    plugin = type("Plugin", (), {"register_losses": staticmethod(styleplug.hookimpl(lambda register: register(MeanLoss)))})
+    engine = styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost([plugin()], entrypoints=False))
+    with pytest.raises(UsageError, match="loss 'meanonly' .* does not declare how to run tiled") as raised:
+        engine.stylize(CONTENT, STYLES[0], size=96, scales="none", steps=1, tiling="on", tile_size=48,
+                       losses={"meanonly": {"weight": 1.0}})
+    assert "\n" not in str(raised.value)
+
+
+def test_tiles_report_progress_and_cancel_between_them(small_engine):
+    cancel, reports = threading.Event(), []
+
+    def watch(progress):
+        reports.append(progress)
+        if progress.tile == (3, 8):
+            cancel.set()
+
+    image = small_engine.run(styleplug.Job(content=CONTENT, style=STYLES[0], size=192, scales="none", steps=5,
+                                           tiling="on", tile_size=96), watch, cancel)
+    assert [report.tile for report in reports] == [(1, 8), (2, 8), (3, 8)]
+    assert image.size == (192, 144)
+    assert json.loads(image.info["styleplug"])["steps_run"] == 0
+
+
+def test_a_cancelled_run_continues_from_its_checkpoint(small_engine, tmp_path):
+    checkpoint = tmp_path / "run.npz"
+    job = styleplug.Job(content=CONTENT, style=STYLES[0], size=96, scales=(48,), steps=6, chunk_size=2, tolerance=0,
+                        checkpoint=str(checkpoint))
+    cancel, steps = threading.Event(), []
+
+    def stop_at_eight(progress):
+        steps.append(progress.step)
+        if progress.step == 8:
+            cancel.set()
+
+    first = small_engine.run(job, stop_at_eight, cancel)
+    assert checkpoint.is_file() and json.loads(first.info["styleplug"])["steps_run"] == 8
+    steps.clear()
+    finished = small_engine.run(job, lambda progress: steps.append(progress.step))
+    assert steps == [10, 12]  # the second scale's last four steps, not the whole run again
+    assert json.loads(finished.info["styleplug"])["steps_run"] == 12
+    assert not checkpoint.exists()  # a finished run leaves none
+    other = dataclasses.replace(job, steps=4)
+    small_engine.run(other)  # another job ignores a checkpoint that is not its own
