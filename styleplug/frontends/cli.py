@@ -326,7 +326,10 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
                   **_given(options, no_early_stop))
         engine = Engine(network, weights, precision=precision, jit_compile=jit_compile, threads=threads, host=host,
                         **_pairs(network_options))
-        image = engine.run(job, _progress_bar(engine, job, quiet))
+        with _ctrl_c_sets(interrupt_at_once=job.checkpoint is None) as cancel:
+            image = engine.run(job, _progress_bar(engine, job, quiet), cancel)
+        if cancel.is_set():  # with a checkpoint, a first Ctrl-C stops the run at its next report
+            raise _ReportedError(f"interrupted; the run's state is in {job.checkpoint}: run the same command to continue.", 130)
         save_image(image, output, inputs=job.image_files)
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
@@ -572,15 +575,19 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
 
 
 @contextmanager
-def _ctrl_c_sets() -> Iterator[threading.Event]:
+def _ctrl_c_sets(interrupt_at_once: bool = True) -> Iterator[threading.Event]:
     """An event that Ctrl-C sets, besides interrupting as usual. The interruption can be lost (when
     it lands in a finaliser, which Python runs between any two steps and whose exceptions it only
-    prints); the event cannot, and the batch stops after the input it is on."""
+    prints); the event cannot, and the batch stops after the input it is on. Without
+    ``interrupt_at_once`` the first Ctrl-C only sets the event (the run stops at its next report and
+    saves its checkpoint) and a second one interrupts."""
     cancel = threading.Event()
 
     def interrupt(signum: int, frame: Any) -> None:
+        if cancel.is_set() or interrupt_at_once:
+            cancel.set()
+            raise KeyboardInterrupt
         cancel.set()
-        raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:

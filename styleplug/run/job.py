@@ -145,7 +145,7 @@ class Job:
                           "(tile where a scale would not fit, shrinking the L-BFGS history as needed), on (tile every "
                           "scale larger than a tile), off (refuse what does not fit).")
     tile_size: int | None = _option(None, "Side of a tile in pixels, before its halo of context.",
-                                    default_text="the largest that fits")
+                                    default_text="the planner's: the fewest pixels through the network that fit")
     checkpoint: str | None = _option(None, "A file to keep the run's state in every few minutes; running the same job "
                                      "with the same file continues from it.", default_text="none")
 
@@ -205,6 +205,9 @@ class Job:
             check_number("{tile_size}", self.tile_size, positive=True, integer=True)
         if self.checkpoint is not None:
             put("checkpoint", _image(self.checkpoint))
+            if any(os.path.abspath(self.checkpoint) == os.path.abspath(path) for path in self.image_files):
+                raise UsageError(f"the checkpoint file '{self.checkpoint}' is one of the job's inputs, which it would "
+                                 "overwrite; give another {checkpoint} file.")
 
     @property
     def init_model(self) -> tuple[str, str | None] | None:
