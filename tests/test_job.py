@@ -52,6 +52,7 @@ def every_field_changed(images: dict[str, str]) -> Job:
         content_layers={"block3_conv2": 1.0}, style_layers={"block1_conv1": 2.0, "block2_conv1": 1.0},
         losses={"gram": {"normalize": "channels"}, "tv": {"exponent": 1.5}}, init=images["init"], seed=5, chunk_size=2,
         chunk_seconds=30.0, tolerance=0.5, window=4, max_pixels=10**6, max_memory=20.0, fit_memory=True,
+        tiling="on", tile_size=32, checkpoint=str(Path(images["content"]).parent / "run.ckpt.npz"),
     )
 
 

@@ -34,7 +34,7 @@ VISITOR_FIELDS: dict[str, tuple[str, ...]] = {
 SERVER_FIELDS = ("max_pixels", "fit_memory", "chunk_seconds")
 # Kept at the job's defaults: expert settings the command line and the API offer.
 DEFAULT_FIELDS = ("learning_rate", "history", "content_layers", "style_layers", "chunk_size", "tolerance", "window",
-                  "max_memory")
+                  "max_memory", "tiling", "tile_size", "checkpoint")  # checkpoint: no client names a server file
 # Engine settings: a job runs on the engine they name, with the network's options from controls
 # named "{network}_{option}", generated from the network's declared parameters.
 ENGINE_CONTROLS = ("network", "weights", "precision")
