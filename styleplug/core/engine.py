@@ -398,16 +398,14 @@ class Engine:
                 break
             tiling = self._stage_tiling(model, plan, job, resize_long_side(images.content, stage_size))
             compiled = self._prepare(model, terms, images, ran, stage_size, result, tiling)
-            stage = _Stage(stage_size, steps_run, steps_run + job.steps * (len(sizes) - index), index == len(sizes) - 1, started,
-                           index, digest=digest)
+            stage_steps = 0  # run at this scale before the checkpoint
             if resumed is not None:
                 compiled.restore(resumed.best, resumed.state)
                 log.warning("continuing from the checkpoint '%s': %d steps done, at %d px", job.checkpoint,
                             resumed.steps_run, stage_size)
-                steps_run = resumed.steps_run
-                stage = dataclasses.replace(stage, offset=steps_run - resumed.stage_steps, resumed=resumed.stage_steps,
-                                            planned=steps_run - resumed.stage_steps + job.steps * (len(sizes) - index))
-                resumed = None
+                steps_run, stage_steps, resumed = resumed.steps_run - resumed.stage_steps, resumed.stage_steps, None
+            stage = _Stage(stage_size, steps_run, steps_run + job.steps * (len(sizes) - index), index == len(sizes) - 1, started,
+                           index, stage_steps, digest)
             try:
                 with _backend_errors(f"optimising at {stage_size} px"):
                     result, count, stopped = yield from self._optimise(compiled, ran, cancel, stage)
@@ -565,12 +563,19 @@ class Engine:
         half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
         since it may keep state of its own. At a tiled scale, a reference larger than a tile goes
         through the network tile by tile (``styleplug.core.tiling``)."""
+        tiled = tiling is not None and reference is not None and max(reference.size) > tiling.side
+
         def features() -> dict[str, Any]:
             pixels = np.asarray(reference, dtype=np.float32)[None]
             if not term.loss.uses_features:  # a pixel-space loss compares pixels
                 return {"image": ops.convert_to_tensor(pixels)}
+            if tiled:
+                return tiled_features(self.extractor(model), pixels, list(term.loss.layers), reference_tiles(), tiling.geometry)
             outputs = self.extractor(model)(ops.convert_to_tensor(pixels))
             return {layer: outputs[layer] for layer in term.loss.layers}
+
+        def reference_tiles() -> list[Any]:
+            return plan_tiles(reference.height, reference.width, tiling.side, tiling.geometry)
 
         if uses_old_contract(type(term.loss)):
             given = None if reference is None else features()
@@ -583,21 +588,14 @@ class Engine:
         if key not in self._targets:
             if len(self._targets) >= 8:  # keep memory bounded for long-lived engines
                 self._targets.pop(next(iter(self._targets)))
-            stage = f"compute_target of loss '{term.loss.name}'"
-            if tiling is not None and term.loss.uses_features and max(reference.size) > tiling.side:
+            if tiled and term.loss.tiling == "statistics":  # its target is its sums: gathered tile by tile
                 pixels = np.asarray(reference, dtype=np.float32)[None]
-                tiles = plan_tiles(pixels.shape[1], pixels.shape[2], tiling.side, tiling.geometry)
-                extract = self.extractor(model)
-                if term.loss.tiling == "statistics":
-                    target = guarded(term.provider, f"sums of loss '{term.loss.name}'",
-                                     lambda: tiled_sums(term.loss, extract, pixels, tiles, tiling.geometry))
-                else:
-                    computed = tiled_features(extract, pixels, list(term.loss.layers), tiles, tiling.geometry)
-                    target = guarded(term.provider, stage, lambda: term.loss.compute_target(computed))
+                self._targets[key] = guarded(term.provider, f"sums of loss '{term.loss.name}'", lambda: tiled_sums(
+                    term.loss, self.extractor(model), pixels, reference_tiles(), tiling.geometry))
             else:
                 computed = features()
-                target = guarded(term.provider, stage, lambda: term.loss.compute_target(computed))
-            self._targets[key] = target
+                self._targets[key] = guarded(term.provider, f"compute_target of loss '{term.loss.name}'",
+                                             lambda: term.loss.compute_target(computed))
         return self._targets[key]
 
     def _plan_memory(self, model: Any, terms: list[Term], output: Image.Image, job: Job,
@@ -765,15 +763,9 @@ class Engine:
                 count = max(1, min(count, int(chunk_seconds / step_seconds)))
             traces, chunk_started = compiled.tracing_count(), time.perf_counter()
             if isinstance(compiled, TiledStep):  # a report between tiles, where cancelling stops too
-                steps_in_chunk = compiled.iter_run(count, cancel)
-                while True:
-                    try:
-                        tile = next(steps_in_chunk)
-                    except StopIteration as finished:
-                        result = finished.value
-                        break
-                    yield Progress(stage.offset + done + compiled.chunk_steps, stage.planned, report,
-                                   time.perf_counter() - stage.started, compiled.best, False, stage.size, tile=tile)
+                result = yield from compiled.iter_run(count, cancel, lambda tile, steps: Progress(
+                    stage.offset + done + steps, stage.planned, report, time.perf_counter() - stage.started, compiled.best,
+                    False, stage.size, tile=tile))
                 count = len(result.totals)
                 if count == 0:  # cancelled within the chunk's first step
                     stopped = True

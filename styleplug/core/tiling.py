@@ -20,7 +20,7 @@ take the whole image at once: they need a few image-sized buffers, not the netwo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +100,15 @@ class Tile:
         """The core's positions in the whole image's grid at ``stride``."""
         return (slice(self.core[0] // stride, self.core[1] // stride), slice(self.core[2] // stride, self.core[3] // stride))
 
+    def window_of(self, image: Any) -> Any:
+        """The window's pixels of an ``(N, H, W, 3)`` image."""
+        top, bottom, left, right = self.window
+        return image[:, top:bottom, left:right, :]
+
+    def cores(self, features: Mapping[str, Any], layers: Iterable[str], geometry: Geometry) -> dict[str, Any]:
+        """The window's ``features`` at ``layers``, cropped to the core's positions."""
+        return {layer: _crop(features[layer], *self.grid(geometry.strides[layer])) for layer in layers}
+
 
 def _spans(length: int, side: int, geometry: Geometry) -> list[tuple[int, int, int, int]]:
     """``(core start, core end, window start, window end)`` along one axis: cores of about ``side``
@@ -137,17 +146,21 @@ def _crop(value: Any, rows: slice, columns: slice) -> Any:
     return value[:, rows, columns, :]
 
 
+def _tile_cores(extract: Callable[[Any], Mapping[str, Any]], image: np.ndarray, layers: Iterable[str], tiles: list[Tile],
+                geometry: Geometry) -> Iterator[tuple[Tile, dict[str, Any]]]:
+    """Each tile with its core's features at ``layers`` of a ``(1, H, W, 3)`` image (its window through ``extract``)."""
+    for tile in tiles:
+        yield tile, tile.cores(extract(ops.convert_to_tensor(tile.window_of(image))), layers, geometry)
+
+
 def tiled_features(extract: Callable[[Any], Mapping[str, Any]], image: np.ndarray, layers: Sequence[str],
                    tiles: list[Tile], geometry: Geometry) -> dict[str, np.ndarray]:
     """``{layer: features}`` of a ``(1, H, W, 3)`` image, assembled from its tiles' cores (each a
     window through ``extract``): the untiled features, without the untiled pass's memory."""
     assembled: dict[str, np.ndarray] = {}
-    for tile in tiles:
-        top, bottom, left, right = tile.window
-        outputs = extract(ops.convert_to_tensor(image[:, top:bottom, left:right]))
-        for layer in layers:
-            stride = geometry.strides[layer]
-            core = ops.convert_to_numpy(_crop(outputs[layer], *tile.grid(stride)))
+    for tile, cores in _tile_cores(extract, image, layers, tiles, geometry):
+        for layer, core in cores.items():
+            stride, core = geometry.strides[layer], ops.convert_to_numpy(core)
             if layer not in assembled:
                 grid = (image.shape[1] // stride, image.shape[2] // stride)
                 assembled[layer] = np.zeros((1, *grid, core.shape[-1]), core.dtype)
@@ -160,13 +173,16 @@ def tiled_sums(loss: Any, extract: Callable[[Any], Mapping[str, Any]], image: np
     """A ``"statistics"`` loss's sums over a ``(1, H, W, 3)`` image (its target, when the image is
     the reference), gathered tile by tile."""
     total = None
-    for tile in tiles:
-        top, bottom, left, right = tile.window
-        outputs = extract(ops.convert_to_tensor(image[:, top:bottom, left:right]))
-        own = {layer: _crop(outputs[layer], *tile.grid(geometry.strides[layer])) for layer in loss.layers}
-        sums = loss.sums(own, None)
+    for _, cores in _tile_cores(extract, image, loss.layers, tiles, geometry):
+        sums = loss.sums(cores, None)
         total = sums if total is None else keras.tree.map_structure(ops.add, total, sums)
     return total
+
+
+def _weighted_total(values: list[Any]) -> tuple[Any, Any]:
+    """The sum of weighted terms, and the terms as one vector (empty when there are none)."""
+    stacked = ops.stack(values) if values else ops.zeros((0,), "float32")
+    return ops.sum(stacked), stacked
 
 
 class TiledStep(Stepper):
@@ -178,22 +194,17 @@ class TiledStep(Stepper):
     def __init__(self, model: Any, features: Callable[[Any, Any], tuple[Mapping[str, Any], Any]], terms: list[Term],
                  start: np.ndarray, optimizer: str, rate: float, history: int, precision: str, jit_compile: bool,
                  geometry: Geometry, side: int) -> None:
-        self.geometry, self.side = geometry, side
+        self.geometry = geometry
         self.tiles = plan_tiles(start.shape[1], start.shape[2], side, geometry)
         self.feature_terms = [index for index, term in enumerate(terms) if term.loss.uses_features]
         self.pixel_terms = [index for index, term in enumerate(terms) if not term.loss.uses_features]
         super().__init__(model, terms, start, optimizer, rate, history, precision)
         self.features, self.jit_compile = features, jit_compile
-        self.chunk_steps = 0
         backend = backends.current()
         self._programs: dict[tuple[Any, ...], Callable[..., Any]] = {}
         self._combine = backend.compile(self._counted(backend.value_and_grad(self._from_sums)), jit_compile)
         self._pixels = backend.compile(self._counted(backend.value_and_grad(self._pixel_losses)), jit_compile)
         self._advance = backend.compile(self._counted(self.advance), jit_compile, donate=(0, 1))
-
-    @property
-    def tile_count(self) -> int:
-        return len(self.tiles)
 
     def _counted(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def traced(*args: Any) -> Any:
@@ -229,12 +240,8 @@ class TiledStep(Stepper):
     def _tile_sums(self, tile: Tile, window: Any, network: tuple[Any, Any], targets: list[Any], masks: list[Any]) -> list[Any]:
         """Each feature loss's sums over ``tile``'s core, from its ``window`` of pixels."""
         features, _ = self.features(window, network)
-        sums = []
-        for index, target, mask in zip(self.feature_terms, targets, masks):
-            loss = self.terms[index].loss
-            own = {layer: _crop(features[layer], *tile.grid(self.geometry.strides[layer])) for layer in loss.layers}
-            sums.append(loss.sums(own, target, mask))
-        return sums
+        return [self.terms[index].loss.sums(tile.cores(features, self.terms[index].loss.layers, self.geometry), target, mask)
+                for index, target, mask in zip(self.feature_terms, targets, masks)]
 
     def _program(self, kind: str, tile: Tile) -> Callable[..., Any]:
         """The compiled gather or scatter program for ``tile``'s window shape."""
@@ -254,39 +261,36 @@ class TiledStep(Stepper):
         return self._programs[key]
 
     def _from_sums(self, sums: list[Any], targets: list[Any], weights: Any) -> tuple[Any, Any]:
-        values = [ops.cast(self.terms[index].loss.from_sums(value, targets[index]), "float32") * weights[index]
-                  for index, value in zip(self.feature_terms, sums)]
-        values = ops.stack(values) if values else ops.zeros((0,), "float32")
-        return ops.sum(values), values
+        return _weighted_total([ops.cast(self.terms[index].loss.from_sums(value, targets[index]), "float32") * weights[index]
+                                for index, value in zip(self.feature_terms, sums)])
 
     def _pixel_losses(self, image: Any, targets: list[Any], weights: Any) -> tuple[Any, Any]:
-        values = [ops.cast(evaluate(self.terms[index], {}, image, targets[index], None), "float32") * weights[index]
-                  for index in self.pixel_terms]
-        values = ops.stack(values) if values else ops.zeros((0,), "float32")
-        return ops.sum(values), values
+        return _weighted_total([ops.cast(evaluate(self.terms[index], {}, image, targets[index], None), "float32") * weights[index]
+                                for index in self.pixel_terms])
 
-    def iter_run(self, count: int, cancel: Any = None) -> Iterator[tuple[int, int]]:
-        """Run ``count`` steps, yielding ``(tile passes done, of)`` within each step; return (as a
-        generator does) the ``StepResult``. With ``cancel`` set, stop between tiles: the step in
-        progress is dropped, the state stays at the last whole step."""
+    def iter_run(self, count: int, cancel: Any = None,
+                 report: Callable[[tuple[int, int], int], Any] = lambda tile, steps: tile) -> Iterator[Any]:
+        """Run ``count`` steps, yielding ``report((tile passes done, of), steps done)`` within each
+        step; return (as a generator does) the ``StepResult``. With ``cancel`` set, stop between
+        tiles: the step in progress is dropped, the state stays at the last whole step."""
         totals, accepted, last = [], [], np.zeros(len(self.terms), np.float32)
-        self.chunk_steps = 0  # steps done so far in this chunk
         for _ in range(count):
-            evaluated = yield from self.iter_evaluate(self.carry["image"], cancel)
+            evaluated = yield from self.iter_evaluate(self.carry["image"], cancel, lambda tile: report(tile, len(totals)))
             if evaluated is None:
                 break
             total, values, gradient = evaluated
             self.carry, self.best, took = self._advance(self.carry, self.best, total, ops.convert_to_tensor(values), gradient)
             totals.append(float(total))
             accepted.append(bool(ops.convert_to_numpy(took)))
-            last, self.chunk_steps = values, len(totals)
+            last = values
         return StepResult(ops.convert_to_numpy(self.carry["accepted_values"]), last, np.asarray(totals, np.float32),
                           np.asarray(accepted, bool))
 
-    def iter_evaluate(self, image: Any, cancel: Any = None) -> Iterator[tuple[int, int]]:
+    def iter_evaluate(self, image: Any, cancel: Any = None,
+                      report: Callable[[tuple[int, int]], Any] = lambda tile: tile) -> Iterator[Any]:
         """The total loss at ``image``, each weighted term (numpy) and the gradient, tile by tile,
-        yielding ``(tile passes done, of)``; return (as a generator does) the three, or None when
-        ``cancel`` was set between two tiles."""
+        yielding ``report((tile passes done, of))``; return (as a generator does) the three, or None
+        when ``cancel`` was set between two tiles."""
         network = ([variable.value for variable in self.model.trainable_variables],
                    [variable.value for variable in self.model.non_trainable_variables])
         targets, weights = self.constants["targets"], self.constants["weights"]
@@ -295,28 +299,23 @@ class TiledStep(Stepper):
         for done, (tile, (tile_targets, tile_masks)) in enumerate(zip(self.tiles, self.tile_inputs), start=1):
             if cancel is not None and cancel.is_set():
                 return None
-            part = self._program("gather", tile)(self._window(image, tile), network, tile_targets, tile_masks)
+            part = self._program("gather", tile)(tile.window_of(image), network, tile_targets, tile_masks)
             sums = part if sums is None else keras.tree.map_structure(ops.add, sums, part)
-            yield done, passes
+            yield report((done, passes))
         feature_total, feature_values, cotangents = self._combine(sums or [], targets, weights)
         gradient = ops.zeros_like(image)
         for done, (tile, (tile_targets, tile_masks)) in enumerate(zip(self.tiles, self.tile_inputs), start=len(self.tiles) + 1):
             if cancel is not None and cancel.is_set():
                 return None
-            part = self._program("scatter", tile)(self._window(image, tile), network, tile_targets, tile_masks, cotangents)
+            part = self._program("scatter", tile)(tile.window_of(image), network, tile_targets, tile_masks, cotangents)
             start = (0, tile.window[0], tile.window[2], 0)
             gradient = ops.slice_update(gradient, start, ops.slice(gradient, start, ops.shape(part)) + part)
-            yield done, passes
+            yield report((done, passes))
         pixel_total, pixel_values, pixel_gradient = self._pixels(image, targets, weights)
         values = np.zeros(len(self.terms), np.float32)
         values[self.feature_terms] = ops.convert_to_numpy(feature_values)
         values[self.pixel_terms] = ops.convert_to_numpy(pixel_values)
         return feature_total + pixel_total, values, gradient + pixel_gradient
-
-    @staticmethod
-    def _window(image: Any, tile: Tile) -> Any:
-        top, bottom, left, right = tile.window
-        return image[:, top:bottom, left:right, :]
 
     def run(self, count: int) -> StepResult:
         return exhaust(self.iter_run(count))
