@@ -136,7 +136,8 @@ def _bad(tmp_path: Path) -> dict[str, Path]:
         ("--network-option=size=3", 2, "unknown option 'size' of network 'vgg19'"),
         ("--mask=/nowhere/mask.png", 2, "mask 1 '/nowhere/mask.png' does not exist"),
         ("--weights=/nowhere/vgg.h5", 1, "weights file '/nowhere/vgg.h5' does not exist"),
-        ("--size=8192", 1, "GiB is free; use --size"),
+        ("--size=8192 --tiling=off", 1, "GiB is free; use --size"),
+        ("--size=8192 --max-memory=4", 1, "GiB even in tiles but 4.0 GiB is allowed (--max-memory)"),
         ("--max-memory=1", 1, "GiB is allowed (--max-memory); that is too little for any job"),
         ("output=out.gif", 2, "has no supported extension"),
         ("output=nodir/out.png", 2, "output folder"),
@@ -155,7 +156,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(pair, tmp_path, case, code,
     elif key == "output":
         output = content if value == "content" else tmp_path / value
     else:
-        extra = [key, *value.split("=")] if key == "-o" else [f"{key}={value}"]
+        extra = [key, *value.split("=")] if key == "-o" else case.split()
     before = sorted(p.name for p in tmp_path.iterdir())
     original = content.read_bytes()
     exit_code, text = invoke("run", args["content"], args["style"], "-O", output, "--size", "40", "--steps", "3", "--weights", "none", *extra)

@@ -128,6 +128,12 @@ class Stepper:
                  "accepted_values": ops.where(took, values, carry["accepted_values"])}
         return carry, best, took
 
+    def release(self) -> None:
+        """Drop the finished job's state while the stepper waits for its next job (``load`` gives
+        that one its own): for L-BFGS, 2 image-sized vectors per history entry. The best image
+        stays, for ``Progress.image()``."""
+        self.carry = {}
+
     def state(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """The best image and every tensor of the carried state, for a checkpoint."""
         return ops.convert_to_numpy(self.best), [ops.convert_to_numpy(value) for value in keras.tree.flatten(self.carry)]

@@ -733,6 +733,7 @@ class Engine:
     def _put_back(self, compiled: CompiledStep | TiledStep) -> None:
         """Keep ``compiled`` for later jobs of its signature (the most recently used last), unless
         another job of the same shape, run at the same time, has already put its own back."""
+        compiled.release()
         with self._lock:
             if compiled.key not in self._compiled_steps:
                 if len(self._compiled_steps) >= MAX_COMPILED:
