@@ -1,7 +1,7 @@
 """Exact tiled optimisation: gradient agreement, the per-step cost of tiles, and large jobs' memory and time.
 
-Run: .venv/bin/python benchmarks/tiling.py [--parts agreement overhead jobs] [--job-sizes 1024 2048 4096]
-                                          [--steps 300] [--max-memory 8] [--out benchmark-output]
+Run: .venv/bin/python benchmarks/tiling.py [--parts agreement overhead jobs apply] [--job-sizes 1024 2048 4096]
+                                          [--steps 300] [--max-memory 8] [--apply-size 4096] [--out benchmark-output]
 
 agreement: the tiled loss and gradient against the untiled ones (tubingen, two masked styles,
   noise start, 512 px), in float32 and in the engine's automatic precision.
@@ -10,6 +10,9 @@ overhead: ms per step at 1024 px, untiled and in the tiles the planner picks und
 jobs: each size in a process of its own (the peak RSS is the kernel's): a default coarse-to-fine
   job on tubingen/starry_night with --max-memory GiB, printing the planner's tiles, the time and
   the peak. Then a crop of the largest output beside the same crop of the smallest, upscaled.
+apply: the shipped fast style model on tubingen at --apply-size, in one pass and in tiles of 1024
+  and 2048 px, each in a process of its own: time, peak RSS, and how far the tiled pictures are
+  from the one-pass one.
 """
 
 from __future__ import annotations
@@ -97,6 +100,27 @@ def job(size: int, steps: int, max_memory: float, out: Path) -> None:
                       "steps_run": json.loads(image.info["styleplug"])["steps_run"], "path": str(path)}))
 
 
+def apply(size: int, tile: int, out: Path) -> None:
+    """Paint once with the shipped model in this process; print a JSON line with its figures."""
+    from styleplug.fast.model import StyleModel
+
+    model = StyleModel.load(Path(__file__).resolve().parent.parent / "styleplug" / "models" / "styles.npz")
+    model.stylize(CONTENT, size=256)  # the first call builds the network's kernels
+    started = time.perf_counter()
+    image = model.stylize(CONTENT, size=size, tile_size=tile)
+    seconds = time.perf_counter() - started
+    path = out / f"apply-{size}-tiles-{tile}.png"
+    image.save(path)
+    print(json.dumps({"seconds": round(seconds, 1), "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                      "path": str(path), "size": f"{image.width}x{image.height}"}))
+
+
+def in_worker(*arguments: str) -> dict[str, Any]:
+    """The JSON line a worker process of this script prints (peak RSS is per process)."""
+    done = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def crops(paths: dict[int, Path], out: Path) -> None:
     """The same 512 px square of the largest output and of the smallest, upscaled, side by side."""
     from PIL import Image
@@ -115,16 +139,22 @@ def crops(paths: dict[int, Path], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["agreement", "overhead", "jobs"], choices=["agreement", "overhead", "jobs"])
+    parser.add_argument("--parts", nargs="+", default=["agreement", "overhead", "jobs", "apply"],
+                        choices=["agreement", "overhead", "jobs", "apply"])
     parser.add_argument("--job-sizes", nargs="+", type=int, default=[1024, 2048, 4096])
     parser.add_argument("--steps", type=int, default=300, help="most steps per scale (the default job's 300)")
     parser.add_argument("--max-memory", type=float, default=8.0, help="GiB a job may plan for")
+    parser.add_argument("--apply-size", type=int, default=4096, help="long side of the fast model's photo")
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
     parser.add_argument("--job", type=int, help=argparse.SUPPRESS)  # one job, in a worker process
+    parser.add_argument("--apply-tiles", type=int, help=argparse.SUPPRESS)  # one fast-model painting, in a worker process
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.job:
         job(args.job, args.steps, args.max_memory, args.out)
+        return
+    if args.apply_tiles is not None:
+        apply(args.apply_size, args.apply_tiles, args.out)
         return
     if "agreement" in args.parts:
         agreement()
@@ -133,10 +163,8 @@ def main() -> None:
     if "jobs" in args.parts:
         paths = {}
         for size in args.job_sizes:
-            done = subprocess.run([sys.executable, __file__, "--job", str(size), "--steps", str(args.steps),
-                                   "--max-memory", str(args.max_memory), "--out", str(args.out)],
-                                  capture_output=True, text=True, check=True)
-            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            figures = in_worker("--job", str(size), "--steps", str(args.steps), "--max-memory", str(args.max_memory),
+                                "--out", str(args.out))
             paths[size] = Path(figures["path"])
             print(f"job {size} px ({figures['precision']}, {figures['steps_run']} steps over all scales, at most {args.steps} "
                   f"per scale): {figures['seconds']} s, peak RSS {figures['peak_gib']} GiB; tiled scales (px, tiles): "
@@ -145,6 +173,20 @@ def main() -> None:
                 print(f"  planner: {plan}", flush=True)
         if len(paths) > 1:
             crops(paths, args.out)
+    if "apply" in args.parts:
+        paint_in_tiles(args.apply_size, args.out)
+
+
+def paint_in_tiles(size: int, out: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    runs = {tile: in_worker("--apply-tiles", str(tile), "--apply-size", str(size), "--out", str(out)) for tile in (0, 1024, 2048)}
+    whole = np.asarray(Image.open(runs[0]["path"]), np.float32)
+    for tile, figures in runs.items():
+        difference = np.abs(np.asarray(Image.open(figures["path"]), np.float32) - whole).mean()
+        print(f"apply {figures['size']} {'in one pass' if tile == 0 else f'in tiles of {tile} px'}: {figures['seconds']} s, "
+              f"peak RSS {figures['peak_gib']} GiB, {difference:.2f}/255 from the one-pass picture", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -147,6 +148,11 @@ def test_apply_paints_several_photos_and_refuses_bad_input_writing_nothing(style
     assert done.returncode == 0, done.stderr
     assert sorted(path.name for path in out.iterdir()) == ["photo0.png", "photo1.png"]
     assert Image.open(out / "photo0.png").size == (80, 64)
+    done = styleplug_cli("apply", tmp_path / "model.npz", photos / "photo0.png", "-O", tmp_path / "tiled.png", "--blend",
+                         "stripes=0.7,dots=0.3", "--strength", "0.8", "--precision", precision, "--tile-size", "32")
+    assert done.returncode == 0, done.stderr
+    difference = np.abs(np.asarray(Image.open(tmp_path / "tiled.png"), np.float32) - np.asarray(Image.open(out / "photo0.png")))
+    assert difference.mean() < (0.05 if precision == "float32" else 1), difference.mean()  # bfloat16 rounds differently per tile
     tiny = tmp_path / "tiny.png"
     gradient_image(20, 20).save(tiny)
     for arguments, message in (
@@ -176,3 +182,28 @@ def test_the_optimiser_refines_a_fast_result_and_the_record_replays(styles, phot
     settings, job = replay_job(json.loads(refined.info["styleplug"]))
     assert job.init == f"{tmp_path / 'model.npz'}:dots"
     assert np.array_equal(np.asarray(styleplug.Engine.from_settings(settings, engine.host).run(job)), np.asarray(refined))
+
+
+def test_tiles_paint_the_one_pass_picture_and_threads_sharing_a_model_keep_their_own(tmp_path):
+    # The shipped model: its instance normalisations need the whole photo's statistics, its
+    # convolutions a 48 px halo; 64 px tiles cut a 172x132 photo into 9 windows of differing shapes.
+    model = StyleModel.load(Path(styleplug.__file__).parent / "models" / "styles.npz", "float32")
+    assert model.geometry.halo == 48
+    photo, other = gradient_image(170, 130, seed=7), gradient_image(120, 90, seed=8)  # padded to 172x132, cropped back
+    whole = np.asarray(model.stylize(photo, style="shipwreck"), np.float32)
+    tiled = np.asarray(model.stylize(photo, style="shipwreck", tile_size=64), np.float32)
+    assert tiled.shape == whole.shape == (130, 170, 3)
+    assert np.abs(tiled - whole).mean() < 0.02 and np.abs(tiled - whole).max() <= 1  # rounding to whole levels only
+    # One thread paints in tiles (with its statistics fixed) while another paints in one pass.
+    alone = np.asarray(model.stylize(other, style="matisse"))
+    results: dict[str, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda: results.update(tiled=np.asarray(model.stylize(photo, style="shipwreck", tile_size=64)))),
+               threading.Thread(target=lambda: results.update(other=np.asarray(model.stylize(other, style="matisse"))))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert np.array_equal(results["other"], alone) and np.array_equal(results["tiled"], tiled.astype(np.uint8))
+    for tile_size, message in ((2, "below this network's 4 px grid; use a larger tile_size"), (-1, "tile_size must be a whole number")):
+        with pytest.raises(UsageError, match=message):
+            model.stylize(photo, tile_size=tile_size)

@@ -26,6 +26,12 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def memory_budget() -> int | None:
+    """Bytes a job may still use where it runs: the GPU's free memory on a GPU (None where the
+    backend does not tell it: TensorFlow), else this process's available memory."""
+    return backends.current().gpu_free_memory() if gpus() else available_memory()
+
+
 def gpus() -> list[str]:
     """The GPUs the backend sees, by name."""
     return backends.current().gpus()

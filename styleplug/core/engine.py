@@ -26,8 +26,8 @@ from PIL import Image
 from ..run.colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
 from . import backends
-from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, estimate_tiled_memory, gpus,
-                     resolve_precision, set_threads)
+from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, estimate_tiled_memory,
+                     memory_budget, resolve_precision, set_threads)
 from .tiling import Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums, window_side
 from ..errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from ..run.image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
@@ -606,12 +606,9 @@ class Engine:
         the L-BFGS history the whole image's state needs. Raises ``ResourceError`` when none fits;
         its data holds the bytes needed and available and the largest size that would fit. The
         style images' forward passes (their size set by ``style_scale``) must fit too."""
-        available = available_memory()
-        if gpus():  # the GPU's free memory, where the backend tells it (JAX does, TensorFlow does not)
-            free = backends.current().gpu_free_memory()
-            if free is None:
-                return _MemoryPlan(job.optimizer, job.history, available)
-            available = free
+        available = memory_budget()
+        if available is None:  # a GPU whose free memory the backend does not tell: nothing to plan with
+            return _MemoryPlan(job.optimizer, job.history, available_memory())
         if job.max_memory is not None:
             available = min(available, int(job.max_memory * 2**30))
         asked = (job.optimizer, job.history)

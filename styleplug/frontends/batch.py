@@ -69,6 +69,7 @@ class FastPainter:
     size: int | None = None
     precision: str = "auto"
     max_pixels: int | None = None
+    tile_size: int | None = None  # None: tiles only for a photo that would not fit in memory
     batch_size: int = 4
 
     @classmethod
@@ -80,6 +81,8 @@ class FastPainter:
         return cls(Path(path).read_bytes(), str(Path(path).resolve()), **options)
 
     def fingerprint(self) -> dict[str, Any]:
+        # Without the tile size: tiles paint the same picture (up to rounding), so a batch resumed
+        # with other tiles skips what is done.
         return {"model": hashlib.sha256(self.model).hexdigest(), "style": self.style, "strength": self.strength,
                 "size": self.size, "precision": self.precision, "max_pixels": self.max_pixels}
 
@@ -90,7 +93,8 @@ class FastPainter:
         record = {"schema": 2, "fast": {**self.fingerprint(), "model_path": self.model_path, "styles": model.styles}}
 
         def paint(photo: Image.Image, path: str) -> Image.Image:
-            image = model.stylize(photo, style=self.style, strength=self.strength, size=self.size, max_pixels=self.max_pixels)
+            image = model.stylize(photo, style=self.style, strength=self.strength, size=self.size, max_pixels=self.max_pixels,
+                                  tile_size=self.tile_size)
             image.info["styleplug"] = json.dumps({**record, "input": path})
             return image
         return paint

@@ -209,6 +209,12 @@ def _style_model_options(command: Any) -> Any:
     return command
 
 
+_fast_tile_option = click.option(
+    "--tile-size", type=click.IntRange(0),
+    help="Paint in tiles of this many px, the same picture on less memory (0: in one pass) "
+         "[default: tiles only for a photo that would not fit].")
+
+
 def _ray_options(command: Any) -> Any:
     """Where a batch or video runs: here, or on Ray Data."""
     for option in reversed([
@@ -461,11 +467,12 @@ def _training_bar(quiet: bool) -> Any:
               help="Output image, or a folder for several photos (each written as NAME.png there).")
 @_style_model_options
 @click.option("--size", type=click.IntRange(32), help="Resize each photo to this long side first [default: as it is].")
+@_fast_tile_option
 @click.option("--precision", default="auto", show_default=True, help="auto, float32 or bfloat16.")
 @click.option("-q", "--quiet", is_flag=True, help="No messages.")
 @_debug_option
 def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, blend: str | None, strength: float,
-          size: int | None, precision: str, quiet: bool, debug: bool) -> None:
+          size: int | None, tile_size: int | None, precision: str, quiet: bool, debug: bool) -> None:
     """Paint PHOTO (one or more) with a fast style MODEL, one pass each."""
     with _reported_errors(debug):
         from ..run.image import check_output, save_image
@@ -488,7 +495,7 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
 
         loaded = StyleModel.load(model, precision)
         loaded.style_weights(chosen)  # an unknown style name stops here, before anything is written
-        images = [loaded.stylize(item, style=chosen, strength=strength, size=size) for item in photo]
+        images = [loaded.stylize(item, style=chosen, strength=strength, size=size, tile_size=tile_size) for item in photo]
         if many:
             Path(output).mkdir(parents=True, exist_ok=True)
         for image, target in zip(images, targets):
@@ -538,12 +545,13 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
         given = _given(options, no_early_stop)
         painter: Any
         if model:
-            ignored = sorted(set(given) - {"size", "max_pixels"}) + (["--loss"] if loss_names else [])
+            ignored = sorted(set(given) - {"size", "max_pixels", "tile_size"}) + (["--loss"] if loss_names else [])
             if ignored:
                 raise UsageError(f"{', '.join(_flag(name) for name in ignored)} set the optimiser; with --model only "
-                                 "--size, --max-pixels, --style, --blend and --strength apply.")
+                                 "--size, --max-pixels, --tile-size, --style, --blend and --strength apply.")
             painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength,
-                                            size=given.get("size"), precision=precision, max_pixels=given.get("max_pixels"))
+                                            size=given.get("size"), precision=precision, max_pixels=given.get("max_pixels"),
+                                            tile_size=given.get("tile_size"))
         else:
             from ..core.device import resolve_precision
 
@@ -617,13 +625,14 @@ def _counting_bar(quiet: bool, unit: str) -> Callable[..., None]:
 @click.option("--model", required=True, type=click.Path(dir_okay=False), help="The fast style model to paint each frame with.")
 @_style_model_options
 @click.option("--size", type=click.IntRange(32), help="Scale the frames to this long side first [default: as they are].")
+@_fast_tile_option
 @click.option("--precision", default="auto", show_default=True, help="auto, float32 or bfloat16.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per operation (per actor on Ray) [default: all cores].")
 @_ray_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages.")
 @_debug_option
 def video(video: str, output: str, model: str, style: str | None, blend: str | None, strength: float, size: int | None,
-          precision: str, threads: int | None, ray_address: str | None, actors: int | None, denoise: float,
+          tile_size: int | None, precision: str, threads: int | None, ray_address: str | None, actors: int | None, denoise: float,
           temporal_blend: float, quiet: bool, debug: bool) -> None:
     """Paint every frame of VIDEO with a fast style MODEL: same frame rate and count, audio kept."""
     with _reported_errors(debug):
@@ -634,7 +643,7 @@ def video(video: str, output: str, model: str, style: str | None, blend: str | N
         if not debug:
             _import_tensorflow_quietly()
         painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength, size=size,
-                                        precision=precision)
+                                        precision=precision, tile_size=tile_size)
         try:
             written = stylize_video(video, output, painter, smoothing=Smoothing(denoise, temporal_blend), ray=ray_address,
                                     actors=actors, threads=threads, record={"fast": painter.fingerprint()},
