@@ -16,9 +16,9 @@ sh scripts/setup.sh test
 .venv/bin/python -m pip install --quiet -e plugins/styleplug-meanstd -e plugins/styleplug-vgg19avg
 .venv/bin/python -m pytest "$@"
 # Without arguments, a second leg runs the engine, losses, kit, optimiser, Job and record, fast
-# model and CLI tests on Keras's JAX backend (CPU), at the same small sizes (about 8 minutes).
+# model, CLI and tiling tests on Keras's JAX backend (CPU), at the same small sizes (about 10 minutes).
 if [ $# -eq 0 ]; then
     KERAS_BACKEND=jax .venv/bin/python -m pytest -q -W "ignore:__array__ implementation:DeprecationWarning" \
         tests/test_engine.py tests/test_losses.py tests/test_loss_contract.py tests/test_optimiser.py tests/test_job.py \
-        tests/test_fast.py tests/test_cli.py plugins/styleplug-meanstd/tests
+        tests/test_fast.py tests/test_cli.py tests/test_tiling.py plugins/styleplug-meanstd/tests
 fi

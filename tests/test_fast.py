@@ -191,8 +191,10 @@ def test_tiles_paint_the_one_pass_picture_and_threads_sharing_a_model_keep_their
     assert model.geometry.halo == 48
     photo, other = gradient_image(170, 130, seed=7), gradient_image(120, 90, seed=8)  # padded to 172x132, cropped back
     whole = np.asarray(model.stylize(photo, style="shipwreck"), np.float32)
-    tiled = np.asarray(model.stylize(photo, style="shipwreck", tile_size=64), np.float32)
+    passes: list[tuple[int, int]] = []
+    tiled = np.asarray(model.stylize(photo, style="shipwreck", tile_size=64, progress=lambda *counts: passes.append(counts)), np.float32)
     assert tiled.shape == whole.shape == (130, 170, 3)
+    assert passes[-1] == (126, 126) == (len(passes), (13 + 1) * 9)  # 9 tiles up to each of 13 normalisations, then painted
     assert np.abs(tiled - whole).mean() < 0.02 and np.abs(tiled - whole).max() <= 1  # rounding to whole levels only
     # One thread paints in tiles (with its statistics fixed) while another paints in one pass.
     alone = np.asarray(model.stylize(other, style="matisse"))

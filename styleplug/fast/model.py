@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import io
+import itertools
 import json
 import logging
 import math
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,8 @@ class StyleModel:
         return np.array([[blend.get(name, 0.0) / total for name in self.styles]], np.float32)
 
     def stylize(self, photo: ImageInput, style: str | Mapping[str, float] | None = None, strength: float = 1.0,
-                size: int | None = None, max_pixels: int | None = None, tile_size: int | None = None) -> Image.Image:
+                size: int | None = None, max_pixels: int | None = None, tile_size: int | None = None,
+                progress: Callable[[int, int], Any] | None = None) -> Image.Image:
         """Paint ``photo`` in one pass: in ``style`` (a name, or ``{name: weight}`` to blend), mixed
         with the photo by ``strength`` (0: the photo, 1: fully painted), optionally resized so its
         long side is ``size``.
@@ -240,7 +242,7 @@ class StyleModel:
         A photo too large to paint at once here (``APPLY_BYTES_PER_PIXEL`` against the free memory)
         is painted in tiles of ``DEFAULT_TILE_SIZE`` px, or of ``tile_size`` px when given (any
         size: 0 paints in one pass). The tiles give the one-pass picture up to rounding: see
-        ``paint_tiled``."""
+        ``paint_tiled``, which calls ``progress(tile passes done, of)`` after each tile."""
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
             raise UsageError(f"strength must be between 0 and 1; got {strength!r}.")
         if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0):
@@ -257,7 +259,7 @@ class StyleModel:
         side = self._tile_side(padded, tile_size)
         try:
             if side:
-                painted = self.paint_tiled(padded, weights, side)
+                painted = self.paint_tiled(padded, weights, side, progress)
             else:
                 painted = ops.convert_to_numpy(ops.cast(self.transformer([ops.convert_to_tensor(padded), ops.convert_to_tensor(weights)],
                                                                          training=False), "float32"))
@@ -300,7 +302,8 @@ class StyleModel:
         return [(layer.name, keras.Model(self.transformer.inputs, layer.input[0]))
                 for layer in self.transformer.layers if isinstance(layer, ConditionalInstanceNorm)]
 
-    def paint_tiled(self, padded: np.ndarray, weights: np.ndarray, side: int) -> np.ndarray:
+    def paint_tiled(self, padded: np.ndarray, weights: np.ndarray, side: int,
+                    progress: Callable[[int, int], Any] | None = None) -> np.ndarray:
         """The transformer's output for ``padded`` (``(1, H, W, 3)``, sides multiples of ``STRIDE``),
         computed in tiles of about ``side`` px with a halo: the one-pass output up to rounding.
 
@@ -312,13 +315,17 @@ class StyleModel:
         tiles = plan_tiles(padded.shape[1], padded.shape[2], side, self.geometry)
         weights = ops.convert_to_tensor(weights)
         statistics: dict[str, tuple[Any, Any]] = {}
+        passes = itertools.count(1)
 
         def through(network: Any, tile: Tile) -> Any:
             token = _fixed_statistics.set(statistics)
             try:
-                return ops.cast(network([ops.convert_to_tensor(tile.window_of(padded)), weights], training=False), "float32")
+                output = ops.cast(network([ops.convert_to_tensor(tile.window_of(padded)), weights], training=False), "float32")
             finally:
                 _fixed_statistics.reset(token)
+            if progress is not None:
+                progress(next(passes), (len(self._normalised) + 1) * len(tiles))
+            return output
 
         for name, before in self._normalised:
             parts = []

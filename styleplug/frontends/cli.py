@@ -495,7 +495,8 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
 
         loaded = StyleModel.load(model, precision)
         loaded.style_weights(chosen)  # an unknown style name stops here, before anything is written
-        images = [loaded.stylize(item, style=chosen, strength=strength, size=size, tile_size=tile_size) for item in photo]
+        images = [loaded.stylize(item, style=chosen, strength=strength, size=size, tile_size=tile_size,
+                                 progress=_counting_bar(quiet, "tile pass")) for item in photo]  # a bar only in tiles
         if many:
             Path(output).mkdir(parents=True, exist_ok=True)
         for image, target in zip(images, targets):
