@@ -13,6 +13,9 @@ Run: KERAS_BACKEND=jax .venv/bin/python benchmarks/gpu.py [--sizes 512 1024 2048
   default 2048 px job.
 - fast: applying the shipped style model at 1024², and training steps of a 32-64-128 transformer
   with 5 residual blocks on batches of 16 crops of 256².
+- tiled (not run unless named in --parts: its compiles take minutes): a single-scale job at
+  --tiled-size (16384 px) of 3 steps, in the tiles the planner picks for the GPU's free memory, and
+  the shipped style model applied at that size (tiled where it would not fit): time, peak.
 Prints one table per part and writes the pictures to --out.
 """
 
@@ -111,6 +114,34 @@ def fast(out: Path, train_steps: int) -> None:
                       "images_per_s": 16 / step, "first_step_s": times[0]}), flush=True)
 
 
+def tiled(out: Path, size: int) -> None:
+    import logging
+
+    import styleplug
+    from styleplug.core import backends
+    from styleplug.fast.model import StyleModel
+
+    plans: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: plans.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("styleplug").addHandler(handler)
+    engine = styleplug.Engine("vgg19", _weights())
+    started = time.perf_counter()
+    image = engine.stylize(CONTENT, STYLE, size=size, scales="none", steps=3, tolerance=0, init="content")
+    print(json.dumps({"part": "tiled", "what": f"job {image.width}x{image.height}, 3 steps", "seconds": time.perf_counter() - started,
+                      "peak_gib": (backends.current().gpu_peak_memory() or 0) / 2**30, "plans": plans}), flush=True)
+    image.resize((image.width // 8, image.height // 8)).save(out / f"gpu-tiled-{size}-eighth.jpg", quality=90)
+    image.crop((image.width // 2, image.height // 2, image.width // 2 + 1024, image.height // 2 + 1024)).save(
+        out / f"gpu-tiled-{size}-crop.jpg", quality=90)
+    del image
+    model, planned = StyleModel.load(ROOT / "styleplug" / "models" / "styles.npz"), len(plans)
+    started = time.perf_counter()
+    painted = model.stylize(CONTENT, size=size)
+    print(json.dumps({"part": "tiled", "what": f"fast apply {painted.width}x{painted.height}", "seconds": time.perf_counter() - started,
+                      "peak_gib": (backends.current().gpu_peak_memory() or 0) / 2**30, "plans": plans[planned:]}), flush=True)
+    painted.resize((painted.width // 8, painted.height // 8)).save(out / f"gpu-fast-{size}-eighth.jpg", quality=90)
+
+
 def _run(*arguments: str) -> list[dict]:
     done = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True)
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -125,7 +156,8 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--job-sizes", type=int, nargs=2, default=[512, 2048], help="the default job's size, and the large one's")
-    parser.add_argument("--parts", nargs="+", default=["steps", "jobs", "fast"])
+    parser.add_argument("--parts", nargs="+", default=["steps", "jobs", "fast"], choices=["steps", "jobs", "fast", "tiled"])
+    parser.add_argument("--tiled-size", type=int, default=16384)
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -142,6 +174,8 @@ def main() -> None:
             steps(rest[0], args.sizes, args.out)
         elif kind == "jobs":
             jobs(args.out, bool(rest), *args.job_sizes)
+        elif kind == "tiled":
+            tiled(args.out, args.tiled_size)
         else:
             fast(args.out, args.train_steps)
         return
@@ -163,6 +197,11 @@ def main() -> None:
         sizes = ["--job-sizes", *map(str, args.job_sizes), "--out", str(args.out)]
         for line in _run("--worker", "jobs", *sizes) + _run("--worker", "jobs", "cold", *sizes):
             print(f"{line['job']:>32}: {line['seconds']:6.1f} s ({line['precision']})", flush=True)
+    if "tiled" in args.parts:
+        for line in _run("--worker", "tiled", "--tiled-size", str(args.tiled_size), "--out", str(args.out)):
+            print(f"{line['what']:>32}: {line['seconds']:.1f} s, device peak {line['peak_gib']:.1f} GiB", flush=True)
+            for plan in line["plans"]:
+                print(f"{'':>34}planner: {plan}", flush=True)
     if "fast" in args.parts:
         for line in _run("--worker", "fast", "--train-steps", str(args.train_steps), "--out", str(args.out)):
             print(f"{line['what']:>32}: " + ", ".join(f"{key} {value:.2f}" for key, value in line.items()

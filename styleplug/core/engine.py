@@ -28,7 +28,7 @@ from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
 from . import backends
 from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, estimate_tiled_memory,
                      memory_budget, resolve_precision, set_threads)
-from .tiling import Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums, window_side
+from .tiling import Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums
 from ..errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from ..run.image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
 from ..run.job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
@@ -652,26 +652,28 @@ class Engine:
         positions = sum(math.prod(model.get_layer(layer).output.shape[3:]) * 4 * (height // geometry.strides[layer]) *
                         (width // geometry.strides[layer])
                         for term in terms if term.loss.tiling == "positions" for layer in term.loss.layers)
-        longest = max(width, height)
+        # Sides that split either edge evenly: one that splits only the long edge gives a row of tiles
+        # (a 1024x768 image in 2 tiles of 512x768, not 4 of 512x384: 1.19x the pixels, not 1.48x).
         sides = [job.tile_size] if job.tile_size else sorted(
-            {math.ceil(longest / count / geometry.align) * geometry.align for count in range(2, 65)}, reverse=True)
+            {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
+            - {math.ceil(max(width, height) / geometry.align) * geometry.align}, reverse=True)  # not one tile
         sides = [side for side in sides if side >= geometry.align and (job.tile_size or side >= geometry.halo)]
-        def overhead(side: int) -> float:
-            """Pixels through the network per step, relative to the image's: the halos' cost."""
-            tiles = plan_tiles(height, width, side, geometry)
-            return sum((tile.window[1] - tile.window[0]) * (tile.window[3] - tile.window[2]) for tile in tiles) / (height * width)
-
+        # Each side's tiles: the pixels through the network per step relative to the image's (the
+        # halos' cost), and the largest window (height, width).
+        layouts = {side: (sum(tile.window_pixels for tile in tiles) / (height * width),
+                          (max(tile.window[1] - tile.window[0] for tile in tiles), max(tile.window[3] - tile.window[2] for tile in tiles)),
+                          len(tiles))
+                   for side in sides for tiles in [plan_tiles(height, width, side, geometry)]}
         # The fewest pixels through the network, then the longest L-BFGS history; Adam only if no
         # L-BFGS history fits.
         for group in ([plan for plan in plans if plan[0] == "lbfgs"], [plan for plan in plans if plan[0] == "adam"]):
-            fitting = [(overhead(side), -plan[1], side, plan) for plan in group for side in sides
-                       if estimate_tiled_memory(model, height, width, (min(height, window_side(side, geometry)),
-                                                min(width, window_side(side, geometry))), *plan, positions) <= available]
+            fitting = [(layouts[side][0], -plan[1], side, plan) for plan in group for side in sides
+                       if estimate_tiled_memory(model, height, width, layouts[side][1], *plan, positions) <= available]
             if fitting:
                 cost, _, side, plan = min(fitting)
-                log.warning("a %dx%d job runs in %d tiles of %d px (each with up to %d px of context, %.2fx the pixels "
-                            "through the network) to fit in %.1f GiB%s", width, height, len(plan_tiles(height, width, side, geometry)),
-                            side, geometry.halo, cost, available / 2**30, "" if plan == plans[0] else
+                log.warning("a %dx%d job runs in %d tiles of up to %dx%d px with their context (%d px), %.2fx the pixels "
+                            "through the network, to fit in %.1f GiB%s", width, height, layouts[side][2], *layouts[side][1][::-1],
+                            geometry.halo, cost, available / 2**30, "" if plan == plans[0] else
                             f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
                 return _MemoryPlan(*plan, available, _Tiling(geometry, side))
         return None

@@ -89,6 +89,11 @@ class Tile:
         return (self.window[1] - top, self.window[3] - left, *(edge - top for edge in self.core[:2]),
                 *(edge - left for edge in self.core[2:]))
 
+    @property
+    def window_pixels(self) -> int:
+        top, bottom, left, right = self.window
+        return (bottom - top) * (right - left)
+
     def grid(self, stride: int) -> tuple[slice, slice]:
         """The core's positions in the window's grid at ``stride``: window and core start on
         multiples of every stride, and the pooling grids floor where the image ends."""
@@ -126,11 +131,6 @@ def plan_tiles(height: int, width: int, side: int, geometry: Geometry) -> list[T
     return [Tile((top, bottom, left, right), (window_top, window_bottom, window_left, window_right))
             for top, bottom, window_top, window_bottom in _spans(height, side, geometry)
             for left, right, window_left, window_right in _spans(width, side, geometry)]
-
-
-def window_side(side: int, geometry: Geometry) -> int:
-    """The longest window side of a tile of ``side`` core pixels: an inner tile, halo on both sides."""
-    return math.ceil(side / geometry.align) * geometry.align + 2 * geometry.halo
 
 
 def check_tileable(terms: list[Term]) -> None:

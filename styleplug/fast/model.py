@@ -279,8 +279,8 @@ class StyleModel:
         budget = memory_budget()
         if budget is None or APPLY_BYTES_PER_PIXEL * pixels + RUNTIME_BYTES <= budget:
             return 0
-        log.info("a %dx%d photo would need about %.1f GiB in one pass (%.1f GiB free): painting it in tiles of %d px",
-                 padded.shape[2], padded.shape[1], APPLY_BYTES_PER_PIXEL * pixels / 2**30, budget / 2**30, DEFAULT_TILE_SIZE)
+        log.warning("a %dx%d photo would need about %.1f GiB in one pass (%.1f GiB free): painting it in tiles of %d px",
+                    padded.shape[2], padded.shape[1], APPLY_BYTES_PER_PIXEL * pixels / 2**30, budget / 2**30, DEFAULT_TILE_SIZE)
         return DEFAULT_TILE_SIZE
 
     @functools.cached_property
