@@ -658,12 +658,14 @@ class Engine:
             {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
             - {math.ceil(max(width, height) / geometry.align) * geometry.align}, reverse=True)  # not one tile
         sides = [side for side in sides if side >= geometry.align and (job.tile_size or side >= geometry.halo)]
-        # Each side's tiles: the pixels through the network per step relative to the image's (the
-        # halos' cost), and the largest window (height, width).
-        layouts = {side: (sum(tile.window_pixels for tile in tiles) / (height * width),
-                          (max(tile.window[1] - tile.window[0] for tile in tiles), max(tile.window[3] - tile.window[2] for tile in tiles)),
-                          len(tiles))
-                   for side in sides for tiles in [plan_tiles(height, width, side, geometry)]}
+        def layout(side: int) -> tuple[float, tuple[int, int], int]:
+            """The pixels through the network per step relative to the image's (the halos' cost),
+            the largest window (height, width) and the number of tiles."""
+            tiles = plan_tiles(height, width, side, geometry)
+            largest = (max(tile.window[1] - tile.window[0] for tile in tiles), max(tile.window[3] - tile.window[2] for tile in tiles))
+            return sum(tile.window_pixels for tile in tiles) / (height * width), largest, len(tiles)
+
+        layouts = {side: layout(side) for side in sides}
         # The fewest pixels through the network, then the longest L-BFGS history; Adam only if no
         # L-BFGS history fits.
         for group in ([plan for plan in plans if plan[0] == "lbfgs"], [plan for plan in plans if plan[0] == "adam"]):

@@ -258,15 +258,12 @@ class StyleModel:
         padded = np.pad(pixels, [(0, 0), (0, -image.height % STRIDE), (0, -image.width % STRIDE), (0, 0)], mode="reflect")
         side = self._tile_side(padded, tile_size)
         try:
-            if side:
-                painted = self.paint_tiled(padded, weights, side, progress)
-            else:
-                painted = ops.convert_to_numpy(ops.cast(self.transformer([ops.convert_to_tensor(padded), ops.convert_to_tensor(weights)],
-                                                                         training=False), "float32"))
+            painted = self.paint_tiled(padded, weights, side, progress) if side else self._paint_once(padded, weights)
         except Exception as error:
             if not backends.current().out_of_memory(error):
                 raise
-            raise UsageError(f"a {image.width}x{image.height} photo does not fit in memory here{' in tiles of ' + str(side) + ' px' if side else ''}; "
+            how = f"in tiles of {side} px" if side else "in one pass"
+            raise UsageError(f"a {image.width}x{image.height} photo does not fit in memory here {how}; "
                              "use a smaller size or {tile_size}.") from None
         mixed = strength * painted[0, :image.height, :image.width] + (1 - strength) * pixels[0]
         return Image.fromarray(np.clip(mixed, 0, 255).round().astype(np.uint8), "RGB")
@@ -282,6 +279,10 @@ class StyleModel:
         log.warning("a %dx%d photo would need about %.1f GiB in one pass (%.1f GiB free): painting it in tiles of %d px",
                     padded.shape[2], padded.shape[1], APPLY_BYTES_PER_PIXEL * pixels / 2**30, budget / 2**30, DEFAULT_TILE_SIZE)
         return DEFAULT_TILE_SIZE
+
+    def _paint_once(self, padded: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        painted = self.transformer([ops.convert_to_tensor(padded), ops.convert_to_tensor(weights)], training=False)
+        return ops.convert_to_numpy(ops.cast(painted, "float32"))
 
     @functools.cached_property
     def geometry(self) -> Geometry:
@@ -313,6 +314,8 @@ class StyleModel:
         normalisations fixed at theirs); a last pass paints them. For the shipped architecture that
         is about 6.5 times the work of one pass, on a fraction of its memory."""
         tiles = plan_tiles(padded.shape[1], padded.shape[2], side, self.geometry)
+        if len(tiles) == 1:  # a tile as large as the photo: its own statistics are the photo's
+            return self._paint_once(padded, weights)
         weights = ops.convert_to_tensor(weights)
         statistics: dict[str, tuple[Any, Any]] = {}
         passes = itertools.count(1)
