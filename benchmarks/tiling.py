@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import resource
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from timing import Gaps  # noqa: E402
+from timing import Gaps, logged_lines  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "styleplug" / "examples"
 CONTENT, STYLE, SECOND = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg", EXAMPLES / "woman_with_hat_matisse.jpg"
@@ -81,13 +80,7 @@ def job(size: int, steps: int, max_memory: float, out: Path) -> None:
     """One default job in this process; print a JSON line with its figures."""
     import styleplug
 
-    plans: list[str] = []
-
-    class Plans(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            plans.append(record.getMessage())
-
-    logging.getLogger("styleplug").addHandler(Plans())
+    plans = logged_lines()
     engine = styleplug.Engine("vgg19", "auto")
     started, tiles = time.perf_counter(), set()
     image = engine.stylize(CONTENT, STYLE, size=size, steps=steps, max_memory=max_memory,
@@ -104,7 +97,7 @@ def apply(size: int, tile: int, out: Path) -> None:
     """Paint once with the shipped model in this process; print a JSON line with its figures."""
     from styleplug.fast.model import StyleModel
 
-    model = StyleModel.load(Path(__file__).resolve().parent.parent / "styleplug" / "models" / "styles.npz")
+    model = StyleModel.load(EXAMPLES.parent / "models" / "styles.npz")
     model.stylize(CONTENT, size=256)  # the first call builds the network's kernels
     started = time.perf_counter()
     image = model.stylize(CONTENT, size=size, tile_size=tile)

@@ -1,7 +1,8 @@
-"""Timing of a run's progress reports, shared by the benchmarks."""
+"""Shared by the benchmarks: the timing of a run's progress reports, and styleplug's log lines."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -23,3 +24,15 @@ class Gaps:
         later = self.seconds[1:]
         step = sum(later) / (steps_per_report * len(later))
         return step, self.seconds[0] - steps_per_report * step
+
+
+def logged_lines() -> list[str]:
+    """A list that collects every message styleplug logs from now on (such as the planner's tiles)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logging.getLogger("styleplug").addHandler(Collect())
+    return lines

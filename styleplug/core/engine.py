@@ -662,8 +662,9 @@ class Engine:
             """The pixels through the network per step relative to the image's (the halos' cost),
             the largest window (height, width) and the number of tiles."""
             tiles = plan_tiles(height, width, side, geometry)
-            largest = (max(tile.window[1] - tile.window[0] for tile in tiles), max(tile.window[3] - tile.window[2] for tile in tiles))
-            return sum(tile.window_pixels for tile in tiles) / (height * width), largest, len(tiles)
+            sizes = [tile.window_size for tile in tiles]
+            largest = (max(rows for rows, _ in sizes), max(columns for _, columns in sizes))
+            return sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles)
 
         layouts = {side: layout(side) for side in sides}
         # The fewest pixels through the network, then the longest L-BFGS history; Adam only if no

@@ -83,16 +83,16 @@ class Tile:
     window: tuple[int, int, int, int]
 
     @property
+    def window_size(self) -> tuple[int, int]:
+        """The window's height and width."""
+        top, bottom, left, right = self.window
+        return bottom - top, right - left
+
+    @property
     def shape_key(self) -> tuple[int, ...]:
         """What the tile's compiled programs depend on: the window's size and where the core sits in it."""
         top, _, left, _ = self.window
-        return (self.window[1] - top, self.window[3] - left, *(edge - top for edge in self.core[:2]),
-                *(edge - left for edge in self.core[2:]))
-
-    @property
-    def window_pixels(self) -> int:
-        top, bottom, left, right = self.window
-        return (bottom - top) * (right - left)
+        return (*self.window_size, *(edge - top for edge in self.core[:2]), *(edge - left for edge in self.core[2:]))
 
     def grid(self, stride: int) -> tuple[slice, slice]:
         """The core's positions in the window's grid at ``stride``: window and core start on

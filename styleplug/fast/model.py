@@ -334,7 +334,7 @@ class StyleModel:
             parts = []
             for tile in tiles:
                 features = through(before, tile)
-                core = features[(slice(None), *tile.grid((tile.window[1] - tile.window[0]) // features.shape[1]))]
+                core = features[(slice(None), *tile.grid(tile.window_size[0] // features.shape[1]))]
                 mean, variance = ops.moments(core, axes=[0, 1, 2])
                 parts.append((math.prod(core.shape[:3]), ops.convert_to_numpy(mean), ops.convert_to_numpy(variance)))
             statistics[name] = _pooled_moments(parts)
