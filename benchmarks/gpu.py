@@ -13,6 +13,11 @@ Run: KERAS_BACKEND=jax .venv/bin/python benchmarks/gpu.py [--sizes 512 1024 2048
   default 2048 px job.
 - fast: applying the shipped style model at 1024², and training steps of a 32-64-128 transformer
   with 5 residual blocks on batches of 16 crops of 256².
+- train (not run unless named in --parts): the shipped model's three styles trained afresh in a
+  larger transformer (32-64-128 channels, 5 residual blocks) on the photos in --photos (see
+  scripts/training_photos.py; the last is held out), crops of --crop px in batches of --batch, for
+  --train-minutes; then benchmarks/fast.py judges it and the shipped model on the held-out photo
+  (its --model figures, at --judge's size and steps) and the new model is written to --out with its training record.
 - tiled (not run unless named in --parts: its compiles take minutes): a single-scale job at
   --tiled-size (16384 px) of 3 steps, in the tiles the planner picks for the GPU's free memory, and
   the shipped style model applied at that size (tiled where it would not fit): time, peak.
@@ -26,8 +31,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -49,6 +56,16 @@ def _device_peak_gib() -> float:
     from styleplug.core import backends
 
     return (backends.current().gpu_peak_memory() or 0) / 2**30
+
+
+def _larger() -> Any:
+    """The transformer trained on a GPU (the shipped one, trained on a CPU, is 16-32-64 with 4 blocks)."""
+    from styleplug.fast.model import Architecture
+
+    return Architecture((32, 64, 128), 5)
+
+
+SHIPPED_STYLES = {"starry_night": "starry_night.jpg", "shipwreck": "shipwreck.jpg", "matisse": "woman_with_hat_matisse.jpg"}
 
 
 def steps(precision: str, sizes: list[int], out: Path) -> None:
@@ -96,7 +113,7 @@ def fast(out: Path, train_steps: int) -> None:
     import numpy as np
 
     import styleplug
-    from styleplug.fast.model import Architecture, StyleModel
+    from styleplug.fast.model import StyleModel
     from styleplug.run.image import load_image
 
     model = StyleModel.load(ROOT / "styleplug" / "models" / "styles.npz")
@@ -110,14 +127,33 @@ def fast(out: Path, train_steps: int) -> None:
     painted.save(out / "gpu-fast-apply.jpg", quality=90)
     gaps = Gaps()
     photos = sorted(str(path) for path in EXAMPLES.glob("*.jpg") if path.name not in ("starry_night.jpg",))
-    styleplug.train([STYLE], photos, out / "gpu-train.npz", steps=train_steps, batch=16, size=256, held_out=1,
-                    architecture=Architecture((32, 64, 128), 5), weights=_weights(), callback=gaps,
-                    checkpoint_every=train_steps)
+    with tempfile.TemporaryDirectory() as scratch:  # the model is only timed: it need not come back
+        styleplug.train([STYLE], photos, Path(scratch) / "timed.npz", steps=train_steps, batch=16, size=256, held_out=1,
+                        architecture=_larger(), weights=_weights(), callback=gaps, checkpoint_every=train_steps)
     times = gaps.seconds
     warm = times[len(times) // 2:-1]  # the last step also judges the held-out photo and saves the model
     step = sum(warm) / len(warm)
     print(json.dumps({"part": "fast", "what": "training step, 16 crops of 256²", "ms": 1000 * step,
                       "images_per_s": 16 / step, "first_step_s": times[0]}), flush=True)
+
+
+def train_models(out: Path, photos: Path, minutes: float, crop: int, batch: int) -> None:
+    import styleplug
+
+    gaps, deadline = Gaps(), time.perf_counter() + 60 * minutes
+
+    def until_deadline(progress: object) -> bool:
+        gaps(progress)
+        return time.perf_counter() < deadline
+
+    output = out / "gpu-styles.npz"
+    model = styleplug.train([EXAMPLES / name for name in SHIPPED_STYLES.values()], photos, output, names=list(SHIPPED_STYLES),
+                            steps=10**6, batch=batch, size=crop, style_size=384, held_out=1, checkpoint_every=5000,
+                            architecture=_larger(), weights=_weights(), callback=until_deadline)
+    steady = gaps.seconds[len(gaps.seconds) // 2:]
+    print(json.dumps({"part": "train", "what": f"{model.record['steps']} steps, {batch} crops of {crop}²",
+                      "seconds": sum(gaps.seconds), "first_step_s": gaps.seconds[0],
+                      "images_per_s": batch * len(steady) / sum(steady)}), flush=True)
 
 
 def tiled(out: Path, size: int) -> None:
@@ -156,7 +192,13 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--job-sizes", type=int, nargs=2, default=[512, 2048], help="the default job's size, and the large one's")
-    parser.add_argument("--parts", nargs="+", default=["steps", "jobs", "fast"], choices=["steps", "jobs", "fast", "tiled"])
+    parser.add_argument("--parts", nargs="+", default=["steps", "jobs", "fast"], choices=["steps", "jobs", "fast", "train", "tiled"])
+    parser.add_argument("--photos", type=Path, default=ROOT / ".whl" / "photos", help="the train part's photos")
+    parser.add_argument("--train-minutes", type=float, default=4.0)
+    parser.add_argument("--crop", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--judge", type=int, nargs=2, default=[384, 300], metavar=("SIZE", "STEPS"),
+                        help="the train part's judging: size, and the optimiser's steps it is judged against")
     parser.add_argument("--tiled-size", type=int, default=16384)
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -176,6 +218,8 @@ def main() -> None:
             jobs(args.out, bool(rest), *args.job_sizes)
         elif kind == "tiled":
             tiled(args.out, args.tiled_size)
+        elif kind == "train":
+            train_models(args.out, args.photos, args.train_minutes, args.crop, args.batch)
         else:
             fast(args.out, args.train_steps)
         return
@@ -202,6 +246,17 @@ def main() -> None:
             print(f"{line['what']:>32}: {line['seconds']:.1f} s, device peak {line['peak_gib']:.1f} GiB", flush=True)
             for plan in line["plans"]:
                 print(f"{'':>34}planner: {plan}", flush=True)
+    if "train" in args.parts:
+        for line in _run("--worker", "train", "--photos", str(args.photos), "--train-minutes", str(args.train_minutes),
+                         "--crop", str(args.crop), "--batch", str(args.batch), "--out", str(args.out)):
+            print(f"{line['what']:>32}: {line['seconds']:.0f} s, {line['images_per_s']:.0f} images/s, "
+                  f"first step {line['first_step_s']:.1f} s", flush=True)
+        for model in (ROOT / "styleplug" / "models" / "styles.npz", args.out / "gpu-styles.npz"):
+            print(f"judged on the held-out photo: {model.name}", flush=True)
+            judged = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fast.py"), "--apply-sizes", "--train-steps", "0",
+                                     "--model", str(model), "--size", str(args.judge[0]), "--steps", str(args.judge[1]),
+                                     "--out", str(args.out / model.stem)], capture_output=True, text=True)
+            print(judged.stdout.strip() or judged.stderr.strip().splitlines()[-3:], flush=True)
     if "fast" in args.parts:
         for line in _run("--worker", "fast", "--train-steps", str(args.train_steps), "--out", str(args.out)):
             print(f"{line['what']:>32}: " + ", ".join(f"{key} {value:.2f}" for key, value in line.items()

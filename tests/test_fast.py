@@ -17,7 +17,7 @@ from styleplug.errors import UsageError
 from styleplug.fast.model import Architecture, StyleModel
 from styleplug.host.plugins import PluginHost
 from styleplug.testing import TinyNetwork
-from styleplug.fast.training import train
+from styleplug.fast.training import Crops, train
 
 from support import gradient_image, stripes_image
 
@@ -108,6 +108,23 @@ def test_a_style_is_added_or_resumed_naming_only_some_styles_and_a_failure_keeps
     with pytest.raises(RuntimeError):
         quick_train([third], photos, output, steps=12, callback=fail)
     assert output.read_bytes() == before and StyleModel.load(output).styles == ["stripes", "dots"]
+
+
+def test_a_failure_cutting_crops_ends_training_with_that_error(styles, photos, tmp_path, monkeypatch):
+    # The crops are cut ahead in a background thread: its failure must reach the caller, not hang.
+    cut = Crops.batch
+    calls = []
+
+    def failing(self, count):
+        calls.append(count)
+        if len(calls) == 3:
+            raise OSError("photo3.png: truncated file")
+        return cut(self, count)
+
+    monkeypatch.setattr(Crops, "batch", failing)
+    with pytest.raises(OSError, match="truncated"):
+        quick_train(styles[:1], photos, tmp_path / "model.npz", steps=10)
+    assert not (tmp_path / "model.npz").exists()
 
 
 def test_a_saved_model_loads_to_identical_outputs_and_blends(styles, photos, tmp_path):

@@ -13,9 +13,11 @@ steps and when training stops, however it stops, so a later call with the same o
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +63,8 @@ def photo_files(folder: str | Path) -> list[Path]:
 
 
 class Crops:
-    """Random training crops: each photo scaled by a random factor (scale jitter), cropped to
-    ``size`` x ``size`` at a random place, and flipped half the time."""
+    """Random training crops: a square of each photo's short side divided by a random factor in 1..2
+    (scale jitter), at a random place, scaled to ``size`` x ``size`` and flipped half the time."""
 
     def __init__(self, photos: Sequence[Image.Image], size: int, seed: int) -> None:
         self.photos, self.size = list(photos), size
@@ -72,27 +74,60 @@ class Crops:
         return np.stack([self._crop(self.photos[self.random.integers(len(self.photos))]) for _ in range(count)])
 
     def _crop(self, photo: Image.Image) -> np.ndarray:
-        image = _zoomed(photo, self.size, self.random.uniform(1.0, 2.0))
-        left = self.random.integers(image.width - self.size + 1)
-        top = self.random.integers(image.height - self.size + 1)
-        crop = np.asarray(image.crop((left, top, left + self.size, top + self.size)), np.float32)
+        # Scaling only the square cut (PIL's box) rather than the whole photo: 3x less work at 256 px.
+        side = min(photo.size) / self.random.uniform(1.0, 2.0)
+        left, top = self.random.uniform(0, photo.width - side), self.random.uniform(0, photo.height - side)
+        crop = np.asarray(photo.resize((self.size, self.size), Image.Resampling.BILINEAR,
+                                       box=(left, top, left + side, top + side)), np.float32)
         return crop[:, ::-1] if self.random.random() < 0.5 else crop
 
 
-def _zoomed(photo: Image.Image, size: int, zoom: float) -> Image.Image:
-    """``photo`` scaled so that its short side is ``size`` x ``zoom`` (never below ``size``)."""
-    scale = size / min(photo.size) * zoom
-    return photo.resize((max(size, round(photo.width * scale)), max(size, round(photo.height * scale))),
-                        Image.Resampling.BILINEAR)
+@contextmanager
+def _made_ahead(make: Callable[[], Any], depth: int = 2) -> Iterator[Callable[[], Any]]:
+    """``make()``'s results, ``depth`` ahead, from a background thread: the host cuts the next crops
+    while the device trains on these (PIL lets go of the GIL while it scales). Yields the function
+    that takes the next one; an error in ``make`` is raised there."""
+    ready: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            try:
+                item = make()
+            except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+                item = error
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, Exception):
+                return
+
+    def take() -> Any:
+        item = ready.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    thread = threading.Thread(target=produce, daemon=True, name="styleplug-crops")
+    thread.start()
+    try:
+        yield take
+    finally:
+        stop.set()
+        thread.join()
 
 
 def centre_crops(photos: Sequence[Image.Image], size: int) -> np.ndarray:
-    """The middle ``size`` x ``size`` of each photo scaled so its short side is ``size``: the held-out batch."""
+    """The middle square of each photo scaled to ``size`` x ``size``: the held-out batch."""
     crops = []
     for photo in photos:
-        image = _zoomed(photo, size, 1.0)
-        left, top = (image.width - size) // 2, (image.height - size) // 2
-        crops.append(np.asarray(image.crop((left, top, left + size, top + size)), np.float32))
+        side = min(photo.size)
+        left, top = (photo.width - side) / 2, (photo.height - side) / 2
+        crops.append(np.asarray(photo.resize((size, size), Image.Resampling.BILINEAR,
+                                             box=(left, top, left + side, top + side)), np.float32))
     return np.stack(crops)
 
 
@@ -159,23 +194,24 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
     }
     first = done = int(model.record.get("steps", 0))
     started = time.perf_counter()
-    try:
-        while done < steps and not (cancel is not None and cancel.is_set()):
-            style = trained[done % len(trained)]
-            values = trainer.step(ops.convert_to_tensor(crops.batch(batch)), *_style_indices(model, names, style))
-            done += 1
-            progress = TrainProgress(done, steps, style, _report(terms, values), time.perf_counter() - started)
-            if done % checkpoint_every == 0 or done == steps:
+    with _made_ahead(lambda: crops.batch(batch)) as next_batch:
+        try:
+            while done < steps and not (cancel is not None and cancel.is_set()):
+                style = trained[done % len(trained)]
+                values = trainer.step(ops.convert_to_tensor(next_batch()), *_style_indices(model, names, style))
+                done += 1
+                progress = TrainProgress(done, steps, style, _report(terms, values), time.perf_counter() - started)
+                if done % checkpoint_every == 0 or done == steps:
+                    trainer.write_back()
+                    progress.held_out = _held_out(model, terms, features, targets, held, names, style) if held is not None else None
+                    _save(model, output, record, done, progress)
+                if callback is not None and callback(progress) is False:
+                    break
+        except KeyboardInterrupt:  # Ctrl-C keeps the steps trained so far; a failure keeps the file as it was
+            if done > first:
                 trainer.write_back()
-                progress.held_out = _held_out(model, terms, features, targets, held, names, style) if held is not None else None
-                _save(model, output, record, done, progress)
-            if callback is not None and callback(progress) is False:
-                break
-    except KeyboardInterrupt:  # Ctrl-C keeps the steps trained so far; a failure keeps the file as it was
-        if done > first:
-            trainer.write_back()
-            _save(model, output, record, done, None)
-        raise
+                _save(model, output, record, done, None)
+            raise
     if done > first:
         trainer.write_back()
         _save(model, output, record, done, None)
