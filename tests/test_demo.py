@@ -109,6 +109,9 @@ def test_gradio_client_end_to_end(server, tmp_path):
     image_path, status, download = _call(client, CONTENT, STYLE, steps=30)
     assert status.startswith("Done: 30 steps") and "8-bit quantised" in status
     assert "/" not in status.split("weights:")[1], status  # no server path in the page
+    # The first job of a size compiles; the page says so, and that the next one of that size does not.
+    assert "includes compiling" in status, status
+    assert "No compiling" in _call(client, CONTENT, STYLE, steps=30)[1]
     result = Image.open(image_path).convert("RGB")
     assert max(result.size) == 64
 

@@ -281,8 +281,18 @@ class StyleModel:
         return DEFAULT_TILE_SIZE
 
     def _paint_once(self, padded: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        painted = self.transformer([ops.convert_to_tensor(padded), ops.convert_to_tensor(weights)], training=False)
-        return ops.convert_to_numpy(ops.cast(painted, "float32"))
+        variables = ([v.value for v in self.transformer.trainable_variables], [v.value for v in self.transformer.non_trainable_variables])
+        return ops.convert_to_numpy(self._forward(variables, [ops.convert_to_tensor(padded), ops.convert_to_tensor(weights)]))
+
+    @functools.cached_property
+    def _forward(self) -> Callable[[Any, Any], Any]:
+        """The transformer's pass as a function of its variables' values (which are arguments, not
+        constants baked into a compiled program: training and loading change them)."""
+        transformer = self.transformer
+
+        def forward(variables: tuple[Any, Any], inputs: list[Any]) -> Any:
+            return ops.cast(transformer.stateless_call(*variables, inputs, training=False)[0], "float32")
+        return backends.current().forward(forward)
 
     @functools.cached_property
     def geometry(self) -> Geometry:

@@ -404,8 +404,10 @@ def build_app(host: PluginHost | None = None, limits: Limits | None = None, work
                 text = f"Stopped after {step} steps ({seconds:.1f} s). The result is the best image reached."
             else:
                 assert job.engine is not None
+                compiling = ("The time includes compiling for this size (once per size and settings on this server)."
+                             if job.compiled else "No compiling: this size ran here before.")
                 text = public(f"Done: {step} steps in {seconds:.1f} s on {device}, {job.engine.precision}, "
-                              f"weights: {job.engine.weights_source}.")
+                              f"weights: {job.engine.weights_source}. {compiling}")
             return image, text, gr.update(value=str(path), visible=True)
 
         # The /run API takes the form's controls by name; only the two images are required.

@@ -8,6 +8,9 @@ backend Keras uses. Each backend module here provides the same functions:
 - ``compile(fn, jit_compile, donate)``: ``fn`` compiled for the backend's device (its arguments and
   results are nests of tensors; ``donate`` names positional arguments whose buffers the call may
   reuse, since the caller never reads them again);
+- ``forward(fn)``: ``fn``, a forward pass called again and again (a fast model painting photos),
+  made as fast as the backend can run it: compiled where eager mode is slow (JAX), as it is where
+  eager mode is fast (TensorFlow);
 - ``transposed_matmul(a, b)``: ``a``'s last two axes swapped, times ``b`` (the Gram product; each
   backend has its fastest form);
 - ``gpus()``, ``compute_capability()``, ``gpu_free_memory()``, ``gpu_peak_memory()``: what the

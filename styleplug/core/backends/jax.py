@@ -48,6 +48,11 @@ def compile(fn: Callable[..., Any], jit_compile: bool, donate: Sequence[int] = (
     return jax.jit(fn, donate_argnums=tuple(donate))
 
 
+def forward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # Eager JAX runs op by op, each op a program of its own: one program per shape is faster.
+    return jax.jit(fn)
+
+
 def _use_compilation_cache() -> None:
     """Keep every compiled program in a user cache folder, so a restarted process compiles a known
     shape in seconds (on a GPU, where compiling takes 10-50 s). Every one, the small programs too:

@@ -32,6 +32,12 @@ def compile(fn: Callable[..., Any], jit_compile: bool, donate: Sequence[int] = (
     return tf.function(fn, jit_compile=jit_compile)
 
 
+def forward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # TensorFlow's eager kernels (oneDNN on a CPU) run a forward pass at full speed, while a graph
+    # per new photo shape would cost a second or more of tracing: stay eager.
+    return fn
+
+
 class _OwnTracesFilter(logging.Filter):
     """Drops TensorFlow's "frequent retracing" warning about the chunks compiled here.
 
