@@ -8,8 +8,14 @@ stay instant; plugins should use it too, since the host imports every plugin to 
 from __future__ import annotations
 
 import importlib
+import threading
 from types import ModuleType
 from typing import Any
+
+#: Held while Keras, TensorFlow or a backend module is first imported. Keras's modules import each
+#: other, so a second thread that reached it mid-import (two demo workers' first jobs) saw it half
+#: made: "partially initialized module 'keras' has no attribute 'backend'".
+IMPORTING = threading.RLock()
 
 
 class LazyModule(ModuleType):
@@ -23,7 +29,9 @@ class LazyModule(ModuleType):
         if attr == "_module":
             raise AttributeError(attr)
         if self._module is None:
-            self._module = importlib.import_module(self.__name__)
+            with IMPORTING:
+                if self._module is None:
+                    self._module = importlib.import_module(self.__name__)
         return getattr(self._module, attr)
 
 

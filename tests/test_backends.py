@@ -74,6 +74,40 @@ def test_a_new_process_takes_every_program_from_the_persistent_compilation_cache
     assert runs[1].get("/jax/compilation_cache/cache_retrieval_time_sec") == compiled
 
 
+def test_demo_workers_on_two_devices_each_paint_their_own_visitors_picture():
+    # The demo's layout on a machine with several GPUs (one worker per device, each with its own
+    # engines), here on two CPU devices of JAX: both run at once, nothing crosses devices (JAX
+    # refuses arrays of two devices in one computation), and each picture is the one its job
+    # gives alone.
+    done = _python(f"""
+        import json, jax, numpy as np, styleplug
+        from styleplug.frontends.webjobs import JobQueue, Limits, WebJob
+        devices, used = jax.devices("cpu"), []
+
+        def on_device(index):
+            used.append(str(devices[index]))
+            return jax.default_device(devices[index])
+
+        make = lambda key: styleplug.Engine("vgg19", {WEIGHTS!r}, precision="float32")
+        queue = JobQueue(make, Limits(), workers=2, device=on_device)
+        pairs = [({CONTENT!r}, {STYLE!r}), ({STYLE!r}, {CONTENT!r})]
+        settings = dict(size=64, steps=10, scales="none", tolerance=0)
+        jobs = [WebJob(f"visitor{{index}}", ("vgg19",), styleplug.Job(content=content, style=style, **settings), (64, 48),
+                       client=f"192.0.2.{{index}}") for index, (content, style) in enumerate(pairs)]
+        for job in jobs:
+            queue.submit(job)
+        last = [list(queue.follow(job, poll=0.1))[-1] for job in jobs]
+        alone = [np.asarray(make(None).stylize(content, style, **settings), float) for content, style in pairs]
+        print(json.dumps({{"outcomes": [kind for kind, _ in last], "devices": sorted(set(used)),
+                          "differences": [float(np.abs(np.asarray(image, float) - picture).mean())
+                                          for (_, image), picture in zip(last, alone)]}}))
+    """, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["outcomes"] == ["done", "done"] and len(report["devices"]) == 2, report
+    assert max(report["differences"]) < 0.5, report
+
+
 def _paint(backend: str, out: Path, precision: str) -> dict:
     done = _python(f"""
         import json, styleplug

@@ -34,6 +34,7 @@ import sys
 from types import ModuleType
 
 from ...errors import UsageError
+from ...lazy import IMPORTING
 
 #: Backends the engine runs on, the default first.
 BACKENDS = ("tensorflow", "jax")
@@ -74,18 +75,19 @@ def _configured() -> str | None:
 
 def current() -> ModuleType:
     """The module of the backend Keras uses; one line naming the fix for a backend the engine does not run on."""
-    chosen = name()
-    if chosen not in BACKENDS:
-        raise UsageError(f"styleplug runs on the Keras backends {', '.join(BACKENDS)}, but Keras is set to {chosen}; "
-                         "set KERAS_BACKEND=tensorflow (or jax), or pass --backend.")
-    if chosen == "jax":
-        from . import jax as module
-    else:
-        from . import tensorflow as module
-    try:
-        module.version()
-    except ImportError as error:
-        extra = "" if chosen == "tensorflow" else "[jax]"
-        raise UsageError(f"the {chosen} backend is chosen but {chosen} is not installed ({error}); install it "
-                         f"(pip install 'styleplug{extra}') or choose another with --backend.") from None
-    return module
+    with IMPORTING:  # another thread may be importing Keras (through the backend module) right now
+        chosen = name()
+        if chosen not in BACKENDS:
+            raise UsageError(f"styleplug runs on the Keras backends {', '.join(BACKENDS)}, but Keras is set to {chosen}; "
+                             "set KERAS_BACKEND=tensorflow (or jax), or pass --backend.")
+        if chosen == "jax":
+            from . import jax as module
+        else:
+            from . import tensorflow as module
+        try:
+            module.version()
+        except ImportError as error:
+            extra = "" if chosen == "tensorflow" else "[jax]"
+            raise UsageError(f"the {chosen} backend is chosen but {chosen} is not installed ({error}); install it "
+                             f"(pip install 'styleplug{extra}') or choose another with --backend.") from None
+        return module
