@@ -94,7 +94,7 @@ def _made_ahead(make: Callable[[], Any], depth: int = 2) -> Iterator[Callable[[]
         while not stop.is_set():
             try:
                 item = make()
-            except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            except Exception as error:  # handed to the consumer, which raises it
                 item = error
             while not stop.is_set():
                 try:
