@@ -110,16 +110,21 @@ def test_a_style_is_added_or_resumed_naming_only_some_styles_and_a_failure_keeps
     assert output.read_bytes() == before and StyleModel.load(output).styles == ["stripes", "dots"]
 
 
-def test_a_failure_cutting_crops_ends_training_with_that_error(styles, photos, tmp_path, monkeypatch):
-    # The crops are cut ahead in a background thread: its failure must reach the caller, not hang.
+def test_crops_depend_on_the_step_alone_and_a_failure_cutting_them_ends_training(styles, photos, tmp_path, monkeypatch):
+    # Threads cut the crops ahead, in any order: step n's crops must be the same whoever cuts them
+    # and whether the run was resumed, and a thread's failure must reach the caller, not hang.
+    pictures = [Image.open(path).convert("RGB") for path in sorted(photos.iterdir())]
+    first, again = Crops(pictures, 32, seed=5), Crops(pictures, 32, seed=5)
+    assert np.array_equal(first.batch(3, step=7), again.batch(3, step=7))
+    assert first.batch(3, step=7).shape == (3, 32, 32, 3) and not np.array_equal(first.batch(3, step=7), first.batch(3, step=8))
     cut = Crops.batch
     calls = []
 
-    def failing(self, count):
-        calls.append(count)
-        if len(calls) == 3:
+    def failing(self, count, step):
+        calls.append(step)
+        if step == 2:
             raise OSError("photo3.png: truncated file")
-        return cut(self, count)
+        return cut(self, count, step)
 
     monkeypatch.setattr(Crops, "batch", failing)
     with pytest.raises(OSError, match="truncated"):

@@ -13,10 +13,11 @@ steps and when training stops, however it stops, so a later call with the same o
 from __future__ import annotations
 
 import math
-import queue
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..losses import uses_old_contract
 from ..host.plugins import PluginHost, styleplug_version
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+CROP_THREADS = min(4, os.cpu_count() or 1)  # threads cutting training crops ahead of the device
 
 
 @dataclass
@@ -64,60 +66,44 @@ def photo_files(folder: str | Path) -> list[Path]:
 
 class Crops:
     """Random training crops: a square of each photo's short side divided by a random factor in 1..2
-    (scale jitter), at a random place, scaled to ``size`` x ``size`` and flipped half the time."""
+    (scale jitter), at a random place, scaled to ``size`` x ``size`` and flipped half the time.
+    Step ``n``'s crops depend on the seed and ``n`` alone, so a resumed run and a run cut by several
+    threads train on the same crops."""
 
     def __init__(self, photos: Sequence[Image.Image], size: int, seed: int) -> None:
-        self.photos, self.size = list(photos), size
-        self.random = np.random.default_rng(seed)
+        self.photos, self.size, self.seed = list(photos), size, seed
 
-    def batch(self, count: int) -> np.ndarray:
-        return np.stack([self._crop(self.photos[self.random.integers(len(self.photos))]) for _ in range(count)])
+    def batch(self, count: int, step: int) -> np.ndarray:
+        """Step ``step``'s ``count`` crops, as uint8 (a quarter of float32's bytes to the device)."""
+        random = np.random.default_rng([self.seed, step])
+        return np.stack([self._crop(self.photos[random.integers(len(self.photos))], random) for _ in range(count)])
 
-    def _crop(self, photo: Image.Image) -> np.ndarray:
+    def _crop(self, photo: Image.Image, random: np.random.Generator) -> np.ndarray:
         # Scaling only the square cut (PIL's box) rather than the whole photo: 3x less work at 256 px.
-        side = min(photo.size) / self.random.uniform(1.0, 2.0)
-        left, top = self.random.uniform(0, photo.width - side), self.random.uniform(0, photo.height - side)
-        crop = np.asarray(photo.resize((self.size, self.size), Image.Resampling.BILINEAR,
-                                       box=(left, top, left + side, top + side)), np.float32)
-        return crop[:, ::-1] if self.random.random() < 0.5 else crop
+        side = min(photo.size) / random.uniform(1.0, 2.0)
+        left, top = random.uniform(0, photo.width - side), random.uniform(0, photo.height - side)
+        crop = np.asarray(photo.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side)))
+        return crop[:, ::-1] if random.random() < 0.5 else crop
 
 
 @contextmanager
-def _made_ahead(make: Callable[[], Any], depth: int = 2) -> Iterator[Callable[[], Any]]:
-    """``make()``'s results, ``depth`` ahead, from a background thread: the host cuts the next crops
-    while the device trains on these (PIL lets go of the GIL while it scales). Yields the function
-    that takes the next one; an error in ``make`` is raised there."""
-    ready: queue.Queue[Any] = queue.Queue(depth)
-    stop = threading.Event()
+def _cut_ahead(crops: Crops, count: int, threads: int = CROP_THREADS) -> Iterator[Callable[[int], Any]]:
+    """A function giving step ``n``'s batch as a float32 tensor, the next batches being cut
+    meanwhile by ``threads`` threads (PIL lets go of the GIL while it scales), so that the host
+    keeps up with a GPU: one thread cuts about 700 crops of 320 px a second."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="styleplug-crops")
+    pending: dict[int, Future[np.ndarray]] = {}
 
-    def produce() -> None:
-        while not stop.is_set():
-            try:
-                item = make()
-            except Exception as error:  # handed to the consumer, which raises it
-                item = error
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, Exception):
-                return
+    def take(step: int) -> Any:
+        for ahead in range(step, step + 2 * threads):
+            if ahead not in pending:
+                pending[ahead] = pool.submit(crops.batch, count, ahead)
+        return ops.cast(ops.convert_to_tensor(pending.pop(step).result()), "float32")
 
-    def take() -> Any:
-        item = ready.get()
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    thread = threading.Thread(target=produce, daemon=True, name="styleplug-crops")
-    thread.start()
     try:
         yield take
     finally:
-        stop.set()
-        thread.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def centre_crops(photos: Sequence[Image.Image], size: int) -> np.ndarray:
@@ -127,7 +113,7 @@ def centre_crops(photos: Sequence[Image.Image], size: int) -> np.ndarray:
         side = min(photo.size)
         left, top = (photo.width - side) / 2, (photo.height - side) / 2
         crops.append(np.asarray(photo.resize((size, size), Image.Resampling.BILINEAR,
-                                             box=(left, top, left + side, top + side)), np.float32))
+                                             box=(left, top, left + side, top + side))))
     return np.stack(crops)
 
 
@@ -180,8 +166,8 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
     targets = _style_targets(terms, features, [resize_long_side(image, style_size) for image in style_images])
     trainer = _Trainer(model, terms, engine.stateless_extractor(network), network, targets, trained, learning_rate)
 
-    crops = Crops(training, size, seed + int(model.record.get("steps", 0)))
-    held = ops.convert_to_tensor(centre_crops(holdout, size)) if holdout else None
+    crops = Crops(training, size, seed)
+    held = ops.cast(ops.convert_to_tensor(centre_crops(holdout, size)), "float32") if holdout else None
     record = {
         "styleplug": styleplug_version(), "engine": engine.settings, "size": size, "batch": batch, "style_size": style_size,
         "learning_rate": learning_rate,
@@ -194,11 +180,11 @@ def train(styles: Sequence[ImageInput], photos: str | Path | Sequence[ImageInput
     }
     first = done = int(model.record.get("steps", 0))
     started = time.perf_counter()
-    with _made_ahead(lambda: crops.batch(batch)) as next_batch:
+    with _cut_ahead(crops, batch) as batch_of:
         try:
             while done < steps and not (cancel is not None and cancel.is_set()):
                 style = trained[done % len(trained)]
-                values = trainer.step(ops.convert_to_tensor(next_batch()), *_style_indices(model, names, style))
+                values = trainer.step(batch_of(done), *_style_indices(model, names, style))
                 done += 1
                 progress = TrainProgress(done, steps, style, _report(terms, values), time.perf_counter() - started)
                 if done % checkpoint_every == 0 or done == steps:
