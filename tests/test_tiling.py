@@ -13,14 +13,17 @@ import pytest
 from PIL import Image
 
 import styleplug
+from styleplug.core import backends
 from styleplug.core.tiling import Geometry, network_geometry, plan_tiles
 from styleplug.errors import ResourceError, UsageError
+from styleplug.fast.model import StyleModel
 from styleplug.host.plugins import PluginHost
 from styleplug.lazy import ops
 from styleplug.testing import tiled_gradient_agreement
 
 EXAMPLES = Path(styleplug.__file__).parent / "examples"
 CONTENT, STYLES = EXAMPLES / "tubingen.jpg", [EXAMPLES / "starry_night.jpg", EXAMPLES / "woman_with_hat_matisse.jpg"]
+SHIPPED_MODEL = Path(styleplug.__file__).parent / "models" / "styles.npz"
 WIDTH, HEIGHT = 192, 144
 
 
@@ -101,6 +104,22 @@ def test_the_planner_tiles_what_would_not_fit_and_records_it(small_engine, caplo
     assert "runs in" in caplog.text and "tiles of" in caplog.text
     record = json.loads(image.info["styleplug"])
     assert record["job"]["tile_size"] is not None and record["job"]["history"] < 20
+
+
+def test_on_a_gpu_the_planner_and_the_fast_model_plan_for_its_free_memory(small_engine, monkeypatch, caplog):
+    # A GPU faked on this CPU: the backend says it has one, with 1.6 GiB free (no max_memory given).
+    backend = backends.current()
+    monkeypatch.setattr(backend, "gpus", lambda: ["cuda:0"])
+    monkeypatch.setattr(backend, "gpu_free_memory", lambda: int(1.6 * 2**30))
+    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=512, scales="none", steps=1)  # about 1.9 GiB untiled
+    with pytest.raises(ResourceError, match=r"but 1\.6 GiB is free; use size=\d+ or less"):
+        small_engine.run(dataclasses.replace(job, tiling="off"))
+    passes: list[int] = []
+    with caplog.at_level("WARNING", logger="styleplug"):
+        assert small_engine.run(job).size == (512, 384)
+        assert "runs in" in caplog.text and "tiles of" in caplog.text
+        painted = StyleModel.load(SHIPPED_MODEL).stylize(CONTENT, size=1536, progress=lambda done, of: passes.append(of))
+    assert painted.size == (1536, 1152) and "painting it in tiles of 1024 px" in caplog.text and passes
 
 
 def test_a_loss_that_cannot_run_tiled_is_refused_in_one_line(small_engine):
