@@ -184,8 +184,10 @@ def test_xla_compiled_run_matches_the_plain_one(engine):
 def test_a_second_job_of_the_same_shape_reuses_the_compiled_step(caplog):
     """Targets, weights and masks live in variables, so only a new shape or loss setup traces again."""
     engine = styleplug.Engine("vgg19", "none", precision="float32", host=PluginHost(entrypoints=False))
-    first = engine.stylize(CONTENT, STYLE, steps=10, **SMALL)
+    reports: list[styleplug.Progress] = []
+    first = engine.stylize(CONTENT, STYLE, steps=10, callback=reports.append, **SMALL)
     assert engine.traces == 1
+    assert reports[0].compiled and not any(report.compiled for report in reports[1:])  # the first chunk compiled
     with caplog.at_level("WARNING"):
         for seed in range(1, 7):  # other pictures and weights, the same shape: no new trace, no warning
             other = engine.stylize(gradient_image(48, 40, seed=seed), stripes_image(40 + seed, 48), steps=10,
@@ -193,8 +195,9 @@ def test_a_second_job_of_the_same_shape_reuses_the_compiled_step(caplog):
     assert engine.traces == 1
     assert not [record for record in caplog.records if "retracing" in record.getMessage()]
     assert not np.array_equal(np.asarray(first), np.asarray(other))
-    again = engine.stylize(CONTENT, STYLE, steps=10, **SMALL)  # a reused step starts afresh: the same result
-    assert np.array_equal(np.asarray(first), np.asarray(again))
+    reports.clear()
+    again = engine.stylize(CONTENT, STYLE, steps=10, callback=reports.append, **SMALL)  # a reused step starts afresh
+    assert np.array_equal(np.asarray(first), np.asarray(again)) and not any(report.compiled for report in reports)
     engine.stylize(CONTENT, STYLE, steps=10, size=40, chunk_size=5)  # another shape: a new compiled step
     assert engine.traces == 2
 

@@ -67,6 +67,9 @@ class Progress:
     #: In a tiled run, reports come between tiles too: (tile passes done in the current step, of).
     #: Each step passes over every tile twice (see styleplug.core.tiling).
     tile: tuple[int, int] | None = None
+    #: True when this chunk compiled the stepper's program (a job shape new to this engine), so that
+    #: its time is mostly compiling and says nothing about the time per step.
+    compiled: bool = False
 
     def image(self) -> Image.Image:
         """The best image so far: the one with the lowest total loss (a copy; computing it costs one
@@ -777,7 +780,8 @@ class Engine:
                     break
             else:
                 result = compiled.run(count)
-            if compiled.tracing_count() == traces:  # a chunk that traced says nothing about the step time
+            traced = compiled.tracing_count() != traces
+            if not traced:  # a chunk that traced says nothing about the step time
                 step_seconds = (time.perf_counter() - chunk_started) / count
             done += count
             broken = [term for term, value in zip(compiled.terms, result.last_values) if not np.isfinite(value)]
@@ -799,7 +803,8 @@ class Engine:
             planned = stage.planned - (steps - done if converged else 0)
             progress = Progress(stage.offset + done, planned, report, time.perf_counter() - stage.started,
                                 compiled.best, converged and stage.final, stage.size,
-                                tuple(float(value) for value in result.totals), tuple(bool(flag) for flag in result.accepted))
+                                tuple(float(value) for value in result.totals), tuple(bool(flag) for flag in result.accepted),
+                                compiled=traced)
             yield progress
             stopped = cancel is not None and cancel.is_set()
             if job.checkpoint is not None and (stopped or time.perf_counter() - saved >= self.checkpoint_seconds):

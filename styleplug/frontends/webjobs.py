@@ -107,7 +107,7 @@ class WebJob:
     events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     started: float | None = None
     engine: Engine | None = None  # the worker's engine that ran it
-    compiled: int = 0  # programs the engine compiled for it (none when a job of its shape ran before)
+    compiled: bool = False  # whether its time included compiling (the first job of its shape on its worker)
     client: str = "local"  # the visitor's network address, for their share of the queue
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -265,13 +265,12 @@ class JobQueue:
         try:
             with self._device(index):
                 job.engine = engine = self._engine(index, job.engine_key)
-                traces = engine.traces
                 for event in engine.iter_stylize(job.job, job.cancel):
                     if isinstance(event, Result):
                         image = event.image
                     else:
                         report(event)
-                job.compiled = engine.traces - traces
+                        job.compiled = job.compiled or event.compiled
             if len(last) > 1:  # what the first report took beyond its steps: targets and tracing
                 first = last[0]
                 startup = max(0.0, first.elapsed - first.step * (self.times.per_step(pixels(first)) or 0.0))
