@@ -42,6 +42,7 @@ from timing import Gaps, logged_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "styleplug" / "examples"
+SHIPPED_MODEL = ROOT / "styleplug" / "models" / "styles.npz"
 CONTENT, STYLE = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg"
 
 
@@ -63,9 +64,6 @@ def _larger() -> Any:
     from styleplug.fast.model import Architecture
 
     return Architecture((32, 64, 128), 5)
-
-
-SHIPPED_STYLES = {"starry_night": "starry_night.jpg", "shipwreck": "shipwreck.jpg", "matisse": "woman_with_hat_matisse.jpg"}
 
 
 def steps(precision: str, sizes: list[int], out: Path) -> None:
@@ -116,7 +114,7 @@ def fast(out: Path, train_steps: int) -> None:
     from styleplug.fast.model import StyleModel
     from styleplug.run.image import load_image
 
-    model = StyleModel.load(ROOT / "styleplug" / "models" / "styles.npz")
+    model = StyleModel.load(SHIPPED_MODEL)
     photo = np.asarray(load_image(CONTENT, "photo").resize((1024, 768)))
     model.stylize(photo)  # compile
     started = time.perf_counter()
@@ -139,6 +137,10 @@ def fast(out: Path, train_steps: int) -> None:
 
 def train_models(out: Path, photos: Path, minutes: float, crop: int, batch: int) -> None:
     import styleplug
+    from styleplug.fast.model import StyleModel
+
+    # The shipped model's styles, from the style images its training record names.
+    shipped = StyleModel.load(SHIPPED_MODEL).record["styles"]
 
     gaps, deadline = Gaps(), time.perf_counter() + 60 * minutes
 
@@ -147,7 +149,7 @@ def train_models(out: Path, photos: Path, minutes: float, crop: int, batch: int)
         return time.perf_counter() < deadline
 
     output = out / "gpu-styles.npz"
-    model = styleplug.train([EXAMPLES / name for name in SHIPPED_STYLES.values()], photos, output, names=list(SHIPPED_STYLES),
+    model = styleplug.train([ROOT / style["source"] for style in shipped.values()], photos, output, names=list(shipped),
                             steps=10**6, batch=batch, size=crop, style_size=384, held_out=1, checkpoint_every=5000,
                             architecture=_larger(), weights=_weights(), callback=until_deadline)
     steady = gaps.seconds[len(gaps.seconds) // 2:]
@@ -170,7 +172,7 @@ def tiled(out: Path, size: int) -> None:
     image.crop((image.width // 2, image.height // 2, image.width // 2 + 1024, image.height // 2 + 1024)).save(
         out / f"gpu-tiled-{size}-crop.jpg", quality=90)
     del image
-    model, planned = StyleModel.load(ROOT / "styleplug" / "models" / "styles.npz"), len(plans)
+    model, planned = StyleModel.load(SHIPPED_MODEL), len(plans)
     started = time.perf_counter()
     painted = model.stylize(CONTENT, size=size)
     print(json.dumps({"part": "tiled", "what": f"fast apply {painted.width}x{painted.height}", "seconds": time.perf_counter() - started,
@@ -251,7 +253,7 @@ def main() -> None:
                          "--crop", str(args.crop), "--batch", str(args.batch), "--out", str(args.out)):
             print(f"{line['what']:>32}: {line['seconds']:.0f} s, {line['images_per_s']:.0f} images/s, "
                   f"first step {line['first_step_s']:.1f} s", flush=True)
-        for model in (ROOT / "styleplug" / "models" / "styles.npz", args.out / "gpu-styles.npz"):
+        for model in (SHIPPED_MODEL, args.out / "gpu-styles.npz"):
             print(f"judged on the held-out photo: {model.name}", flush=True)
             judged = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fast.py"), "--apply-sizes", "--train-steps", "0",
                                      "--model", str(model), "--size", str(args.judge[0]), "--steps", str(args.judge[1]),
