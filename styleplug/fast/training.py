@@ -79,11 +79,15 @@ class Crops:
         return np.stack([self._crop(self.photos[random.integers(len(self.photos))], random) for _ in range(count)])
 
     def _crop(self, photo: Image.Image, random: np.random.Generator) -> np.ndarray:
-        # Scaling only the square cut (PIL's box) rather than the whole photo: 3x less work at 256 px.
         side = min(photo.size) / random.uniform(1.0, 2.0)
-        left, top = random.uniform(0, photo.width - side), random.uniform(0, photo.height - side)
-        crop = np.asarray(photo.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side)))
+        crop = _square(photo, random.uniform(0, photo.width - side), random.uniform(0, photo.height - side), side, self.size)
         return crop[:, ::-1] if random.random() < 0.5 else crop
+
+
+def _square(photo: Image.Image, left: float, top: float, side: float, size: int) -> np.ndarray:
+    """The square of ``photo`` at (``left``, ``top``) with sides ``side``, scaled to ``size`` x ``size``.
+    Only the square is scaled (PIL's box), not the whole photo: 3x less work for 256 px crops."""
+    return np.asarray(photo.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side)))
 
 
 @contextmanager
@@ -111,9 +115,7 @@ def centre_crops(photos: Sequence[Image.Image], size: int) -> np.ndarray:
     crops = []
     for photo in photos:
         side = min(photo.size)
-        left, top = (photo.width - side) / 2, (photo.height - side) / 2
-        crops.append(np.asarray(photo.resize((size, size), Image.Resampling.BILINEAR,
-                                             box=(left, top, left + side, top + side))))
+        crops.append(_square(photo, (photo.width - side) / 2, (photo.height - side) / 2, side, size))
     return np.stack(crops)
 
 
