@@ -27,6 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 LONG_SIDE = 768
 WHEELS = {"scikit-image": "0.26.0", "scikit-learn": "1.9.1", "matplotlib": "3.11.2"}
+SOURCES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "examples": "styleplug examples"}
 
 # (name written, where it is: a wheel's member or an example file, author, licence)
 PHOTOS = [
@@ -78,8 +79,7 @@ def main() -> None:
             photo = _read(member, wheels).convert("RGB")
             photo.thumbnail((LONG_SIDE, LONG_SIDE), Image.Resampling.LANCZOS)
             photo.save(out / f"{name}.jpg", quality=92)
-            source = {"skimage": "scikit-image", "sklearn": "scikit-learn", "examples": "styleplug examples"}.get(member.split("/")[0], member.split("/")[0])
-            credits.append(f"| `{name}.jpg` | {source} | {author} | {licence} |")
+            credits.append(f"| `{name}.jpg` | {SOURCES[member.split('/')[0]]} | {author} | {licence} |")
     (out / "CREDITS.md").write_text("\n".join(credits) + "\n", encoding="utf-8")
     print(f"{len(PHOTOS)} photos in {out} (the last, zz_chelsea.jpg, is the held-out one); credits in {out / 'CREDITS.md'}")
 
