@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 import styleplug
-from styleplug.core import backends
+from styleplug.core import backends, device
 from styleplug.core.tiling import Geometry, network_geometry, plan_tiles
 from styleplug.errors import ResourceError, UsageError
 from styleplug.fast.model import StyleModel
@@ -106,6 +107,27 @@ def test_the_planner_tiles_what_would_not_fit_and_records_it(small_engine, caplo
     assert record["job"]["tile_size"] is not None and record["job"]["history"] < 20
 
 
+def test_a_job_too_large_even_in_tiles_is_refused_with_a_size_that_fits_in_tiles(small_engine, caplog):
+    # 2 GiB: the runtime's 1 GiB, one tile's activations (tiles of 256 px), and the whole image's
+    # optimiser state, which grows with the pixels: about 1000 px in tiles, about 530 in one pass.
+    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=4096, scales="none", steps=1, max_memory=2, tile_size=256,
+                        style_scale=0.5)
+    with pytest.raises(ResourceError, match=r"GiB even in tiles but 2\.0 GiB is allowed \(max_memory\); use size=\d+ or less\.$") \
+            as refused:
+        small_engine.run(job)
+    largest = refused.value.data["largest_size"]
+    with pytest.raises(ResourceError) as untiled:
+        small_engine.run(dataclasses.replace(job, tiling="off"))
+    assert 1.5 * untiled.value.data["largest_size"] < largest < 4096
+    assert refused.value.data["needed"] < untiled.value.data["needed"]
+    # The size named is planned (in tiles) rather than refused; cancelled before its first step.
+    cancel = threading.Event()
+    cancel.set()
+    with caplog.at_level("WARNING", logger="styleplug"):
+        assert small_engine.run(dataclasses.replace(job, size=largest), cancel=cancel).width == largest
+    assert f"a {largest}x" in caplog.text and "tiles of" in caplog.text
+
+
 def test_on_a_gpu_the_planner_and_the_fast_model_plan_for_its_free_memory(small_engine, monkeypatch, caplog):
     # A GPU faked on this CPU: the backend says it has one, with 1.6 GiB free (no max_memory given).
     # The fast model needs about 1.1 KB per pixel on top of 1 GiB: a 1100x825 photo goes in 2 tiles.
@@ -121,6 +143,29 @@ def test_on_a_gpu_the_planner_and_the_fast_model_plan_for_its_free_memory(small_
         assert "runs in" in caplog.text and "tiles of" in caplog.text
         painted = StyleModel.load(SHIPPED_MODEL).stylize(CONTENT, size=1100, progress=lambda done, of: passes.append(of))
     assert painted.size == (1100, 825) and "painting it in tiles of 1024 px" in caplog.text and passes
+
+
+def test_on_a_gpu_an_image_too_large_to_compile_in_one_pass_runs_in_tiles_whatever_the_memory(small_engine, monkeypatch,
+                                                                                                   caplog):
+    # On an H200 an 8192 px pass did not compile within five minutes: above device.GPU_PASS_PIXELS a
+    # GPU job runs in tiles even with memory to spare. Here the limit is scaled down with the image.
+    backend = backends.current()
+    monkeypatch.setattr(backend, "gpus", lambda: ["cuda:0"])
+    monkeypatch.setattr(backend, "gpu_free_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(device, "GPU_PASS_PIXELS", 320 * 320)
+    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=512, scales="none", steps=1, tiling="off")
+    with pytest.raises(ResourceError, match=r"a 512x384 job is too large for one pass on a GPU .*; use size=369 or less, "
+                                            r"or tiling=auto to run it in tiles\.$"):
+        small_engine.run(job)
+    cancel = threading.Event()
+    cancel.set()  # planned, then stopped before its first step
+    with caplog.at_level("WARNING", logger="styleplug"):
+        small_engine.run(dataclasses.replace(job, tiling="auto"), cancel=cancel)
+        model = StyleModel.load(SHIPPED_MODEL)
+        assert model.stylize(CONTENT, size=512).size == (512, 384)
+    planned = re.search(r"a 512x384 job runs in (\d+) tiles of up to (\d+)x(\d+) px", caplog.text)
+    assert planned and int(planned[1]) > 1 and int(planned[2]) * int(planned[3]) <= 320 * 320, caplog.text
+    assert "photo is too large for one pass on a GPU (compiling it would take many minutes): painting it in tiles" in caplog.text
 
 
 def test_a_loss_that_cannot_run_tiled_is_refused_in_one_line(small_engine):

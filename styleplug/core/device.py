@@ -43,6 +43,17 @@ def device_label() -> str:
     return f"{f'GPU ({found[0]})' if found else 'CPU'}, {backends.name()}"
 
 
+#: On a GPU, the most pixels one compiled pass through the network may hold, whatever the memory:
+#: XLA compiled a 4096x4096 bfloat16 chunk in 47 s on an H200, and an 8192x8192 one not within
+#: five minutes. Larger images run in tiles there.
+GPU_PASS_PIXELS = 4096 * 4096
+
+
+def pass_pixels() -> int | None:
+    """The most pixels one pass through the network may hold here (None: as many as fit in memory)."""
+    return GPU_PASS_PIXELS if gpus() else None
+
+
 def estimate_memory(model: Any, height: int, width: int, optimizer: str, history: int) -> int:
     """Rough peak bytes of one job: activations kept for the backward pass (in the model's compute
     precision), their gradients, the optimiser's float32 state and a fixed runtime overhead.
@@ -69,10 +80,10 @@ def estimate_tiled_memory(model: Any, height: int, width: int, window: tuple[int
     one window's activations and their gradients, the optimiser's state for the whole image, and
     ``positions_bytes`` of position-by-position targets (a content target's features) for the whole image."""
     state = 2 * history + 6 if optimizer == "lbfgs" else 7
-    # An optimiser step holds the state it reads and the state it writes at once (TensorFlow donates
-    # no buffers, and its slice updates of the L-BFGS history copy it): counted once, a 4096 px job
-    # planned for 8 GiB peaked at 10.7 GiB and an 8192 px one for 20 GiB was killed at 24.
-    vectors = 2 * state + TILED_EXTRA_VECTORS
+    # On TensorFlow an optimiser step holds the state it reads and the state it writes at once (it
+    # cannot reuse the old state's buffers): counted once there, a 4096 px job planned for 8 GiB
+    # peaked at 10.7 GiB and an 8192 px one for 20 GiB was killed at 24. JAX writes in place.
+    vectors = state * (1 if backends.current().REUSES_DONATED else 2) + TILED_EXTRA_VECTORS
     return int(3.5 * activation_bytes(model, *window)) + 4 * vectors * height * width * 3 + positions_bytes + RUNTIME_BYTES
 
 

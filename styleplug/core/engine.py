@@ -27,7 +27,7 @@ from ..run.colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
 from . import backends
 from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, estimate_tiled_memory,
-                     memory_budget, resolve_precision, set_threads)
+                     memory_budget, pass_pixels, resolve_precision, set_threads)
 from .tiling import Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums
 from ..errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from ..run.image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
@@ -148,6 +148,17 @@ class _Tiling:
 
 
 @dataclass
+class _TileLayouts:
+    """The ways one image may be cut into tiles: for each tile side, the pixels through the network
+    per step relative to the image's (the halos' cost), the largest window (height, width) and the
+    number of tiles; and the bytes of the whole image's position-by-position targets."""
+
+    geometry: Geometry
+    positions: int
+    sides: dict[int, tuple[float, tuple[int, int], int]]
+
+
+@dataclass
 class _MemoryPlan:
     """What the memory planner chose for a job: the optimiser, and tiles (``tiling`` None: one pass)."""
 
@@ -155,6 +166,12 @@ class _MemoryPlan:
     history: int
     available: int  # bytes the job may use
     tiling: _Tiling | None = None
+
+
+def _within_pass(width: int, height: int) -> bool:
+    """Whether one pass through the network may hold ``width`` x ``height`` pixels here (``pass_pixels``)."""
+    limit = pass_pixels()
+    return limit is None or width * height <= limit
 
 
 def _cheaper_optimisers(optimizer: str, history: int) -> list[tuple[str, int]]:
@@ -606,7 +623,8 @@ class Engine:
         """The optimiser, history and tiles to run with: as asked, or the first cheaper setting
         whose estimated peak fits. With ``fit_memory``, a cheaper optimiser (half the L-BFGS history,
         down to 5, then Adam); with ``tiling`` (auto, the default), exact tiles, which also shorten
-        the L-BFGS history the whole image's state needs. Raises ``ResourceError`` when none fits;
+        the L-BFGS history the whole image's state needs; on a GPU, tiles too for an image above
+        ``pass_pixels()``, whatever the memory. Raises ``ResourceError`` when none fits;
         its data holds the bytes needed and available and the largest size that would fit. The
         style images' forward passes (their size set by ``style_scale``) must fit too."""
         available = memory_budget()
@@ -617,7 +635,12 @@ class Engine:
         asked = (job.optimizer, job.history)
         cheaper = _cheaper_optimisers(job.optimizer, job.history)
         width, height = output.size
-        if job.tiling != "on":
+        one_pass = _within_pass(width, height)
+        if job.tiling == "off" and not one_pass:
+            side = int(max(width, height) * math.sqrt(pass_pixels() / (width * height)))
+            raise ResourceError(f"a {width}x{height} job is too large for one pass on a GPU (compiling it would take many "
+                                f"minutes); use {{size={side}}} or less, or {{tiling=auto}} to run it in tiles.", largest_size=side)
+        if job.tiling != "on" and one_pass:
             for plan in [asked, *cheaper] if job.fit_memory else [asked]:
                 if estimate_memory(model, height, width, *plan) <= available:
                     self._check_style_memory(model, job, styles, available)
@@ -626,29 +649,35 @@ class Engine:
                                     width, height, job.history, available / 2**30,
                                     f"history {plan[1]}" if plan[0] == "lbfgs" else "Adam")
                     return _MemoryPlan(*plan, available)
+        plans, layouts = [asked, *cheaper], None
         if job.tiling != "off":
-            tiled = self._plan_tiles(model, terms, output, job, [asked, *cheaper], available)
+            check_tileable(terms)
+            layouts = self._tile_layouts(model, terms, output, job)
+            tiled = self._plan_tiles(model, output, layouts, plans, available)
             if tiled is not None:
                 return tiled
-        plans = [asked, *cheaper] if job.fit_memory else [asked]
-        needed = estimate_memory(model, height, width, *plans[0])
-        # Everything but the runtime grows with the pixels.
-        lowest = estimate_memory(model, height, width, *plans[-1])
-        largest = int(max(width, height) * math.sqrt(max(available - RUNTIME_BYTES, 0) / (lowest - RUNTIME_BYTES)))
+        in_tiles = layouts is not None and bool(layouts.sides)  # else too small to cut: the untiled figures
+        if in_tiles:
+            # What the cheapest optimiser needs in the smallest tiles; only its state and targets grow with the pixels.
+            window = layouts.sides[min(layouts.sides)][1]
+            needed = lowest = estimate_tiled_memory(model, height, width, window, *plans[-1], layouts.positions)
+            fixed = estimate_tiled_memory(model, 0, 0, window, *plans[-1], 0)
+        else:
+            plans = plans if job.fit_memory else [asked]
+            needed, lowest = (estimate_memory(model, height, width, *plan) for plan in (plans[0], plans[-1]))
+            fixed = RUNTIME_BYTES  # everything else grows with the pixels
+        largest = int(max(width, height) * math.sqrt(max(available - fixed, 0) / (lowest - fixed)))
         where = "allowed ({max_memory})" if job.max_memory is not None and available == int(job.max_memory * 2**30) else "free"
         advice = ", or {fit_memory} to shrink the L-BFGS history or switch to Adam" if not job.fit_memory \
-            and job.optimizer == "lbfgs" else ""
+            and job.optimizer == "lbfgs" and not in_tiles else ""
         advice += ", or {tiling=auto} to run it in tiles" if job.tiling == "off" else ""
         fix = f"use {{size={largest}}} or less{advice}" if largest >= 16 else "that is too little for any job with this network"
-        tiles = " even in tiles" if job.tiling != "off" else ""
+        tiles = " even in tiles" if in_tiles else ""
         raise ResourceError(f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB{tiles} but {available / 2**30:.1f} GiB "
                             f"is {where}; {fix}.", needed=needed, available=available, largest_size=largest if largest >= 16 else None)
 
-    def _plan_tiles(self, model: Any, terms: list[Term], output: Image.Image, job: Job, plans: list[tuple[str, int]],
-                    available: int) -> _MemoryPlan | None:
-        """The optimiser of ``plans`` and the tiles whose estimated peak fits ``available`` with
-        the least halo overhead; None if nothing fits."""
-        check_tileable(terms)
+    def _tile_layouts(self, model: Any, terms: list[Term], output: Image.Image, job: Job) -> _TileLayouts:
+        """The tile sides ``output`` may be cut into (``job.tile_size`` alone, when set), each with its layout."""
         layers = self._layers(terms)
         geometry = network_geometry(model, layers, self.network.name)
         width, height = output.size
@@ -660,39 +689,46 @@ class Engine:
         sides = [job.tile_size] if job.tile_size else sorted(
             {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
             - {math.ceil(max(width, height) / geometry.align) * geometry.align}, reverse=True)  # not one tile
-        sides = [side for side in sides if side >= geometry.align and (job.tile_size or side >= geometry.halo)]
+
         def layout(side: int) -> tuple[float, tuple[int, int], int]:
-            """The pixels through the network per step relative to the image's (the halos' cost),
-            the largest window (height, width) and the number of tiles."""
             tiles = plan_tiles(height, width, side, geometry)
             sizes = [tile.window_size for tile in tiles]
             largest = (max(rows for rows, _ in sizes), max(columns for _, columns in sizes))
             return sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles)
 
-        layouts = {side: layout(side) for side in sides}
+        return _TileLayouts(geometry, positions, {side: layout(side) for side in sides
+                                                  if side >= geometry.align and (job.tile_size or side >= geometry.halo)})
+
+    def _plan_tiles(self, model: Any, output: Image.Image, layouts: _TileLayouts, plans: list[tuple[str, int]],
+                    available: int) -> _MemoryPlan | None:
+        """The optimiser of ``plans`` and the tiles whose estimated peak fits ``available`` with
+        the least halo overhead; None if nothing fits."""
+        width, height = output.size
+        sides = layouts.sides
         # The fewest pixels through the network, then the longest L-BFGS history; Adam only if no
         # L-BFGS history fits.
         for group in ([plan for plan in plans if plan[0] == "lbfgs"], [plan for plan in plans if plan[0] == "adam"]):
-            fitting = [(layouts[side][0], -plan[1], side, plan) for plan in group for side in sides
-                       if estimate_tiled_memory(model, height, width, layouts[side][1], *plan, positions) <= available]
+            fitting = [(sides[side][0], -plan[1], side, plan) for plan in group for side in sides if _within_pass(*sides[side][1])
+                       and estimate_tiled_memory(model, height, width, sides[side][1], *plan, layouts.positions) <= available]
             if fitting:
                 cost, _, side, plan = min(fitting)
                 log.warning("a %dx%d job runs in %d tiles of up to %dx%d px with their context (%d px), %.2fx the pixels "
-                            "through the network, to fit in %.1f GiB%s", width, height, layouts[side][2], *layouts[side][1][::-1],
-                            geometry.halo, cost, available / 2**30, "" if plan == plans[0] else
+                            "through the network, within %.1f GiB%s", width, height, sides[side][2], *sides[side][1][::-1],
+                            layouts.geometry.halo, cost, available / 2**30, "" if plan == plans[0] else
                             f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
-                return _MemoryPlan(*plan, available, _Tiling(geometry, side))
+                return _MemoryPlan(*plan, available, _Tiling(layouts.geometry, side))
         return None
 
     def _stage_tiling(self, model: Any, plan: _MemoryPlan, job: Job, content: Image.Image) -> _Tiling | None:
         """Whether the scale at ``content``'s size runs in tiles: with the plan's tiles, when one
-        pass would not fit (or, with ``tiling=on``, when it is larger than a tile)."""
+        pass would not fit or is too large for one (or, with ``tiling=on``, when it is larger than a tile)."""
         if plan.tiling is None:
             return None
         if job.tiling == "on":
             return plan.tiling if max(content.size) > plan.tiling.side else None
         width, height = content.size
-        return plan.tiling if estimate_memory(model, height, width, plan.optimizer, plan.history) > plan.available else None
+        fits = estimate_memory(model, height, width, plan.optimizer, plan.history) <= plan.available
+        return None if fits and _within_pass(width, height) else plan.tiling
 
     def _check_style_memory(self, model: Any, job: Job, styles: list[Image.Image], available: int) -> None:
         """Raise ``ResourceError`` if a style image's forward pass, at the size ``style_scale`` gives it, would not fit."""

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..core.device import RUNTIME_BYTES, memory_budget, resolve_precision
+from ..core.device import RUNTIME_BYTES, memory_budget, pass_pixels, resolve_precision
 from ..core.tiling import Geometry, Tile, plan_tiles
 from ..errors import UsageError
 from ..run.image import ImageInput, load_image, resize_long_side
@@ -272,7 +272,11 @@ class StyleModel:
         """The tile side to paint ``padded`` with (0: in one pass)."""
         if tile_size is not None:
             return tile_size
-        pixels = padded.shape[1] * padded.shape[2]
+        pixels, limit = padded.shape[1] * padded.shape[2], pass_pixels()
+        if limit is not None and pixels > limit:
+            log.warning("a %dx%d photo is too large for one pass on a GPU (compiling it would take many minutes): "
+                        "painting it in tiles of %d px", padded.shape[2], padded.shape[1], DEFAULT_TILE_SIZE)
+            return DEFAULT_TILE_SIZE
         budget = memory_budget()
         if budget is None or APPLY_BYTES_PER_PIXEL * pixels + RUNTIME_BYTES <= budget:
             return 0

@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 from ..errors import PluginError, StyleplugError, UnknownNameError, UsageError, one_line
-from ..run.job import Job, job_fields, parse_layers
+from ..run.job import MAX_SIZE, Job, job_fields, parse_layers
 from ..host.plugins import PluginHost, Registered, default_host
 
 COMMON_LOSS_OPTIONS = {
@@ -869,7 +869,7 @@ def new_plugin(kind: str, name: str, folder: str, debug: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=None, help="Port (default: the first free one from 7860).")
 @click.option("--share", is_flag=True, help="Also open a public share link (off by default).")
-@click.option("--max-size", type=click.IntRange(64, 8192), default=None,
+@click.option("--max-size", type=click.IntRange(64, MAX_SIZE), default=None,
               help="Largest output a visitor may ask for, in px [default: 512 on a CPU, 2048 on a GPU].")
 @click.option("--max-steps", type=click.IntRange(1), default=1000, show_default=True, help="Most steps per job.")
 @click.option("--max-pixels", type=click.IntRange(1), default=40_000_000, show_default=True,

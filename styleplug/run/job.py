@@ -32,7 +32,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 TILING_MODES = ("auto", "on", "off")
 INIT_MODES = ("content", "noise", "style")
 DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
-MAX_SIZE = 8192
+MAX_SIZE = 16384  # a print-size poster, in tiles on a GPU
 # Automatic multi-scale halves the size down to this long side (so sizes below twice it run at one scale).
 MIN_AUTO_SCALE = 256
 # The built-in terms whose weight and layers are fields of their own: loss name -> (weight field, layers field).
@@ -103,7 +103,7 @@ class Job:
         "black everywhere keeps the photo unstyled there.", flag="--mask", default_text="none", multiple=True)
     colors: str = _option("style", "Colours: style, luminance (keep the photo's colours) or match (recolour the style "
                           "images to the photo's first).")
-    size: int = _option(512, "Long side of the output in pixels.")
+    size: int = _option(512, f"Long side of the output in pixels (16 to {MAX_SIZE}).")
     scales: str | tuple[int, ...] = _option(
         "auto", f"Coarse-to-fine sizes before the output size: auto (halve down to {MIN_AUTO_SCALE} px), none, "
         "or sizes, e.g. 256,512.", parse=_parse_scales)

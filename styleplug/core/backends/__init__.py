@@ -8,6 +8,8 @@ backend Keras uses. Each backend module here provides the same functions:
 - ``compile(fn, jit_compile, donate)``: ``fn`` compiled for the backend's device (its arguments and
   results are nests of tensors; ``donate`` names positional arguments whose buffers the call may
   reuse, since the caller never reads them again);
+- ``REUSES_DONATED``: whether ``compile``'s results really take the donated arguments' buffers, so
+  that a call replacing a large state needs no second copy of it beside the first;
 - ``forward(fn)``: ``fn``, a forward pass called again and again (a fast model painting photos),
   made as fast as the backend can run it: compiled where eager mode is slow (JAX), as it is where
   eager mode is fast (TensorFlow);
