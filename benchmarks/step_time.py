@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -195,17 +194,18 @@ def second_job(size: int) -> None:
 
 
 def peak_rss(size: int, steps: int = 5) -> float:
-    """Peak resident memory in GiB of a fresh process running one size x size job."""
+    """Peak resident memory in GiB of a fresh process running one size x size job (its own VmHWM:
+    its ru_maxrss would start from this process's peak)."""
     code = (
-        "import numpy as np, styleplug;"
+        f"import sys, numpy as np, styleplug; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
+        "from timing import peak_rss_gib;"
         f"img = (np.random.default_rng(0).uniform(0, 1, ({size}, {size}, 3)));"
-        f"styleplug.Engine('vgg19', '{WEIGHTS}').stylize(img, img[::-1], size={size}, steps={steps})"
+        f"styleplug.Engine('vgg19', '{WEIGHTS}').stylize(img, img[::-1], size={size}, steps={steps});"
+        "print(peak_rss_gib())"
     )
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""})
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    assert after > before, "ru_maxrss of children is the largest child so far: measure the larger size last"
-    return after / 2**20
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                          env={**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""})
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

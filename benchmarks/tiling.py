@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from timing import Gaps, logged_lines  # noqa: E402
+from timing import Gaps, logged_lines, peak_rss_gib  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "styleplug" / "examples"
 CONTENT, STYLE, SECOND = EXAMPLES / "tubingen.jpg", EXAMPLES / "starry_night.jpg", EXAMPLES / "woman_with_hat_matisse.jpg"
@@ -88,7 +87,7 @@ def job(size: int, steps: int, max_memory: float, out: Path) -> None:
     seconds = time.perf_counter() - started
     path = out / f"tiling-{size}.png"
     image.save(path)
-    print(json.dumps({"size": size, "seconds": round(seconds, 1), "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    print(json.dumps({"size": size, "seconds": round(seconds, 1), "peak_gib": peak_rss_gib(),
                       "precision": engine.precision, "plans": plans, "tiled_scales": sorted(tiles),
                       "steps_run": json.loads(image.info["styleplug"])["steps_run"], "path": str(path)}))
 
@@ -104,7 +103,7 @@ def apply(size: int, tile: int, out: Path) -> None:
     seconds = time.perf_counter() - started
     path = out / f"apply-{size}-tiles-{tile}.png"
     image.save(path)
-    print(json.dumps({"seconds": round(seconds, 1), "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    print(json.dumps({"seconds": round(seconds, 1), "peak_gib": peak_rss_gib(),
                       "path": str(path), "size": f"{image.width}x{image.height}"}))
 
 

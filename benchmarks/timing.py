@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: the timing of a run's progress reports, and styleplug's log lines."""
+"""Shared by the benchmarks: the timing of a run's progress reports, styleplug's log lines, and peak memory."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ def logged_lines() -> list[str]:
 
     logging.getLogger("styleplug").addHandler(Collect())
     return lines
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory, in GiB: the kernel's VmHWM, its own. (``ru_maxrss`` starts
+    from the peak of the process that started this one: a worker started by a parent holding an
+    engine reports the parent's gigabytes.)"""
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return round(kib / 2**20, 2)

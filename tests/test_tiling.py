@@ -108,11 +108,12 @@ def test_the_planner_tiles_what_would_not_fit_and_records_it(small_engine, caplo
 
 
 def test_a_job_too_large_even_in_tiles_is_refused_with_a_size_that_fits_in_tiles(small_engine, caplog):
-    # 2 GiB: the runtime's 1 GiB, one tile's activations (tiles of 256 px), and the whole image's
-    # optimiser state, which grows with the pixels: about 1000 px in tiles, about 530 in one pass.
-    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=4096, scales="none", steps=1, max_memory=2, tile_size=256,
+    # 2.1 GiB: the runtime's 1 GiB, one tile's activations (tiles of 256 px), and the whole image's
+    # optimiser state, which grows with the pixels: about 1230 px in tiles on TensorFlow (850 on
+    # JAX, whose activations count more), about 550 in one pass.
+    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=4096, scales="none", steps=1, max_memory=2.1, tile_size=256,
                         style_scale=0.5)
-    with pytest.raises(ResourceError, match=r"GiB even in tiles but 2\.0 GiB is allowed \(max_memory\); use size=\d+ or less\.$") \
+    with pytest.raises(ResourceError, match=r"GiB even in tiles but 2\.1 GiB is allowed \(max_memory\); use size=\d+ or less\.$") \
             as refused:
         small_engine.run(job)
     largest = refused.value.data["largest_size"]

@@ -62,9 +62,16 @@ def estimate_memory(model: Any, height: int, width: int, optimizer: str, history
     # The image, its gradient, the best image, the accepted point and the proposed move, plus the
     # accepted gradient (L-BFGS, with its history) or the two moments (Adam).
     vectors = 2 * history + 6 if optimizer == "lbfgs" else 7
-    # Calibrated on VGG19 on CPU (history 20): 4.9 GiB measured peak RSS at 1024², about 1 GiB of it
-    # the TensorFlow runtime and the weights; the rest is under 3.5 copies of every activation.
-    return int(3.5 * activation_bytes(model, height, width)) + 4 * vectors * pixels + RUNTIME_BYTES
+    return int(activation_copies() * activation_bytes(model, height, width)) + 4 * vectors * pixels + RUNTIME_BYTES
+
+
+def activation_copies() -> float:
+    """How many copies of the network's activations a step holds at its peak (forward, backward and
+    the kernels' scratch), calibrated on VGG19. TensorFlow on a CPU: 4.9 GiB peak RSS at 1024²
+    (history 20), about 1 GiB of it the runtime and the weights, the rest under 3.5 copies. JAX on a
+    CPU keeps more: a 1024x768 float32 job peaked at 4.89 GiB (TensorFlow: 3.56), a 4096 px one in
+    tiles of 960x880 at 8.27 GiB, about 4.05 copies of a window's activations beside its state."""
+    return 4.25 if backends.name() == "jax" and not gpus() else 3.5
 
 
 #: Image-sized float32 buffers a tiled step holds beyond the untiled one's: the gradient being
@@ -84,7 +91,7 @@ def estimate_tiled_memory(model: Any, height: int, width: int, window: tuple[int
     # cannot reuse the old state's buffers): counted once there, a 4096 px job planned for 8 GiB
     # peaked at 10.7 GiB and an 8192 px one for 20 GiB was killed at 24. JAX writes in place.
     vectors = state * (1 if backends.current().REUSES_DONATED else 2) + TILED_EXTRA_VECTORS
-    return int(3.5 * activation_bytes(model, *window)) + 4 * vectors * height * width * 3 + positions_bytes + RUNTIME_BYTES
+    return int(activation_copies() * activation_bytes(model, *window)) + 4 * vectors * height * width * 3 + positions_bytes + RUNTIME_BYTES
 
 
 def activation_bytes(model: Any, height: int, width: int) -> int:
