@@ -383,13 +383,15 @@ else:
         return make
 
 
-def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int | None = None) -> dict[str, float]:
+def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int | None = None,
+                             uniform: bool = False) -> dict[str, float]:
     """How closely a tiled run's loss and gradient match the untiled ones for ``job``'s losses, at
     its output size (one scale), from its starting image: ``{"total", "tiled_total",
-    "gradient_error_max", "gradient_error_norm", "tiles"}``, the errors relative to the untiled
+    "gradient_error_max", "gradient_error_norm", "tiles", "window_shapes"}`` (the shapes are the
+    compiled programs' count, two each), the errors relative to the untiled
     gradient's largest element and norm. A loss declaring ``tiling`` should give errors of float
     rounding (about 1e-6 in float32). ``halo`` overrides the network's (to see what too small a
-    halo costs)."""
+    halo costs); ``uniform`` gives every window one shape, as on a GPU."""
     from .core.engine import _Tiling
     from .core.tiling import exhaust, network_geometry
 
@@ -401,13 +403,14 @@ def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int
     if halo is not None:
         geometry = dataclasses.replace(geometry, halo=halo)
     untiled = engine._prepare(model, terms, images, job, job.size, None, None)
-    tiled = engine._prepare(model, terms, images, job, job.size, None, _Tiling(geometry, tile_size))
+    tiled = engine._prepare(model, terms, images, job, job.size, None, _Tiling(geometry, tile_size, uniform))
     image = ops.convert_to_tensor(untiled.carry["image"])
     network = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
     total, _, gradient = untiled.value_and_grad(image, untiled.constants, network)
     tiled_total, _, tiled_gradient = exhaust(tiled.iter_evaluate(image))
     gradient, tiled_gradient = ops.convert_to_numpy(gradient), ops.convert_to_numpy(tiled_gradient)
     return {"total": float(total), "tiled_total": float(tiled_total), "tiles": len(tiled.tiles),
+            "window_shapes": len({tile.shape_key for tile in tiled.tiles}),
             "gradient_error_max": float(np.abs(tiled_gradient - gradient).max() / np.abs(gradient).max()),
             "gradient_error_norm": float(np.linalg.norm(tiled_gradient - gradient) / np.linalg.norm(gradient))}
 

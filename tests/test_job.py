@@ -124,7 +124,7 @@ def test_every_field_is_offered_by_the_command_line():
     text = CliRunner().invoke(cli, ["run", "--help"], terminal_width=200).output
     missing = [name for name in FIELDS if (name.upper() if name in ("content", "style") else cli_name(name, None)) not in text]
     assert missing == []
-    assert "Long side of the output in pixels. [default: 512]" in " ".join(text.split())  # help and default from the field
+    assert "Long side of the output in pixels (16 to 16384). [default: 512]" in " ".join(text.split())  # help and default from the field
 
 
 def test_every_field_is_placed_by_the_demo_form():

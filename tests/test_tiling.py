@@ -54,6 +54,19 @@ def test_the_tiled_loss_and_gradient_are_the_untiled_ones_with_masks_and_two_sty
     assert agreement["gradient_error_norm"] <= 1e-4
 
 
+def test_windows_of_one_shape_as_on_a_gpu_give_the_untiled_gradient_with_fewer_programs(engine):
+    # 448x336 in tiles of 128 px: windows of 320x304 px fit inside the image, so those at its edges
+    # reach further in; each core's place in its window is an argument of the one program.
+    job = styleplug.Job(content=CONTENT, style=STYLES, masks=_masks(), size=448, style_scale=0.5, init="noise")
+    agreement = tiled_gradient_agreement(engine, job, tile_size=128, uniform=True)
+    assert agreement["tiles"] == 12 and agreement["window_shapes"] == 1
+    geometry = Geometry({"block5_conv1": 16}, 16, 96)
+    assert len({tile.shape_key for tile in plan_tiles(336, 448, 128, geometry)}) == 4  # the windows clipped at the edges
+    assert agreement["tiled_total"] == pytest.approx(agreement["total"], rel=1e-5)
+    assert agreement["gradient_error_max"] <= 1e-3
+    assert agreement["gradient_error_norm"] <= 1e-4
+
+
 def test_a_halo_short_of_the_networks_reach_gives_a_different_gradient(engine):
     # The check above can fail: without the halo, features at the tiles' borders are wrong.
     assert _agreement(engine, halo=16)["gradient_error_norm"] > 1e-2
@@ -86,6 +99,16 @@ def test_vgg_geometry_and_tile_plan():
         assert tile.window[0] == max(0, top - 80) and tile.window[1] == min(1000, bottom + 80)
     assert (cores == 1).all()  # every pixel belongs to exactly one tile
     assert len({tile.shape_key for tile in tiles}) <= 9
+    # Windows of one shape (as on a GPU): the same cores, each window as large as the middle ones,
+    # on the grid, inside the image, with at least the halo wherever the image goes on.
+    uniform = plan_tiles(1024, 704, 208, geometry, uniform=True)
+    assert [tile.core for tile in uniform] == [tile.core for tile in plan_tiles(1024, 704, 208, geometry)]
+    assert {tile.window_size for tile in uniform} == {(208 + 160, 176 + 160)}
+    for tile in uniform:
+        top, bottom, left, right = tile.window
+        assert top % 16 == 0 and left % 16 == 0 and 0 <= top and bottom <= 1024 and 0 <= left and right <= 704
+        assert top <= max(0, tile.core[0] - 80) and bottom >= min(1024, tile.core[1] + 80)
+        assert left <= max(0, tile.core[2] - 80) and right >= min(704, tile.core[3] + 80)
     with pytest.raises(UsageError, match="tile side of 8 px"):
         plan_tiles(100, 100, 8, Geometry({"a": 16}, 16, 80))
 

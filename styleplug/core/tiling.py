@@ -90,9 +90,15 @@ class Tile:
 
     @property
     def shape_key(self) -> tuple[int, ...]:
-        """What the tile's compiled programs depend on: the window's size and where the core sits in it."""
-        top, _, left, _ = self.window
-        return (*self.window_size, *(edge - top for edge in self.core[:2]), *(edge - left for edge in self.core[2:]))
+        """What the tile's compiled programs depend on: the window's size and the core's (where the
+        core sits in the window is an argument: ``offsets``)."""
+        top, bottom, left, right = self.core
+        return (*self.window_size, bottom - top, right - left)
+
+    def offsets(self, stride: int) -> list[int]:
+        """Where the core starts in the window's grid at ``stride``, as the start of a slice of ``(1, H, W, C)`` features."""
+        rows, columns = self.grid(stride)
+        return [0, rows.start, columns.start, 0]
 
     def grid(self, stride: int) -> tuple[slice, slice]:
         """The core's positions in the window's grid at ``stride``: window and core start on
@@ -115,22 +121,31 @@ class Tile:
         return {layer: _crop(features[layer], *self.grid(geometry.strides[layer])) for layer in layers}
 
 
-def _spans(length: int, side: int, geometry: Geometry) -> list[tuple[int, int, int, int]]:
+def _spans(length: int, side: int, geometry: Geometry, uniform: bool) -> list[tuple[int, int, int, int]]:
     """``(core start, core end, window start, window end)`` along one axis: cores of about ``side``
-    pixels (multiples of ``align``, the last one taking what is left), windows with the halo."""
+    pixels (multiples of ``align``, the last one taking what is left), windows with the halo. With
+    ``uniform``, the windows at the image's edges are as long as the others, reaching further inside
+    (more context than the core needs, the same features), so that they share one shape."""
     count = math.ceil(length / side)
     size = math.ceil(length / count / geometry.align) * geometry.align
-    return [(start, min(start + size, length), max(0, start - geometry.halo), min(length, start + size + geometry.halo))
-            for start in range(0, length, size)]
+    spans = []
+    for start in range(0, length, size):
+        end, low, high = min(start + size, length), start - geometry.halo, start + size + geometry.halo
+        if uniform:  # the last window starts on the grid too: a shorter one if the image's end is not on it
+            low = min(low, (length - (size + 2 * geometry.halo)) // geometry.align * geometry.align)
+            high = max(high, max(0, low) + size + 2 * geometry.halo)
+        spans.append((start, end, max(0, low), min(length, high)))
+    return spans
 
 
-def plan_tiles(height: int, width: int, side: int, geometry: Geometry) -> list[Tile]:
-    """Tiles of about ``side`` x ``side`` core pixels covering a ``height`` x ``width`` image, row by row."""
+def plan_tiles(height: int, width: int, side: int, geometry: Geometry, uniform: bool = False) -> list[Tile]:
+    """Tiles of about ``side`` x ``side`` core pixels covering a ``height`` x ``width`` image, row by
+    row; with ``uniform``, windows of one shape wherever the image allows (see ``_spans``)."""
     if side < geometry.align:
         raise UsageError(f"a tile side of {side} px is below this network's {geometry.align} px grid; use a larger {{tile_size}}.")
     return [Tile((top, bottom, left, right), (window_top, window_bottom, window_left, window_right))
-            for top, bottom, window_top, window_bottom in _spans(height, side, geometry)
-            for left, right, window_left, window_right in _spans(width, side, geometry)]
+            for top, bottom, window_top, window_bottom in _spans(height, side, geometry, uniform)
+            for left, right, window_left, window_right in _spans(width, side, geometry, uniform)]
 
 
 def check_tileable(terms: list[Term]) -> None:
@@ -193,9 +208,9 @@ class TiledStep(Stepper):
 
     def __init__(self, model: Any, features: Callable[[Any, Any], tuple[Mapping[str, Any], Any]], terms: list[Term],
                  start: np.ndarray, optimizer: str, rate: float, history: int, precision: str, jit_compile: bool,
-                 geometry: Geometry, side: int) -> None:
+                 geometry: Geometry, side: int, uniform: bool) -> None:
         self.geometry = geometry
-        self.tiles = plan_tiles(start.shape[1], start.shape[2], side, geometry)
+        self.tiles = plan_tiles(start.shape[1], start.shape[2], side, geometry, uniform)
         self.feature_terms = [index for index, term in enumerate(terms) if term.loss.uses_features]
         self.pixel_terms = [index for index, term in enumerate(terms) if not term.loss.uses_features]
         super().__init__(model, terms, start, optimizer, rate, history, precision)
@@ -218,8 +233,10 @@ class TiledStep(Stepper):
     def load(self, terms: list[Term], start: np.ndarray) -> None:
         super().load(terms, start)
         # What each tile's programs take of the job: a "positions" loss's target cropped to the
-        # tile's core, the masks at each layer's grid, cropped likewise; for the others, the whole target.
+        # tile's core, the masks at each layer's grid, cropped likewise; for the others, the whole
+        # target; and where the core starts in the window's grid at each layer.
         self.tile_inputs = []
+        layers = {layer for index in self.feature_terms for layer in terms[index].loss.layers}
         masks = {index: {layer: ops.convert_to_numpy(resize_to_grid(terms[index].mask[None, :, :, None],
                                                                     *self._grid(start, layer)))
                          for layer in terms[index].loss.layers}
@@ -234,28 +251,38 @@ class TiledStep(Stepper):
                 tile_masks.append(None if index not in masks else {
                     layer: ops.convert_to_tensor(_crop(grid, *tile.full_grid(self.geometry.strides[layer])))
                     for layer, grid in masks[index].items()})
-            self.tile_inputs.append((targets, tile_masks))
+            offsets = {layer: ops.convert_to_tensor(tile.offsets(self.geometry.strides[layer]), "int32") for layer in layers}
+            self.tile_inputs.append((targets, tile_masks, offsets))
 
     def _grid(self, start: np.ndarray, layer: str) -> tuple[int, int]:
         stride = self.geometry.strides[layer]
         return start.shape[1] // stride, start.shape[2] // stride
 
-    def _tile_sums(self, tile: Tile, window: Any, network: tuple[Any, Any], targets: list[Any], masks: list[Any]) -> list[Any]:
-        """Each feature loss's sums over ``tile``'s core, from its ``window`` of pixels."""
+    def _tile_sums(self, tile: Tile, window: Any, network: tuple[Any, Any], targets: list[Any], masks: list[Any],
+                   offsets: Mapping[str, Any]) -> list[Any]:
+        """Each feature loss's sums over a core of ``tile``'s size at ``offsets`` in the ``window`` of pixels
+        (an argument, not a constant: one program serves every tile of that window and core size)."""
         features, _ = self.features(window, network)
-        return [self.terms[index].loss.sums(tile.cores(features, self.terms[index].loss.layers, self.geometry), target, mask)
+
+        def core(layer: str) -> Any:
+            rows, columns = tile.grid(self.geometry.strides[layer])
+            shape = (1, rows.stop - rows.start, columns.stop - columns.start, features[layer].shape[-1])
+            return ops.slice(features[layer], offsets[layer], shape)
+        return [self.terms[index].loss.sums({layer: core(layer) for layer in self.terms[index].loss.layers}, target, mask)
                 for index, target, mask in zip(self.feature_terms, targets, masks)]
 
     def _program(self, kind: str, tile: Tile) -> Callable[..., Any]:
-        """The compiled gather or scatter program for ``tile``'s window shape."""
+        """The compiled gather or scatter program for ``tile``'s window and core shape."""
         key = (kind, tile.shape_key)
         if key not in self._programs:
             backend = backends.current()
             if kind == "gather":
-                program = lambda window, network, targets, masks: self._tile_sums(tile, window, network, targets, masks)
+                program = lambda window, network, targets, masks, offsets: self._tile_sums(tile, window, network, targets, masks,
+                                                                                           offsets)
             else:
-                def surrogate(window: Any, network: Any, targets: Any, masks: Any, cotangents: Any) -> tuple[Any, Any]:
-                    sums = keras.tree.flatten(self._tile_sums(tile, window, network, targets, masks))
+                def surrogate(window: Any, network: Any, targets: Any, masks: Any, offsets: Any,
+                              cotangents: Any) -> tuple[Any, Any]:
+                    sums = keras.tree.flatten(self._tile_sums(tile, window, network, targets, masks, offsets))
                     return sum(ops.sum(value * cotangent) for value, cotangent in zip(sums, keras.tree.flatten(cotangents))), None
 
                 gradient = backend.value_and_grad(surrogate)
@@ -299,18 +326,19 @@ class TiledStep(Stepper):
         targets, weights = self.constants["targets"], self.constants["weights"]
         passes = 2 * len(self.tiles)
         sums = None
-        for done, (tile, (tile_targets, tile_masks)) in enumerate(zip(self.tiles, self.tile_inputs), start=1):
+        for done, (tile, (tile_targets, tile_masks, offsets)) in enumerate(zip(self.tiles, self.tile_inputs), start=1):
             if cancel is not None and cancel.is_set():
                 return None
-            part = self._program("gather", tile)(tile.window_of(image), network, tile_targets, tile_masks)
+            part = self._program("gather", tile)(tile.window_of(image), network, tile_targets, tile_masks, offsets)
             sums = part if sums is None else keras.tree.map_structure(ops.add, sums, part)
             yield report((done, passes))
         feature_total, feature_values, cotangents = self._combine(sums or [], targets, weights)
         gradient = ops.zeros_like(image)
-        for done, (tile, (tile_targets, tile_masks)) in enumerate(zip(self.tiles, self.tile_inputs), start=len(self.tiles) + 1):
+        for done, (tile, (tile_targets, tile_masks, offsets)) in enumerate(zip(self.tiles, self.tile_inputs),
+                                                                           start=len(self.tiles) + 1):
             if cancel is not None and cancel.is_set():
                 return None
-            part = self._program("scatter", tile)(tile.window_of(image), network, tile_targets, tile_masks, cotangents)
+            part = self._program("scatter", tile)(tile.window_of(image), network, tile_targets, tile_masks, offsets, cotangents)
             start = (0, tile.window[0], tile.window[2], 0)
             gradient = ops.slice_update(gradient, start, ops.slice(gradient, start, ops.shape(part)) + part)
             yield report((done, passes))
