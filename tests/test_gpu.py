@@ -35,10 +35,21 @@ def test_auto_precision_is_bfloat16_on_a_recent_gpu():
     assert resolve_precision("auto") == "bfloat16"
 
 
-def test_a_job_larger_than_the_gpu_is_refused_before_it_starts_with_a_size_that_fits():
+def test_a_job_larger_than_the_memory_allowed_is_refused_before_it_starts_with_a_size_that_fits():
     engine = styleplug.Engine("vgg19", "none", precision="float32")
     with pytest.raises(ResourceError) as refused:
-        engine.stylize(CONTENT, STYLE, size=8192, steps=1, scales="none", tiling="off")
+        engine.stylize(CONTENT, STYLE, size=4096, steps=1, scales="none", tiling="off", max_memory=8)
     largest = refused.value.data["largest_size"]
-    assert largest is not None and 2048 <= largest < 8192
-    engine.stylize(CONTENT, STYLE, size=largest // 4, steps=2, scales="none")  # a quarter of it runs
+    assert largest is not None and 512 <= largest < 4096
+    engine.stylize(CONTENT, STYLE, size=largest // 2, steps=2, scales="none", max_memory=8)  # a quarter of it runs
+
+
+def test_a_job_too_large_to_compile_in_one_pass_is_refused_without_tiles_and_runs_in_tiles_of_one_shape():
+    engine = styleplug.Engine("vgg19", "none")
+    with pytest.raises(ResourceError, match="too large for one pass on a GPU") as refused:
+        engine.stylize(CONTENT, STYLE, size=8192, steps=1, scales="none", tiling="off")
+    assert refused.value.data["largest_size"] == 4729  # 4729x3547: 4096x4096 pixels
+    # Tiles forced at 1024x768: 12 windows of 448 px with one shape, so besides the combination, the
+    # pixel losses and the optimiser's update only one gather and one scatter program are compiled.
+    engine.stylize(CONTENT, STYLE, size=1024, steps=2, scales="none", tiling="on", tile_size=256)
+    assert engine.traces == 5
