@@ -49,7 +49,7 @@ def test_a_job_too_large_to_compile_in_one_pass_is_refused_without_tiles_and_run
     with pytest.raises(ResourceError, match="too large for one pass on a GPU") as refused:
         engine.stylize(CONTENT, STYLE, size=8192, steps=1, scales="none", tiling="off")
     assert refused.value.data["largest_size"] == 4729  # 4729x3547: 4096x4096 pixels
-    # Tiles forced at 1024x768: 12 windows of 448 px with one shape, so besides the combination, the
+    # Tiles forced at 512x384: 12 windows of 320 px with one shape, so besides the combination, the
     # pixel losses and the optimiser's update only one gather and one scatter program are compiled.
-    engine.stylize(CONTENT, STYLE, size=1024, steps=2, scales="none", tiling="on", tile_size=256)
+    engine.stylize(CONTENT, STYLE, size=512, steps=2, scales="none", tiling="on", tile_size=128)
     assert engine.traces == 5
