@@ -189,6 +189,7 @@ def test_on_a_gpu_an_image_too_large_to_compile_in_one_pass_runs_in_tiles_whatev
         assert model.stylize(CONTENT, size=512).size == (512, 384)
     planned = re.search(r"a 512x384 job runs in (\d+) tiles of up to (\d+)x(\d+) px", caplog.text)
     assert planned and int(planned[1]) > 1 and int(planned[2]) * int(planned[3]) <= 320 * 320, caplog.text
+    assert "(96 px; 1 window shape)" in caplog.text  # one gather and one scatter program to compile
     assert "photo is too large for one pass on a GPU (compiling it would take many minutes): painting it in tiles" in caplog.text
 
 

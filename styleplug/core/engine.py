@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -149,15 +149,24 @@ class _Tiling:
     uniform: bool = False
 
 
+class _Layout(NamedTuple):
+    """One way to cut an image into tiles of a given side."""
+
+    cost: float  # the pixels through the network per step relative to the image's (the halos' cost)
+    window: tuple[int, int]  # the largest window's height and width
+    count: int  # tiles
+    shapes: int  # window and core sizes: two compiled programs each
+    uniform: bool  # windows of one shape where the image allows (``plan_tiles``)
+
+
 @dataclass
 class _TileLayouts:
-    """The ways one image may be cut into tiles: for each tile side, the pixels through the network
-    per step relative to the image's (the halos' cost), the largest window (height, width) and the
-    number of tiles; and the bytes of the whole image's position-by-position targets."""
+    """The ways one image may be cut into tiles, by tile side, and the bytes of the whole image's
+    position-by-position targets."""
 
     geometry: Geometry
     positions: int
-    sides: dict[int, tuple[float, tuple[int, int], int]]
+    sides: dict[int, _Layout]
 
 
 @dataclass
@@ -177,10 +186,11 @@ def _within_pass(width: int, height: int) -> bool:
 
 
 def _uniform_windows() -> bool:
-    """Whether tiles get windows of one shape (a few more pixels each at the image's edges): on a
-    GPU, where each window shape costs its two programs' compiles (10-50 s each on an H200), for a
-    16384x12288 job 2 shapes instead of 6. On a CPU compiling is quick and the pixels are not (a
-    4096x3072 job in 80 tiles: 2.23x the pixels through the network instead of 2.04x)."""
+    """Whether tiles get windows of one shape (a few more pixels each at the image's edges) where
+    that means fewer shapes: on a GPU, where each window shape costs its two programs' compiles
+    (10-50 s each on an H200), for a 16384x12288 job 2 shapes instead of 6. On a CPU compiling is
+    quick and the pixels are not (a 4096x3072 job in 80 tiles: 2.23x the pixels through the network
+    instead of 2.04x)."""
     return bool(gpus())
 
 
@@ -669,7 +679,7 @@ class Engine:
         in_tiles = layouts is not None and bool(layouts.sides)  # else too small to cut: the untiled figures
         if in_tiles:
             # What the cheapest optimiser needs in the smallest tiles; only its state and targets grow with the pixels.
-            window = layouts.sides[min(layouts.sides)][1]
+            window = layouts.sides[min(layouts.sides)].window
             needed = lowest = estimate_tiled_memory(model, height, width, window, *plans[-1], layouts.positions)
             fixed = estimate_tiled_memory(model, 0, 0, window, *plans[-1], 0)
         else:
@@ -700,11 +710,16 @@ class Engine:
             {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
             - {math.ceil(max(width, height) / geometry.align) * geometry.align}, reverse=True)  # not one tile
 
-        def layout(side: int) -> tuple[float, tuple[int, int], int]:
-            tiles = plan_tiles(height, width, side, geometry, _uniform_windows())
+        def layout(side: int) -> _Layout:
+            tiles, uniform = plan_tiles(height, width, side, geometry), False
+            if _uniform_windows():  # where it means fewer window shapes than the plain windows
+                alike = plan_tiles(height, width, side, geometry, uniform=True)
+                if len({tile.shape_key for tile in alike}) < len({tile.shape_key for tile in tiles}):
+                    tiles, uniform = alike, True
             sizes = [tile.window_size for tile in tiles]
             largest = (max(rows for rows, _ in sizes), max(columns for _, columns in sizes))
-            return sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles)
+            return _Layout(sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles),
+                           len({tile.shape_key for tile in tiles}), uniform)
 
         return _TileLayouts(geometry, positions, {side: layout(side) for side in sides
                                                   if side >= geometry.align and (job.tile_size or side >= geometry.halo)})
@@ -718,15 +733,16 @@ class Engine:
         # The fewest pixels through the network, then the longest L-BFGS history; Adam only if no
         # L-BFGS history fits.
         for group in ([plan for plan in plans if plan[0] == "lbfgs"], [plan for plan in plans if plan[0] == "adam"]):
-            fitting = [(sides[side][0], -plan[1], side, plan) for plan in group for side in sides if _within_pass(*sides[side][1])
-                       and estimate_tiled_memory(model, height, width, sides[side][1], *plan, layouts.positions) <= available]
+            fitting = [(sides[side].cost, -plan[1], side, plan) for plan in group for side in sides if _within_pass(*sides[side].window)
+                       and estimate_tiled_memory(model, height, width, sides[side].window, *plan, layouts.positions) <= available]
             if fitting:
                 cost, _, side, plan = min(fitting)
-                log.warning("a %dx%d job runs in %d tiles of up to %dx%d px with their context (%d px), %.2fx the pixels "
-                            "through the network, within %.1f GiB%s", width, height, sides[side][2], *sides[side][1][::-1],
-                            layouts.geometry.halo, cost, available / 2**30, "" if plan == plans[0] else
+                log.warning("a %dx%d job runs in %d tiles of up to %dx%d px with their context (%d px; %d window shape%s), "
+                            "%.2fx the pixels through the network, within %.1f GiB%s", width, height, sides[side].count,
+                            *sides[side].window[::-1], layouts.geometry.halo, sides[side].shapes,
+                            "" if sides[side].shapes == 1 else "s", cost, available / 2**30, "" if plan == plans[0] else
                             f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
-                return _MemoryPlan(*plan, available, _Tiling(layouts.geometry, side, _uniform_windows()))
+                return _MemoryPlan(*plan, available, _Tiling(layouts.geometry, side, sides[side].uniform))
         return None
 
     def _stage_tiling(self, model: Any, plan: _MemoryPlan, job: Job, content: Image.Image) -> _Tiling | None:
