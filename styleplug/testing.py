@@ -393,7 +393,7 @@ def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int
     rounding (about 1e-6 in float32). ``halo`` overrides the network's (to see what too small a
     halo costs); ``uniform`` gives every window one shape, as on a GPU."""
     from .core.engine import _Tiling
-    from .core.tiling import exhaust, network_geometry
+    from .core.tiling import exhaust, network_geometry, window_shapes
 
     terms = engine.terms(job)
     layers = engine._layers(terms)
@@ -410,7 +410,7 @@ def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int
     tiled_total, _, tiled_gradient = exhaust(tiled.iter_evaluate(image))
     gradient, tiled_gradient = ops.convert_to_numpy(gradient), ops.convert_to_numpy(tiled_gradient)
     return {"total": float(total), "tiled_total": float(tiled_total), "tiles": len(tiled.tiles),
-            "window_shapes": len({tile.shape_key for tile in tiled.tiles}),
+            "window_shapes": window_shapes(tiled.tiles),
             "gradient_error_max": float(np.abs(tiled_gradient - gradient).max() / np.abs(gradient).max()),
             "gradient_error_norm": float(np.linalg.norm(tiled_gradient - gradient) / np.linalg.norm(gradient))}
 

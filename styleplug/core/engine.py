@@ -28,7 +28,8 @@ from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
 from . import backends
 from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, estimate_tiled_memory,
                      gpus, memory_budget, pass_pixels, resolve_precision, set_threads)
-from .tiling import Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums
+from .tiling import (Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums,
+                     window_shapes)
 from ..errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
 from ..run.image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
 from ..run.job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
@@ -710,16 +711,18 @@ class Engine:
             {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
             - {math.ceil(max(width, height) / geometry.align) * geometry.align}, reverse=True)  # not one tile
 
+        uniform_windows = _uniform_windows()
+
         def layout(side: int) -> _Layout:
             tiles, uniform = plan_tiles(height, width, side, geometry), False
-            if _uniform_windows():  # where it means fewer window shapes than the plain windows
+            shapes = window_shapes(tiles)
+            if uniform_windows:  # where it means fewer window shapes than the plain windows
                 alike = plan_tiles(height, width, side, geometry, uniform=True)
-                if len({tile.shape_key for tile in alike}) < len({tile.shape_key for tile in tiles}):
-                    tiles, uniform = alike, True
+                if (fewer := window_shapes(alike)) < shapes:
+                    tiles, uniform, shapes = alike, True, fewer
             sizes = [tile.window_size for tile in tiles]
             largest = (max(rows for rows, _ in sizes), max(columns for _, columns in sizes))
-            return _Layout(sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles),
-                           len({tile.shape_key for tile in tiles}), uniform)
+            return _Layout(sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles), shapes, uniform)
 
         return _TileLayouts(geometry, positions, {side: layout(side) for side in sides
                                                   if side >= geometry.align and (job.tile_size or side >= geometry.halo)})
@@ -730,11 +733,12 @@ class Engine:
         the least halo overhead; None if nothing fits."""
         width, height = output.size
         sides = layouts.sides
+        passable = [side for side in sides if _within_pass(*sides[side].window)]
         # The fewest pixels through the network, then the longest L-BFGS history; Adam only if no
         # L-BFGS history fits.
         for group in ([plan for plan in plans if plan[0] == "lbfgs"], [plan for plan in plans if plan[0] == "adam"]):
-            fitting = [(sides[side].cost, -plan[1], side, plan) for plan in group for side in sides if _within_pass(*sides[side].window)
-                       and estimate_tiled_memory(model, height, width, sides[side].window, *plan, layouts.positions) <= available]
+            fitting = [(sides[side].cost, -plan[1], side, plan) for plan in group for side in passable
+                       if estimate_tiled_memory(model, height, width, sides[side].window, *plan, layouts.positions) <= available]
             if fitting:
                 cost, _, side, plan = min(fitting)
                 log.warning("a %dx%d job runs in %d tiles of up to %dx%d px with their context (%d px; %d window shape%s), "

@@ -116,9 +116,17 @@ class Tile:
         top, bottom, left, right = self.window
         return image[:, top:bottom, left:right, :]
 
-    def cores(self, features: Mapping[str, Any], layers: Iterable[str], geometry: Geometry) -> dict[str, Any]:
-        """The window's ``features`` at ``layers``, cropped to the core's positions."""
-        return {layer: _crop(features[layer], *self.grid(geometry.strides[layer])) for layer in layers}
+    def cores(self, features: Mapping[str, Any], layers: Iterable[str], geometry: Geometry,
+              offsets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The window's ``features`` at ``layers``, cropped to the core's positions; with ``offsets``
+        (each layer's slice start, tensors in a program that serves every tile of this window and
+        core size), to a core of this one's size starting there."""
+        def core(layer: str) -> Any:
+            stride = geometry.strides[layer]
+            rows, columns = self.grid(stride)
+            shape = (1, rows.stop - rows.start, columns.stop - columns.start, features[layer].shape[-1])
+            return ops.slice(features[layer], self.offsets(stride) if offsets is None else offsets[layer], shape)
+        return {layer: core(layer) for layer in layers}
 
 
 def _spans(length: int, side: int, geometry: Geometry, uniform: bool) -> list[tuple[int, int, int, int]]:
@@ -146,6 +154,11 @@ def plan_tiles(height: int, width: int, side: int, geometry: Geometry, uniform: 
     return [Tile((top, bottom, left, right), (window_top, window_bottom, window_left, window_right))
             for top, bottom, window_top, window_bottom in _spans(height, side, geometry, uniform)
             for left, right, window_left, window_right in _spans(width, side, geometry, uniform)]
+
+
+def window_shapes(tiles: list[Tile]) -> int:
+    """How many window and core sizes ``tiles`` have: a gather and a scatter program to compile for each."""
+    return len({tile.shape_key for tile in tiles})
 
 
 def check_tileable(terms: list[Term]) -> None:
@@ -263,12 +276,8 @@ class TiledStep(Stepper):
         """Each feature loss's sums over a core of ``tile``'s size at ``offsets`` in the ``window`` of pixels
         (an argument, not a constant: one program serves every tile of that window and core size)."""
         features, _ = self.features(window, network)
-
-        def core(layer: str) -> Any:
-            rows, columns = tile.grid(self.geometry.strides[layer])
-            shape = (1, rows.stop - rows.start, columns.stop - columns.start, features[layer].shape[-1])
-            return ops.slice(features[layer], offsets[layer], shape)
-        return [self.terms[index].loss.sums({layer: core(layer) for layer in self.terms[index].loss.layers}, target, mask)
+        return [self.terms[index].loss.sums(tile.cores(features, self.terms[index].loss.layers, self.geometry, offsets),
+                                            target, mask)
                 for index, target, mask in zip(self.feature_terms, targets, masks)]
 
     def _program(self, kind: str, tile: Tile) -> Callable[..., Any]:
