@@ -58,11 +58,15 @@ def estimate_memory(model: Any, height: int, width: int, optimizer: str, history
     """Rough peak bytes of one job: activations kept for the backward pass (in the model's compute
     precision), their gradients, the optimiser's float32 state and a fixed runtime overhead.
     Errs on the high side."""
-    pixels = height * width * 3
-    # The image, its gradient, the best image, the accepted point and the proposed move, plus the
-    # accepted gradient (L-BFGS, with its history) or the two moments (Adam).
-    vectors = 2 * history + 6 if optimizer == "lbfgs" else 7
-    return int(activation_copies() * activation_bytes(model, height, width)) + 4 * vectors * pixels + RUNTIME_BYTES
+    return int(activation_copies() * activation_bytes(model, height, width)) + \
+        4 * _state_vectors(optimizer, history) * height * width * 3 + RUNTIME_BYTES
+
+
+def _state_vectors(optimizer: str, history: int) -> int:
+    """Image-sized float32 vectors a run keeps: the image, its gradient, the best image, the accepted
+    point and the proposed move, plus the accepted gradient (L-BFGS, with its history) or the two
+    moments (Adam)."""
+    return 2 * history + 6 if optimizer == "lbfgs" else 7
 
 
 def activation_copies() -> float:
@@ -86,7 +90,7 @@ def estimate_tiled_memory(model: Any, height: int, width: int, window: tuple[int
     """Rough peak bytes of a job run in tiles whose largest window is ``window`` (height, width):
     one window's activations and their gradients, the optimiser's state for the whole image, and
     ``positions_bytes`` of position-by-position targets (a content target's features) for the whole image."""
-    state = 2 * history + 6 if optimizer == "lbfgs" else 7
+    state = _state_vectors(optimizer, history)
     # On TensorFlow an optimiser step holds the state it reads and the state it writes at once (it
     # cannot reuse the old state's buffers): counted once there, a 4096 px job planned for 8 GiB
     # peaked at 10.7 GiB and an 8192 px one for 20 GiB was killed at 24. JAX writes in place.
