@@ -402,8 +402,9 @@ def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int
     geometry = network_geometry(model, layers, engine.network.name)
     if halo is not None:
         geometry = dataclasses.replace(geometry, halo=halo)
-    untiled = engine._prepare(model, terms, images, job, job.size, None, None)
-    tiled = engine._prepare(model, terms, images, job, job.size, None, _Tiling(geometry, tile_size, uniform))
+    tiling = _Tiling(geometry, tile_size, uniform)
+    untiled = engine._prepare(model, terms, images, job, job.size, None, None, None)
+    tiled = engine._prepare(model, terms, images, job, job.size, None, tiling, tiling)
     image = ops.convert_to_tensor(untiled.carry["image"])
     network = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
     total, _, gradient = untiled.value_and_grad(image, untiled.constants, network)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from styleplug.core import backends
 from styleplug.frontends.cli import cli
+from styleplug.run.job import Job
 
 from support import gradient_image, stripes_image
 
@@ -293,3 +294,25 @@ def test_demo_options_and_a_bad_login_spec():
     assert code == 2 and "--auth-file '/nonexistent/logins' cannot be read" in text, text
     code, text = invoke("demo", "--trusted-proxy", "proxy.example")
     assert code == 2 and "--trusted-proxy takes an IP address or network" in text, text
+
+
+def test_the_progress_bar_gives_the_time_left_at_the_size_being_worked_on(pair, tmp_path):
+    from types import SimpleNamespace
+
+    from styleplug.frontends.cli import _ScaleTimer
+
+    # A step's cost grows with the scale: the time left is paced by the reports at the current one.
+    timer = _ScaleTimer(Job(content="c.png", style="s.png", size=512, steps=300))  # scales 256, 512
+    at = lambda size, step, total, tile=None: SimpleNamespace(size=size, step=step, total=total, tile=tile)  # noqa: E731
+    assert timer.left(at(256, 10, 600), 0.0) is None  # the first report times nothing (it may include compiling)
+    assert timer.left(at(256, 20, 600), 1.0) == pytest.approx(280 * 0.1)
+    assert timer.left(at(512, 250, 550), 30.0) is None  # the 256 px scale stopped early at step 250
+    # 1.25 steps in 5 s, tile passes counted: 298.75 steps left at 4 s each.
+    assert timer.left(at(512, 251, 550, tile=(1, 4)), 35.0) == pytest.approx(298.75 * 4)
+
+    content, style = pair
+    result = subprocess.run([sys.executable, "-m", "styleplug", "run", content, style, "-O", tmp_path / "out.png", "--size", "64",
+                             "--scales", "32", "--steps", "6", "--chunk-size", "2", "--weights", "none", "--no-early-stop"],
+                            capture_output=True, text=True, env={**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""})
+    assert result.returncode == 0, result.stderr
+    assert "left at this size=00:0" in result.stderr and "left=00:0" in result.stderr and "12/12" in result.stderr

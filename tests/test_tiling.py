@@ -193,6 +193,60 @@ def test_on_a_gpu_an_image_too_large_to_compile_in_one_pass_runs_in_tiles_whatev
     assert "photo is too large for one pass on a GPU (compiling it would take many minutes): painting it in tiles" in caplog.text
 
 
+def test_a_lower_scale_that_does_not_fit_gets_tiles_of_its_own(small_engine, caplog):
+    # Tiles are planned for the output; a lower scale needs less memory for the optimiser's state,
+    # so it runs in fewer, larger tiles (fewer pixels through the network) than the output's.
+    cancel, passes = threading.Event(), []
+
+    def watch(progress):
+        if progress.tile:
+            passes.append((progress.size, progress.tile[1]))
+            cancel.set()  # stopped at the 512 px scale's first tile
+
+    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=1024, scales=[512], steps=1, max_memory=1.8)
+    with caplog.at_level("WARNING", logger="styleplug"):
+        record = json.loads(small_engine.run(job, callback=watch, cancel=cancel).info["styleplug"])
+    lower = re.search(r"a 512x384 scale runs in (\d+) tiles", caplog.text)
+    assert "a 1024x768 job runs in" in caplog.text and lower, caplog.text
+    assert passes == [(512, 2 * int(lower[1]))]
+    model = small_engine.feature_model(small_engine._layers(small_engine.terms(job)))
+    in_the_outputs_tiles = plan_tiles(384, 512, record["job"]["tile_size"], network_geometry(model, ["block5_conv1"], "vgg19"))
+    assert int(lower[1]) < len(in_the_outputs_tiles)
+
+
+def test_a_style_image_too_large_for_one_pass_has_its_target_gathered_in_tiles(small_engine, monkeypatch, caplog):
+    # style_scale 2 beside a 256 px output that runs in one pass: a 512 px style image. Its Gram
+    # targets are sums over the image, so gathered in tiles they are the one-pass ones.
+    from styleplug.core.device import estimate_memory
+
+    job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=256, scales="none", steps=1, chunk_size=1, style_scale=2)
+    network = small_engine.network
+    model = small_engine.feature_model([*network.default_content_layers, *network.default_style_layers])
+
+    def first_losses(**changes) -> dict[str, float]:
+        reports: list[styleplug.Progress] = []
+        with caplog.at_level("WARNING", logger="styleplug"):
+            small_engine.run(dataclasses.replace(job, **changes), callback=reports.append)
+        return reports[0].losses
+
+    one_pass = first_losses()
+    assert "tiles" not in caplog.text
+    # Memory for the 256x192 output's one pass, not for the style image's.
+    just_the_output = 1.001 * estimate_memory(model, 192, 256, "lbfgs", 20) / 2**30
+    in_tiles = first_losses(max_memory=just_the_output)
+    assert re.search(r"style images larger than (\d+) px go through the network in tiles .* one pass of a 512x320 "
+                     r"style image would not fit in", caplog.text), caplog.text
+    # On a GPU: a style image above the one-pass limit (scaled down here with the image).
+    monkeypatch.setattr(backends.current(), "gpus", lambda: ["cuda:0"])
+    monkeypatch.setattr(backends.current(), "gpu_free_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(device, "GPU_PASS_PIXELS", 320 * 320)
+    caplog.clear()
+    on_a_gpu = first_losses()
+    assert "tiles of 128 px" in caplog.text and "is too large for one pass on a GPU" in caplog.text, caplog.text
+    for losses in (in_tiles, on_a_gpu):
+        assert losses["total"] == pytest.approx(one_pass["total"], rel=1e-4)
+
+
 def test_a_loss_that_cannot_run_tiled_is_refused_in_one_line(small_engine):
     class MeanLoss(styleplug.Loss):
         """Mean activation."""

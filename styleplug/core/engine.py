@@ -178,6 +178,7 @@ class _MemoryPlan:
     history: int
     available: int  # bytes the job may use
     tiling: _Tiling | None = None
+    references: _Tiling | None = None  # tiles for a style image too large for one pass at the untiled output size
 
 
 def _within_pass(width: int, height: int) -> bool:
@@ -437,8 +438,10 @@ class Engine:
             if index and cancel is not None and cancel.is_set():
                 stopped = True
                 break
-            tiling = self._stage_tiling(model, plan, job, resize_long_side(images.content, stage_size))
-            compiled = self._prepare(model, terms, images, ran, stage_size, result, tiling)
+            tiling = self._stage_tiling(model, terms, plan, job, resize_long_side(images.content, stage_size), output)
+            references = tiling or (plan.references if index == len(sizes) - 1 else self._reference_tiling(
+                model, terms, stage_size, job.style_scale, images.style, plan.available))
+            compiled = self._prepare(model, terms, images, ran, stage_size, result, tiling, references)
             stage_steps = 0  # run at this scale before the checkpoint
             if resumed is not None:
                 compiled.restore(resumed.best, resumed.state)
@@ -533,8 +536,9 @@ class Engine:
         return _Images(content, styles, masks, init)
 
     def _prepare(self, model: Any, terms: list[Term], images: _Images, job: Job, size: int,
-                 previous: Image.Image | None, tiling: _Tiling | None) -> CompiledStep | TiledStep:
-        """One scale's targets and stepper, starting from the coarser result if there is one."""
+                 previous: Image.Image | None, tiling: _Tiling | None, references: _Tiling | None) -> CompiledStep | TiledStep:
+        """One scale's targets (from reference images larger than a tile of ``references``: tile by
+        tile) and stepper, starting from the coarser result if there is one."""
         content = resize_long_side(images.content, size)
         # style_scale sizes the style relative to the output, which sets the size of the brush strokes.
         styles = [resize_long_side(image, style_side(size, job.style_scale)) for image in images.style]
@@ -550,7 +554,7 @@ class Engine:
         staged = []
         with _backend_errors(f"computing the loss targets at {size} px"):
             for term, reference in _per_reference(terms, content, styles, job.style_shares, masks):
-                term.target = self._target(model, term, reference, tiling)
+                term.target = self._target(model, term, reference, references)
                 staged.append(term)
         with _backend_errors(f"preparing the optimisation at {size} px"):
             return self._compiled(model, staged, start[None], job, tiling)
@@ -646,8 +650,9 @@ class Engine:
         down to 5, then Adam); with ``tiling`` (auto, the default), exact tiles, which also shorten
         the L-BFGS history the whole image's state needs; on a GPU, tiles too for an image above
         ``pass_pixels()``, whatever the memory. Raises ``ResourceError`` when none fits;
-        its data holds the bytes needed and available and the largest size that would fit. The
-        style images' forward passes (their size set by ``style_scale``) must fit too."""
+        its data holds the bytes needed and available and the largest size that would fit. A style
+        image whose forward pass (its size set by ``style_scale``) would not fit goes through the
+        network in tiles (``_reference_tiling``)."""
         available = memory_budget()
         if available is None:  # a GPU whose free memory the backend does not tell: nothing to plan with
             return _MemoryPlan(job.optimizer, job.history, available_memory())
@@ -664,19 +669,19 @@ class Engine:
         if job.tiling != "on" and one_pass:
             for plan in [asked, *cheaper] if job.fit_memory else [asked]:
                 if estimate_memory(model, height, width, *plan) <= available:
-                    self._check_style_memory(model, job, styles, available)
                     if plan != asked:
                         log.warning("a %dx%d job with L-BFGS history %d would not fit in %.1f GiB; running with %s instead",
                                     width, height, job.history, available / 2**30,
                                     f"history {plan[1]}" if plan[0] == "lbfgs" else "Adam")
-                    return _MemoryPlan(*plan, available)
+                    references = self._reference_tiling(model, terms, job.size, job.style_scale, styles, available)
+                    return _MemoryPlan(*plan, available, references=references)
         plans, layouts = [asked, *cheaper], None
         if job.tiling != "off":
             check_tileable(terms)
             layouts = self._tile_layouts(model, terms, output, job)
             tiled = self._plan_tiles(model, output, layouts, plans, available)
             if tiled is not None:
-                return tiled
+                return tiled  # style images at the output's size go through its tiles
         in_tiles = layouts is not None and bool(layouts.sides)  # else too small to cut: the untiled figures
         if in_tiles:
             # What the cheapest optimiser needs in the smallest tiles; only its state and targets grow with the pixels.
@@ -728,9 +733,9 @@ class Engine:
                                                   if side >= geometry.align and (job.tile_size or side >= geometry.halo)})
 
     def _plan_tiles(self, model: Any, output: Image.Image, layouts: _TileLayouts, plans: list[tuple[str, int]],
-                    available: int) -> _MemoryPlan | None:
+                    available: int, what: str = "job") -> _MemoryPlan | None:
         """The optimiser of ``plans`` and the tiles whose estimated peak fits ``available`` with
-        the least halo overhead; None if nothing fits."""
+        the least halo overhead; None if nothing fits. The log names the image ``what`` (job, scale)."""
         width, height = output.size
         sides = layouts.sides
         passable = [side for side in sides if _within_pass(*sides[side].window)]
@@ -741,34 +746,74 @@ class Engine:
                        if estimate_tiled_memory(model, height, width, sides[side].window, *plan, layouts.positions) <= available]
             if fitting:
                 cost, _, side, plan = min(fitting)
-                log.warning("a %dx%d job runs in %d tiles of up to %dx%d px with their context (%d px; %d window shape%s), "
-                            "%.2fx the pixels through the network, within %.1f GiB%s", width, height, sides[side].count,
+                log.warning("a %dx%d %s runs in %d tiles of up to %dx%d px with their context (%d px; %d window shape%s), "
+                            "%.2fx the pixels through the network, within %.1f GiB%s", width, height, what, sides[side].count,
                             *sides[side].window[::-1], layouts.geometry.halo, sides[side].shapes,
                             "" if sides[side].shapes == 1 else "s", cost, available / 2**30, "" if plan == plans[0] else
                             f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
                 return _MemoryPlan(*plan, available, _Tiling(layouts.geometry, side, sides[side].uniform))
         return None
 
-    def _stage_tiling(self, model: Any, plan: _MemoryPlan, job: Job, content: Image.Image) -> _Tiling | None:
-        """Whether the scale at ``content``'s size runs in tiles: with the plan's tiles, when one
-        pass would not fit or is too large for one (or, with ``tiling=on``, when it is larger than a tile)."""
+    def _stage_tiling(self, model: Any, terms: list[Term], plan: _MemoryPlan, job: Job, content: Image.Image,
+                      output: Image.Image) -> _Tiling | None:
+        """Whether the scale at ``content``'s size runs in tiles (with ``tiling=on``: when it is larger
+        than the plan's tile), and in which: when one pass would not fit or is too large for one, the
+        plan's tiles at the output's size or when the job sets a tile size, else the scale's own. A lower scale
+        needs less memory for its optimiser's state, so its tiles can be larger and fewer (the
+        2048 px scale of a 4096 px job in 8 GiB: 4 tiles, 1.23x the pixels through the network, not
+        20 in the output's tile side, 1.89x)."""
         if plan.tiling is None:
             return None
         if job.tiling == "on":
             return plan.tiling if max(content.size) > plan.tiling.side else None
         width, height = content.size
         fits = estimate_memory(model, height, width, plan.optimizer, plan.history) <= plan.available
-        return None if fits and _within_pass(width, height) else plan.tiling
+        if fits and _within_pass(width, height):
+            return None
+        if content.size == output.size or job.tile_size:
+            return plan.tiling
+        staged = self._plan_tiles(model, content, self._tile_layouts(model, terms, content, job),
+                                  [(plan.optimizer, plan.history)], plan.available, "scale")
+        return plan.tiling if staged is None else staged.tiling
 
-    def _check_style_memory(self, model: Any, job: Job, styles: list[Image.Image], available: int) -> None:
-        """Raise ``ResourceError`` if a style image's forward pass, at the size ``style_scale`` gives it, would not fit."""
-        for style in styles:
-            width, height = long_side_size(style.size, style_side(job.size, job.style_scale))
-            needed = 2 * activation_bytes(model, height, width) + RUNTIME_BYTES  # a forward pass, kept high
-            if needed > available:
-                raise ResourceError(f"a style image at {width}x{height} ({{style_scale}} {job.style_scale:g} of {job.size} px) "
-                                    f"needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free; "
-                                    "use a smaller {style_scale} or size.", needed=needed, available=available)
+    def _reference_tiling(self, model: Any, terms: list[Term], size: int, style_scale: float, styles: list[Image.Image],
+                          available: int) -> _Tiling | None:
+        """Tiles for the style images whose forward pass beside a ``size`` px output, at the size
+        ``style_scale`` gives them, would not fit in ``available`` or is too large for one pass on a GPU: their targets are then
+        gathered tile by tile, exactly, as at a tiled scale. None when every one fits in one pass.
+        Raises ``ResourceError`` when not even the smallest tile fits."""
+
+        def needed(width: int, height: int) -> int:
+            return 2 * activation_bytes(model, height, width) + RUNTIME_BYTES  # a forward pass, kept high
+
+        def fits(width: int, height: int) -> bool:
+            return _within_pass(width, height) and needed(width, height) <= available
+
+        sizes = [long_side_size(style.size, style_side(size, style_scale)) for style in styles]
+        if all(fits(*size) for size in sizes):
+            return None
+        geometry = network_geometry(model, self._layers(terms), self.network.name)
+        largest = max(sizes, key=lambda size: size[0] * size[1])
+        longest = max(max(size) for size in sizes)
+        # The largest tile, in steps of the network's grid, whose square window fits: the window is
+        # at least as large as any tile's (edge windows are cut by the image), and fits grows as it shrinks.
+        fitting, too_large = 0, math.ceil(longest / geometry.align)
+        while too_large - fitting > 1:
+            middle = (fitting + too_large) // 2
+            window = middle * geometry.align + 2 * geometry.halo
+            fitting, too_large = (middle, too_large) if fits(window, window) else (fitting, middle)
+        if fitting == 0:
+            width, height = largest
+            smallest = needed(*[geometry.align + 2 * geometry.halo] * 2)
+            raise ResourceError(f"a style image at {width}x{height} ({{style_scale}} {style_scale:g} of {size} px) "
+                                f"needs about {smallest / 2**30:.1f} GiB even in tiles but {available / 2**30:.1f} GiB is "
+                                "free; use a smaller {style_scale} or size.", needed=smallest, available=available)
+        side = fitting * geometry.align
+        reason = "is too large for one pass on a GPU" if not all(_within_pass(*size) for size in sizes) else \
+            f"would not fit in {available / 2**30:.1f} GiB"
+        log.warning("style images larger than %d px go through the network in tiles of %d px with their context (%d px): "
+                    "one pass of a %dx%d style image %s", side, side, geometry.halo, *largest, reason)
+        return _Tiling(geometry, side, _uniform_windows())
 
     # -- optimisation --------------------------------------------------------------------------
 

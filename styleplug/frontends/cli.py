@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 from ..errors import PluginError, StyleplugError, UnknownNameError, UsageError, one_line
-from ..run.job import MAX_SIZE, Job, job_fields, parse_layers
+from ..run.job import MAX_SIZE, Job, job_fields, parse_layers, plan_scales
 from ..host.plugins import PluginHost, Registered, default_host
 
 COMMON_LOSS_OPTIONS = {
@@ -672,19 +672,50 @@ def _number(text: str, option: str) -> float:
         raise UsageError(f"{option} takes NAME=NUMBER pairs, e.g. starry_night=0.7; got {text!r}.") from None
 
 
+class _ScaleTimer:
+    """The seconds left at the scale being worked on, at the pace of this process's reports there.
+    A step's cost grows with the scale (a 4096 px step in tiles takes a minute, a 256 px one a tenth
+    of a second), so a pace over the whole run says little about the time left; the steps left at
+    the scale are at most its share of ``--steps`` (the early stop may end it sooner)."""
+
+    def __init__(self, job: Job) -> None:
+        self.sizes, self.steps = plan_scales(job.scales, job.size), job.steps
+        self.start: tuple[int, float, float] | None = None  # the scale, and where in it and when its timing began
+
+    def left(self, progress: Any, now: float) -> float | None:
+        """Seconds left at ``progress.size``; None until two reports there have been timed."""
+        position = progress.step + (progress.tile[0] / progress.tile[1] if progress.tile else 0)
+        if self.start is None or self.start[0] != progress.size:
+            self.start = (progress.size, position, now)  # after the scale's first chunk: its compile is not counted
+            return None
+        _, first, then = self.start
+        if position <= first:
+            return None
+        end = progress.total - self.steps * (len(self.sizes) - 1 - self.sizes.index(progress.size))
+        return (end - position) * (now - then) / (position - first)
+
+
 def _progress_bar(engine: Any, job: Job, quiet: bool) -> Any:
-    """A progress callback drawing a tqdm bar, after a line naming the network, precision and weights."""
+    """A progress callback drawing a tqdm bar, after a line naming the network, precision and weights,
+    with the time left at the current scale (``_ScaleTimer``) in place of tqdm's estimate."""
     from tqdm import tqdm
+
+    timer = _ScaleTimer(job)
 
     def start(progress: Any) -> Any:
         click.echo(f"styleplug: {engine.network.name} in {engine.precision}, weights: {engine.weights_source}", err=True)
-        return tqdm(total=progress.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        # A run continued from a checkpoint starts part way; its pace counts only this process's steps.
+        return tqdm(total=progress.total, initial=progress.step - len(progress.step_losses), unit="step", file=sys.stderr,
+                    dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
 
     def draw(bar: Any, progress: Any) -> None:
         bar.total = progress.total  # shrinks when a coarse scale stops early
         shown = {"size": f"{progress.size}px", "loss": f"{progress.losses['total']:.4g}" if progress.losses else "-"}
         if progress.tile is not None:  # a tiled scale: each step passes over every tile twice
             shown["tile"] = f"{progress.tile[0]}/{progress.tile[1]}"
+        left = timer.left(progress, time.monotonic())
+        if left is not None:
+            shown["left" if progress.size == job.size else "left at this size"] = tqdm.format_interval(left)
         bar.set_postfix(shown, refresh=progress.tile is not None)
         bar.update(progress.step - bar.n)
         if progress.converged:
