@@ -316,3 +316,23 @@ def test_the_progress_bar_gives_the_time_left_at_the_size_being_worked_on(pair, 
                             capture_output=True, text=True, env={**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""})
     assert result.returncode == 0, result.stderr
     assert "left at this size=00:0" in result.stderr and "left=00:0" in result.stderr and "12/12" in result.stderr
+
+
+def test_a_run_with_a_checkpoint_stopped_by_sigterm_saves_and_the_same_command_continues(pair, tmp_path):
+    import signal
+
+    content, style = pair
+    output, checkpoint = tmp_path / "out.png", tmp_path / "run.ckpt.npz"
+    command = [sys.executable, "-m", "styleplug", "run", content, style, "-O", output, "--size", "64", "--steps", "200",
+               "--tolerance", "0", "--chunk-size", "1", "--weights", "none", "--checkpoint", checkpoint]
+    env = {**os.environ, "STYLEPLUG_LOAD_PLUGINS": ""}
+    running = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    assert "vgg19 in" in running.stderr.readline()  # printed at the first report: the run is under way
+    running.send_signal(signal.SIGTERM)  # what kill, a stopping container or a scheduler's time limit sends
+    stderr = running.stderr.read()
+    assert running.wait() == 143, stderr
+    assert f"stopped by SIGTERM; the run's state is in {checkpoint}: run the same command to continue." in stderr
+    assert checkpoint.exists() and not output.exists()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "continuing from the checkpoint" in result.stderr and output.exists() and not checkpoint.exists()

@@ -334,8 +334,10 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
                         **_pairs(network_options))
         with _ctrl_c_sets(interrupt_at_once=job.checkpoint is None) as cancel:
             image = engine.run(job, _progress_bar(engine, job, quiet), cancel)
-        if cancel.is_set():  # with a checkpoint, a first Ctrl-C stops the run at its next report
-            raise _ReportedError(f"interrupted; the run's state is in {job.checkpoint}: run the same command to continue.", 130)
+        if cancel.is_set():  # with a checkpoint, a first Ctrl-C or a SIGTERM stops the run at its next report
+            how = "interrupted" if cancel.signal == signal.SIGINT else "stopped by SIGTERM"
+            raise _ReportedError(f"{how}; the run's state is in {job.checkpoint}: run the same command to continue.",
+                                 128 + cancel.signal)
         save_image(image, output, inputs=job.image_files)
         if not quiet:
             click.echo(f"styleplug: wrote {output} ({image.width}x{image.height})", err=True)
@@ -583,14 +585,22 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
             sys.exit(1)
 
 
+class _Stop(threading.Event):
+    """Set by a signal, which it remembers."""
+
+    signal: int = signal.SIGINT
+
+
 @contextmanager
-def _ctrl_c_sets(interrupt_at_once: bool = True) -> Iterator[threading.Event]:
+def _ctrl_c_sets(interrupt_at_once: bool = True) -> Iterator[_Stop]:
     """An event that Ctrl-C sets, besides interrupting as usual. The interruption can be lost (when
     it lands in a finaliser, which Python runs between any two steps and whose exceptions it only
     prints); the event cannot, and the batch stops after the input it is on. Without
     ``interrupt_at_once`` the first Ctrl-C only sets the event (the run stops at its next report and
-    saves its checkpoint) and a second one interrupts."""
-    cancel = threading.Event()
+    saves its checkpoint) and a second one interrupts; so does SIGTERM (what ``kill``, a stopping
+    container or a scheduler's time limit sends, some seconds before killing), instead of ending
+    the process with the minutes since the last checkpoint lost."""
+    cancel = _Stop()
 
     def interrupt(signum: int, frame: Any) -> None:
         if cancel.is_set() or interrupt_at_once:
@@ -598,11 +608,18 @@ def _ctrl_c_sets(interrupt_at_once: bool = True) -> Iterator[threading.Event]:
             raise KeyboardInterrupt
         cancel.set()
 
+    def stop(signum: int, frame: Any) -> None:
+        cancel.signal = signum
+        cancel.set()
+
     previous = signal.signal(signal.SIGINT, interrupt)
+    terminate = None if interrupt_at_once else signal.signal(signal.SIGTERM, stop)
     try:
         yield cancel
     finally:
         signal.signal(signal.SIGINT, previous)
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
 
 
 def _counting_bar(quiet: bool, unit: str) -> Callable[..., None]:
