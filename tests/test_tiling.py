@@ -196,22 +196,31 @@ def test_on_a_gpu_an_image_too_large_to_compile_in_one_pass_runs_in_tiles_whatev
 def test_a_lower_scale_that_does_not_fit_gets_tiles_of_its_own(small_engine, caplog):
     # Tiles are planned for the output; a lower scale needs less memory for the optimiser's state,
     # so it runs in fewer, larger tiles (fewer pixels through the network) than the output's.
-    cancel, passes = threading.Event(), []
+    from styleplug.run.record import replay_job
 
-    def watch(progress):
-        if progress.tile:
-            passes.append((progress.size, progress.tile[1]))
-            cancel.set()  # stopped at the 512 px scale's first tile
+    def first_tiles(job: styleplug.Job) -> tuple[list[tuple[int, int]], dict]:
+        """The size and tile passes of the first tiled report; the run is stopped there."""
+        cancel, passes = threading.Event(), []
+
+        def watch(progress):
+            if progress.tile:
+                passes.append((progress.size, progress.tile[1]))
+                cancel.set()
+
+        return passes, json.loads(small_engine.run(job, callback=watch, cancel=cancel).info["styleplug"])
 
     job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=1024, scales=[512], steps=1, max_memory=1.8)
     with caplog.at_level("WARNING", logger="styleplug"):
-        record = json.loads(small_engine.run(job, callback=watch, cancel=cancel).info["styleplug"])
+        passes, record = first_tiles(job)
     lower = re.search(r"a 512x384 scale runs in (\d+) tiles", caplog.text)
     assert "a 1024x768 job runs in" in caplog.text and lower, caplog.text
     assert passes == [(512, 2 * int(lower[1]))]
     model = small_engine.feature_model(small_engine._layers(small_engine.terms(job)))
     in_the_outputs_tiles = plan_tiles(384, 512, record["job"]["tile_size"], network_geometry(model, ["block5_conv1"], "vgg19"))
     assert int(lower[1]) < len(in_the_outputs_tiles)
+    # The record names the output's tiles and the memory planned in; its replay tiles every scale alike.
+    assert record["job"]["max_memory"] == 1.8
+    assert first_tiles(replay_job(record)[1])[0] == passes
 
 
 def test_a_style_image_too_large_for_one_pass_has_its_target_gathered_in_tiles(small_engine, monkeypatch, caplog):

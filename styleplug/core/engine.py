@@ -425,8 +425,12 @@ class Engine:
         plan = self._plan_memory(model, terms, output, job, images.style)
         optimizer, history = plan.optimizer, plan.history
         rate = job.learning_rate if optimizer == job.optimizer and job.learning_rate else DEFAULT_LEARNING_RATES[optimizer]
+        # The record names the tiles at the output's size and, when there are tiles, the memory they
+        # were planned in (the free memory, unless max_memory was given), which the tiles of lower
+        # scales also follow: a replay tiles alike.
+        budget = round(plan.available / 2**30, 3) if plan.tiling and job.max_memory is None else job.max_memory
         ran = dataclasses.replace(self._explicit(job, terms), optimizer=optimizer, history=history, learning_rate=rate,
-                                  tile_size=plan.tiling.side if plan.tiling else job.tile_size)
+                                  tile_size=plan.tiling.side if plan.tiling else job.tile_size, max_memory=budget)
         result, steps_run, stopped, started = None, 0, False, time.perf_counter()
         # The user's job and the optimiser's shape: the tiles the planner picks may differ from run to run.
         digest = job_digest({**job.to_dict(), "optimizer": optimizer, "history": history},
@@ -758,7 +762,7 @@ class Engine:
                       output: Image.Image) -> _Tiling | None:
         """Whether the scale at ``content``'s size runs in tiles (with ``tiling=on``: when it is larger
         than the plan's tile), and in which: when one pass would not fit or is too large for one, the
-        plan's tiles at the output's size or when the job sets a tile size, else the scale's own. A lower scale
+        plan's tiles at the output's size (``tile_size`` sets those), else the scale's own. A lower scale
         needs less memory for its optimiser's state, so its tiles can be larger and fewer (the
         2048 px scale of a 4096 px job in 8 GiB: 4 tiles, 1.23x the pixels through the network, not
         20 in the output's tile side, 1.89x)."""
@@ -770,10 +774,10 @@ class Engine:
         fits = estimate_memory(model, height, width, plan.optimizer, plan.history) <= plan.available
         if fits and _within_pass(width, height):
             return None
-        if content.size == output.size or job.tile_size:
+        if content.size == output.size:
             return plan.tiling
-        staged = self._plan_tiles(model, content, self._tile_layouts(model, terms, content, job),
-                                  [(plan.optimizer, plan.history)], plan.available, "scale")
+        layouts = self._tile_layouts(model, terms, content, dataclasses.replace(job, tile_size=None))
+        staged = self._plan_tiles(model, content, layouts, [(plan.optimizer, plan.history)], plan.available, "scale")
         return plan.tiling if staged is None else staged.tiling
 
     def _reference_tiling(self, model: Any, terms: list[Term], size: int, style_scale: float, styles: list[Image.Image],
