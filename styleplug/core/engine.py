@@ -682,7 +682,7 @@ class Engine:
         plans, layouts = [asked, *cheaper], None
         if job.tiling != "off":
             check_tileable(terms)
-            layouts = self._tile_layouts(model, terms, output, job)
+            layouts = self._tile_layouts(model, terms, output, job.tile_size)
             tiled = self._plan_tiles(model, output, layouts, plans, available)
             if tiled is not None:
                 return tiled  # style images at the output's size go through its tiles
@@ -706,8 +706,8 @@ class Engine:
         raise ResourceError(f"a {width}x{height} job needs about {needed / 2**30:.1f} GiB{tiles} but {available / 2**30:.1f} GiB "
                             f"is {where}; {fix}.", needed=needed, available=available, largest_size=largest if largest >= 16 else None)
 
-    def _tile_layouts(self, model: Any, terms: list[Term], output: Image.Image, job: Job) -> _TileLayouts:
-        """The tile sides ``output`` may be cut into (``job.tile_size`` alone, when set), each with its layout."""
+    def _tile_layouts(self, model: Any, terms: list[Term], output: Image.Image, tile_size: int | None) -> _TileLayouts:
+        """The tile sides ``output`` may be cut into (``tile_size`` alone, when set), each with its layout."""
         layers = self._layers(terms)
         geometry = network_geometry(model, layers, self.network.name)
         width, height = output.size
@@ -716,7 +716,7 @@ class Engine:
                         for term in terms if term.loss.tiling == "positions" for layer in term.loss.layers)
         # Sides that split either edge evenly: one that splits only the long edge gives a row of tiles
         # (a 1024x768 image in 2 tiles of 512x768, not 4 of 512x384: 1.19x the pixels, not 1.48x).
-        sides = [job.tile_size] if job.tile_size else sorted(
+        sides = [tile_size] if tile_size else sorted(
             {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
             - {math.ceil(max(width, height) / geometry.align) * geometry.align}, reverse=True)  # not one tile
 
@@ -734,7 +734,7 @@ class Engine:
             return _Layout(sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles), shapes, uniform)
 
         return _TileLayouts(geometry, positions, {side: layout(side) for side in sides
-                                                  if side >= geometry.align and (job.tile_size or side >= geometry.halo)})
+                                                  if side >= geometry.align and (tile_size or side >= geometry.halo)})
 
     def _plan_tiles(self, model: Any, output: Image.Image, layouts: _TileLayouts, plans: list[tuple[str, int]],
                     available: int, what: str = "job") -> _MemoryPlan | None:
@@ -776,7 +776,7 @@ class Engine:
             return None
         if content.size == output.size:
             return plan.tiling
-        layouts = self._tile_layouts(model, terms, content, dataclasses.replace(job, tile_size=None))
+        layouts = self._tile_layouts(model, terms, content, None)  # the planner's, whatever tile_size says
         staged = self._plan_tiles(model, content, layouts, [(plan.optimizer, plan.history)], plan.available, "scale")
         return plan.tiling if staged is None else staged.tiling
 
