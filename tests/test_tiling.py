@@ -302,8 +302,25 @@ def test_a_cancelled_run_continues_from_its_checkpoint(small_engine, tmp_path):
     assert checkpoint.is_file() and json.loads(first.info["styleplug"])["steps_run"] == 8
     steps.clear()
     finished = small_engine.run(job, lambda progress: steps.append(progress.step))
-    assert steps == [10, 12]  # the second scale's last four steps, not the whole run again
+    # The second scale's last four steps, not the whole run again (a first chunk of one step: its time is unknown).
+    assert steps == [9, 11, 12]
     assert json.loads(finished.info["styleplug"])["steps_run"] == 12
     assert not checkpoint.exists()  # a finished run leaves none
     other = dataclasses.replace(job, steps=4)
     small_engine.run(other)  # another job ignores a checkpoint that is not its own
+
+
+def test_a_checkpoint_falling_due_within_a_chunk_ends_the_chunk(small_engine, tmp_path, monkeypatch):
+    # A tiled 4096 px step takes a minute on a CPU: ten-step chunks would space checkpoints ten minutes apart.
+    monkeypatch.setattr(small_engine, "checkpoint_seconds", 0.0)  # always due
+    checkpoint = tmp_path / "run.npz"
+    saved = []
+
+    def look(progress):
+        if checkpoint.exists():
+            with np.load(checkpoint) as stored:
+                saved.append(json.loads(str(stored["meta"]))["steps_run"])
+
+    small_engine.run(styleplug.Job(content=CONTENT, style=STYLES[0], size=64, scales="none", steps=4, chunk_size=10,
+                                   tolerance=0, checkpoint=str(checkpoint)), look)
+    assert saved == [1, 2, 3]  # saved after each step, read at the next step's report

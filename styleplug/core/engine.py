@@ -881,8 +881,13 @@ class Engine:
                 stopped = True
                 break
             count = min(chunk_size, steps - done)
-            if chunk_seconds is not None:
-                count = max(1, min(count, int(chunk_seconds / step_seconds)))
+            # A chunk also ends when a report (chunk_seconds) or a checkpoint falls due, so that long
+            # steps (a minute each for a tiled 4096 px image on a CPU) do not stretch the time between them.
+            seconds_left = [] if chunk_seconds is None else [chunk_seconds]
+            if job.checkpoint is not None:
+                seconds_left.append(self.checkpoint_seconds - (time.perf_counter() - saved))
+            if seconds_left:
+                count = max(1, min(count, int(min(seconds_left) / step_seconds)))
             traces, chunk_started = compiled.tracing_count(), time.perf_counter()
             if isinstance(compiled, TiledStep):  # a report between tiles, where cancelling stops too
                 result = yield from compiled.iter_run(count, cancel, lambda tile, steps: Progress(
