@@ -49,6 +49,9 @@ def save_checkpoint(path: str, digest: str, checkpoint: Checkpoint) -> None:
         with open(partial, "wb") as file:
             np.savez(file, meta=np.array(meta), best=checkpoint.best,
                      **{f"state_{index}": value for index, value in enumerate(checkpoint.state)})
+            # On the disk before it replaces the last one: a power cut must leave one whole checkpoint.
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(partial, path)
     except OSError as error:
         partial.unlink(missing_ok=True)
