@@ -1,7 +1,8 @@
 """Exact tiled optimisation: gradient agreement, the per-step cost of tiles, and large jobs' memory and time.
 
-Run: .venv/bin/python benchmarks/tiling.py [--parts agreement overhead jobs apply] [--job-sizes 1024 2048 4096]
-                                          [--steps 300] [--max-memory 8] [--apply-size 4096] [--out benchmark-output]
+Run: .venv/bin/python benchmarks/tiling.py [--parts agreement overhead jobs apply checkpoint] [--job-sizes 1024 2048 4096]
+                                          [--steps 300] [--max-memory 8] [--apply-size 4096] [--checkpoint-size 4096]
+                                          [--out benchmark-output]
 
 agreement: the tiled loss and gradient against the untiled ones (tubingen, two masked styles,
   noise start, 512 px), in float32 and in the engine's automatic precision.
@@ -13,6 +14,9 @@ jobs: each size in a process of its own (the peak RSS is the kernel's): a defaul
 apply: the shipped fast style model on tubingen at --apply-size, in one pass and in tiles of 1024
   and 2048 px, each in a process of its own: time, peak RSS, and how far the tiled pictures are
   from the one-pass one.
+checkpoint: a run's L-BFGS state (history 5) for a --checkpoint-size px photo (4:3) saved to a
+  checkpoint and resumed into a new run's state, in a process of its own: the file's size, the
+  seconds, and the most RSS each held above the run's own (sampled every 5 ms).
 """
 
 from __future__ import annotations
@@ -107,6 +111,49 @@ def apply(size: int, tile: int, out: Path) -> None:
                       "path": str(path), "size": f"{image.width}x{image.height}"}))
 
 
+def checkpoint_memory(size: int, out: Path) -> None:
+    """Save and resume the state of a ``size`` px run, printing the RSS each adds to the run's own."""
+    import threading
+
+    import numpy as np
+    import psutil
+
+    from styleplug.core.compiled import Stepper
+    from styleplug.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+    process, path = psutil.Process(), out / f"checkpoint-{size}.npz"
+
+    def peak_above_after(action: Any) -> tuple[float, float]:
+        """``action()``'s seconds, and the most RSS (GiB) it held above what it left (sampled every 5 ms)."""
+        highest, running = [0], True
+
+        def sample() -> None:
+            while running:
+                highest[0] = max(highest[0], process.memory_info().rss)
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        began = time.perf_counter()
+        action()
+        seconds, running = time.perf_counter() - began, False
+        sampler.join()
+        return round(seconds, 2), round(max(highest[0] - process.memory_info().rss, 0) / 2**30, 2)
+
+    start = np.random.default_rng(0).uniform(0, 255, (1, size * 3 // 4, size, 3)).astype(np.float32)
+    run = Stepper(None, [], start, "lbfgs", 1.0, 5, "float32")
+    # A new run's history is zeros, which take no memory until written; a running job's is written.
+    run.restore(start, [np.ones_like(value) for value in run.state()[1]])
+    state_gib = sum(np.asarray(value).nbytes for value in run.state()[1]) / 2**30
+    save = peak_above_after(lambda: save_checkpoint(str(path), "bench", Checkpoint(0, 1, 1, *run.state())))
+    del run
+    resumed, stored = Stepper(None, [], start, "lbfgs", 1.0, 5, "float32"), load_checkpoint(str(path), "bench")
+    resume = peak_above_after(lambda: resumed.restore(stored.best, stored.state))
+    print(json.dumps({"state_gib": round(state_gib, 2), "file_gib": round(path.stat().st_size / 2**30, 2),
+                      "save": save, "resume": resume}))
+    path.unlink()
+
+
 def in_worker(*arguments: str) -> dict[str, Any]:
     """The JSON line a worker process of this script prints (peak RSS is per process)."""
     done = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, check=True)
@@ -131,15 +178,17 @@ def crops(paths: dict[int, Path], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["agreement", "overhead", "jobs", "apply"],
-                        choices=["agreement", "overhead", "jobs", "apply"])
+    parser.add_argument("--parts", nargs="+", default=["agreement", "overhead", "jobs", "apply", "checkpoint"],
+                        choices=["agreement", "overhead", "jobs", "apply", "checkpoint"])
     parser.add_argument("--job-sizes", nargs="+", type=int, default=[1024, 2048, 4096])
     parser.add_argument("--steps", type=int, default=300, help="most steps per scale (the default job's 300)")
     parser.add_argument("--max-memory", type=float, default=8.0, help="GiB a job may plan for")
     parser.add_argument("--apply-size", type=int, default=4096, help="long side of the fast model's photo")
+    parser.add_argument("--checkpoint-size", type=int, default=4096, help="long side of the checkpointed run's photo")
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
     parser.add_argument("--job", type=int, help=argparse.SUPPRESS)  # one job, in a worker process
     parser.add_argument("--apply-tiles", type=int, help=argparse.SUPPRESS)  # one fast-model painting, in a worker process
+    parser.add_argument("--checkpoint-worker", action="store_true", help=argparse.SUPPRESS)  # in a worker process
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.job:
@@ -147,6 +196,9 @@ def main() -> None:
         return
     if args.apply_tiles is not None:
         apply(args.apply_size, args.apply_tiles, args.out)
+        return
+    if args.checkpoint_worker:
+        checkpoint_memory(args.checkpoint_size, args.out)
         return
     if "agreement" in args.parts:
         agreement()
@@ -167,6 +219,11 @@ def main() -> None:
             crops(paths, args.out)
     if "apply" in args.parts:
         paint_in_tiles(args.apply_size, args.out)
+    if "checkpoint" in args.parts:
+        figures = in_worker("--checkpoint-worker", "--checkpoint-size", str(args.checkpoint_size), "--out", str(args.out))
+        print(f"checkpoint of a {args.checkpoint_size} px run (L-BFGS history 5; state {figures['state_gib']} GiB, file "
+              f"{figures['file_gib']} GiB): saved in {figures['save'][0]} s holding at most {figures['save'][1]} GiB above the "
+              f"run's own memory, resumed in {figures['resume'][0]} s holding at most {figures['resume'][1]} GiB above it", flush=True)
 
 
 def paint_in_tiles(size: int, out: Path) -> None:

@@ -306,8 +306,26 @@ def test_a_cancelled_run_continues_from_its_checkpoint(small_engine, tmp_path):
     assert steps == [9, 11, 12]
     assert json.loads(finished.info["styleplug"])["steps_run"] == 12
     assert not checkpoint.exists()  # a finished run leaves none
+    # The state came back whole and in its place: the same picture as a run never stopped.
+    whole = small_engine.run(dataclasses.replace(job, checkpoint=None))
+    difference = np.abs(np.asarray(finished, np.float32) - np.asarray(whole, np.float32))
+    print(f"resumed against never stopped: mean {difference.mean():.4f}/255, max {difference.max():.0f}/255")
+    assert difference.mean() < 0.05
     other = dataclasses.replace(job, steps=4)
     small_engine.run(other)  # another job ignores a checkpoint that is not its own
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line(small_engine, tmp_path):
+    checkpoint = tmp_path / "run.npz"
+    job = styleplug.Job(content=CONTENT, style=STYLES[0], size=64, scales="none", steps=4, chunk_size=2, tolerance=0,
+                        checkpoint=str(checkpoint))
+    cancel = threading.Event()
+    small_engine.run(job, lambda progress: cancel.set(), cancel)
+    whole = checkpoint.read_bytes()
+    checkpoint.write_bytes(whole[: len(whole) // 2])  # cut off, as by a full disk copying it
+    with pytest.raises(UsageError, match=r"^'.*run\.npz' is not a styleplug checkpoint \(.*\); give another checkpoint file, "
+                                         r"or remove this one\.$"):
+        small_engine.run(job)
 
 
 def test_a_checkpoint_falling_due_within_a_chunk_ends_the_chunk(small_engine, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -134,13 +134,22 @@ class Stepper:
         stays, for ``Progress.image()``."""
         self.carry = {}
 
-    def state(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The best image and every tensor of the carried state, for a checkpoint."""
-        return ops.convert_to_numpy(self.best), [ops.convert_to_numpy(value) for value in keras.tree.flatten(self.carry)]
+    def state(self) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+        """The best image and every tensor of the carried state, one at a time, for a checkpoint. On a
+        CPU the arrays are views of the tensors (no copy); elsewhere one tensor is copied at a time."""
+        return np.asarray(self.best), (np.asarray(value) for value in keras.tree.flatten(self.carry))
 
-    def restore(self, best: np.ndarray, state: list[np.ndarray]) -> None:
-        """Continue from a checkpoint's ``state()``."""
-        self.carry = keras.tree.pack_sequence_as(self.carry, [ops.convert_to_tensor(value) for value in state])
+    def restore(self, best: np.ndarray, state: Iterable[np.ndarray]) -> None:
+        """Continue from a checkpoint's ``state()``, one tensor at a time: each of the new run's own
+        is dropped before its stored value is read, so the state is never held twice."""
+        structure = keras.tree.map_structure(lambda _: 0, self.carry)  # holds none of the tensors
+        tensors = keras.tree.flatten(self.carry)
+        self.carry = self.best = None
+        stored = iter(state)
+        for index in range(len(tensors)):
+            tensors[index] = None
+            tensors[index] = ops.convert_to_tensor(next(stored))
+        self.carry = keras.tree.pack_sequence_as(structure, tensors)
         self.best = ops.convert_to_tensor(best)
 
     def run(self, count: int) -> StepResult:
