@@ -85,8 +85,8 @@ def load_checkpoint(path: str, digest: str) -> Checkpoint | None:
                 log.warning("the checkpoint '%s' is of another job (or other images); starting over, and it will be replaced", path)
                 return None
             names = [f"state_{index}" for index in range(meta["tensors"])]
-            if missing := sorted(set(names) - set(stored.files)):
-                raise KeyError(f"no {missing[0]}")
+            if not set(names) <= set(stored.files):
+                raise KeyError("state")
             return Checkpoint(meta["stage"], meta["stage_steps"], meta["steps_run"], stored["best"], _stored(path, names))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise _unreadable(path, error) from None
@@ -103,5 +103,7 @@ def _stored(path: str, names: list[str]) -> Iterator[np.ndarray]:
 
 
 def _unreadable(path: str, error: Exception) -> UsageError:
-    return UsageError(f"'{path}' is not a styleplug checkpoint ({error}); give another {{checkpoint}} file, "
+    # numpy's own messages (about pickles, zip records) would mislead: the file is what is wrong.
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else "damaged, cut short, or another kind of file"
+    return UsageError(f"'{path}' is not a styleplug checkpoint ({reason}); give another {{checkpoint}} file, "
                       "or remove this one.")
