@@ -384,14 +384,15 @@ else:
 
 
 def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int | None = None,
-                             uniform: bool = False) -> dict[str, float]:
+                             uniform: bool = False, gather_size: int | None = None) -> dict[str, float]:
     """How closely a tiled run's loss and gradient match the untiled ones for ``job``'s losses, at
     its output size (one scale), from its starting image: ``{"total", "tiled_total",
-    "gradient_error_max", "gradient_error_norm", "tiles", "window_shapes"}`` (the shapes are the
+    "gradient_error_max", "gradient_error_norm", "tiles", "gather_tiles", "window_shapes"}`` (the shapes are the
     compiled programs' count, two each), the errors relative to the untiled
     gradient's largest element and norm. A loss declaring ``tiling`` should give errors of float
     rounding (about 1e-6 in float32). ``halo`` overrides the network's (to see what too small a
-    halo costs); ``uniform`` gives every window one shape, as on a GPU."""
+    halo costs); ``uniform`` gives every window one shape, as on a GPU; ``gather_size`` cuts the
+    gathering pass's tiles apart from the pass back's."""
     from .core.engine import _Tiling
     from .core.tiling import exhaust, network_geometry, window_shapes
 
@@ -402,7 +403,7 @@ def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int
     geometry = network_geometry(model, layers, engine.network.name)
     if halo is not None:
         geometry = dataclasses.replace(geometry, halo=halo)
-    tiling = _Tiling(geometry, tile_size, uniform)
+    tiling = _Tiling(geometry, tile_size, uniform, gather_size, uniform)
     untiled = engine._prepare(model, terms, images, job, job.size, None, None, None)
     tiled = engine._prepare(model, terms, images, job, job.size, None, tiling, tiling)
     image = ops.convert_to_tensor(untiled.carry["image"])
@@ -411,6 +412,7 @@ def tiled_gradient_agreement(engine: Engine, job: Job, tile_size: int, halo: int
     tiled_total, _, tiled_gradient = exhaust(tiled.iter_evaluate(image))
     gradient, tiled_gradient = ops.convert_to_numpy(gradient), ops.convert_to_numpy(tiled_gradient)
     return {"total": float(total), "tiled_total": float(tiled_total), "tiles": len(tiled.tiles),
+            "gather_tiles": len(tiled.gather_tiles),
             "window_shapes": window_shapes(tiled.tiles),
             "gradient_error_max": float(np.abs(tiled_gradient - gradient).max() / np.abs(gradient).max()),
             "gradient_error_norm": float(np.linalg.norm(tiled_gradient - gradient) / np.linalg.norm(gradient))}

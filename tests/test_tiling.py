@@ -41,14 +41,17 @@ def engine() -> styleplug.Engine:
     return styleplug.Engine("vgg19", "auto", precision="float32", host=PluginHost(entrypoints=False))
 
 
-def _agreement(engine: styleplug.Engine, halo: int | None = None) -> dict[str, float]:
+def _agreement(engine: styleplug.Engine, halo: int | None = None, gather_size: int | None = None) -> dict[str, float]:
     job = styleplug.Job(content=CONTENT, style=STYLES, masks=_masks(), size=WIDTH, style_scale=0.66, init="noise")
-    return tiled_gradient_agreement(engine, job, tile_size=64, halo=halo)
+    return tiled_gradient_agreement(engine, job, tile_size=64, halo=halo, gather_size=gather_size)
 
 
-def test_the_tiled_loss_and_gradient_are_the_untiled_ones_with_masks_and_two_styles(engine):
-    agreement = _agreement(engine)
+@pytest.mark.parametrize("gather_size", [None, 128])
+def test_the_tiled_loss_and_gradient_are_the_untiled_ones_with_masks_and_two_styles(engine, gather_size):
+    # gather_size 128: the gathering pass in 2 x 2 tiles, the pass back in 3 x 3; any cut gives the same sums.
+    agreement = _agreement(engine, gather_size=gather_size)
     assert agreement["tiles"] == 9  # 3 x 3 tiles of 64 px, so one has a halo on every side
+    assert agreement["gather_tiles"] == (4 if gather_size else 9)
     assert agreement["tiled_total"] == pytest.approx(agreement["total"], rel=1e-5)
     assert agreement["gradient_error_max"] <= 1e-3
     assert agreement["gradient_error_norm"] <= 1e-4
@@ -212,9 +215,10 @@ def test_a_lower_scale_that_does_not_fit_gets_tiles_of_its_own(small_engine, cap
     job = styleplug.Job(content=CONTENT, style=STYLES[:1], size=1024, scales=[512], steps=1, max_memory=1.8)
     with caplog.at_level("WARNING", logger="styleplug"):
         passes, record = first_tiles(job)
-    lower = re.search(r"a 512x384 scale runs in (\d+) tiles", caplog.text)
+    lower = re.search(r"a 512x384 scale runs in (\d+) tiles.*its statistics gathered in (\d+) tiles?", caplog.text)
     assert "a 1024x768 job runs in" in caplog.text and lower, caplog.text
-    assert passes == [(512, 2 * int(lower[1]))]
+    # The gathering pass goes forward only: the whole 512x384 scale in one tile, then the pass back in two.
+    assert passes == [(512, int(lower[1]) + int(lower[2]))] and int(lower[2]) < int(lower[1])
     model = small_engine.feature_model(small_engine._layers(small_engine.terms(job)))
     in_the_outputs_tiles = plan_tiles(384, 512, record["job"]["tile_size"], network_geometry(model, ["block5_conv1"], "vgg19"))
     assert int(lower[1]) < len(in_the_outputs_tiles)
@@ -277,12 +281,13 @@ def test_tiles_report_progress_and_cancel_between_them(small_engine):
 
     def watch(progress):
         reports.append(progress)
-        if progress.tile == (3, 8):
+        if progress.tile == (3, 5):
             cancel.set()
 
     image = small_engine.run(styleplug.Job(content=CONTENT, style=STYLES[0], size=192, scales="none", steps=5,
                                            tiling="on", tile_size=96), watch, cancel)
-    assert [report.tile for report in reports] == [(1, 8), (2, 8), (3, 8)]
+    # The gathering pass goes forward only, over the whole 192x144 image at once; the pass back in 4 tiles.
+    assert [report.tile for report in reports] == [(1, 5), (2, 5), (3, 5)]
     assert image.size == (192, 144)
     assert json.loads(image.info["styleplug"])["steps_run"] == 0
 

@@ -143,11 +143,21 @@ class _Stop:
 @dataclass
 class _Tiling:
     """How a scale runs in tiles: the network's geometry, the tiles' side, and whether their windows
-    share one shape (``plan_tiles``)."""
+    share one shape (``plan_tiles``); likewise for the passes that only go forward (gathering a
+    step's statistics, computing targets), whose tiles can be larger: they keep no activations for
+    a pass back (``gather_side`` None: the same tiles)."""
 
     geometry: Geometry
     side: int
     uniform: bool = False
+    gather_side: int | None = None
+    gather_uniform: bool = False
+
+    def gather_tiles(self, height: int, width: int) -> list[Tile]:
+        """The forward passes' tiles over a ``height`` x ``width`` image."""
+        if self.gather_side is None:
+            return plan_tiles(height, width, self.side, self.geometry, self.uniform)
+        return plan_tiles(height, width, self.gather_side, self.geometry, self.gather_uniform)
 
 
 class _Layout(NamedTuple):
@@ -162,12 +172,14 @@ class _Layout(NamedTuple):
 
 @dataclass
 class _TileLayouts:
-    """The ways one image may be cut into tiles, by tile side, and the bytes of the whole image's
-    position-by-position targets."""
+    """The ways one image may be cut into tiles, by tile side (``tile_size`` alone, when given), the
+    ways for the forward-only passes (every side, the whole image too) and the bytes of the whole
+    image's position-by-position targets."""
 
     geometry: Geometry
     positions: int
     sides: dict[int, _Layout]
+    forward: dict[int, _Layout]
 
 
 @dataclass
@@ -610,9 +622,8 @@ class Engine:
         """A loss's target from its reference image: ``compute_target``'s result, cached per image and
         loss config (it is pure; targets are small, unlike features, which at 1024² would hold about
         half a gigabyte per image). An old-contract loss gets ``set_target`` every time instead,
-        since it may keep state of its own. At a tiled scale, a reference larger than a tile goes
-        through the network tile by tile (``styleplug.core.tiling``)."""
-        tiled = tiling is not None and reference is not None and max(reference.size) > tiling.side
+        since it may keep state of its own. At a tiled scale, a reference larger than the forward
+        passes' tile goes through the network tile by tile (``styleplug.core.tiling``)."""
 
         def features() -> dict[str, Any]:
             pixels = np.asarray(reference, dtype=np.float32)[None]
@@ -623,9 +634,10 @@ class Engine:
             outputs = self.extractor(model)(ops.convert_to_tensor(pixels))
             return {layer: outputs[layer] for layer in term.loss.layers}
 
-        def reference_tiles() -> list[Any]:
-            return plan_tiles(reference.height, reference.width, tiling.side, tiling.geometry, tiling.uniform)
+        def reference_tiles() -> list[Any]:  # forward passes: the gathering pass's tiles
+            return tiling.gather_tiles(reference.height, reference.width)
 
+        tiled = tiling is not None and reference is not None and len(reference_tiles()) > 1
         if uses_old_contract(type(term.loss)):
             given = None if reference is None else features()
             guarded(term.provider, f"set_target of loss '{term.loss.name}'", lambda: term.loss.set_target(given))
@@ -716,9 +728,9 @@ class Engine:
                         for term in terms if term.loss.tiling == "positions" for layer in term.loss.layers)
         # Sides that split either edge evenly: one that splits only the long edge gives a row of tiles
         # (a 1024x768 image in 2 tiles of 512x768, not 4 of 512x384: 1.19x the pixels, not 1.48x).
-        sides = [tile_size] if tile_size else sorted(
-            {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
-            - {math.ceil(max(width, height) / geometry.align) * geometry.align}, reverse=True)  # not one tile
+        even = {math.ceil(edge / count / geometry.align) * geometry.align for edge in (width, height) for count in range(1, 65)}
+        whole = math.ceil(max(width, height) / geometry.align) * geometry.align  # one tile: a forward pass may take it
+        sides = [tile_size] if tile_size else sorted(even - {whole}, reverse=True)
 
         uniform_windows = _uniform_windows()
 
@@ -733,8 +745,10 @@ class Engine:
             largest = (max(rows for rows, _ in sizes), max(columns for _, columns in sizes))
             return _Layout(sum(rows * columns for rows, columns in sizes) / (height * width), largest, len(tiles), shapes, uniform)
 
-        return _TileLayouts(geometry, positions, {side: layout(side) for side in sides
-                                                  if side >= geometry.align and (tile_size or side >= geometry.halo)})
+        forward = [side for side in even if side >= geometry.halo]
+        layouts = {side: layout(side) for side in {*sides, *forward} if side >= geometry.align}
+        return _TileLayouts(geometry, positions, {side: layouts[side] for side in sides if tile_size or side >= geometry.halo},
+                            {side: layouts[side] for side in forward})
 
     def _plan_tiles(self, model: Any, output: Image.Image, layouts: _TileLayouts, plans: list[tuple[str, int]],
                     available: int, what: str = "job") -> _MemoryPlan | None:
@@ -750,13 +764,31 @@ class Engine:
                        if estimate_tiled_memory(model, height, width, sides[side].window, *plan, layouts.positions) <= available]
             if fitting:
                 cost, _, side, plan = min(fitting)
+                gather = self._gather_side(model, output, layouts, plan, available)
+                forward = None if gather is None or layouts.forward[gather].cost >= cost else layouts.forward[gather]
+                gathering = "" if forward is None else f" (its statistics gathered in {forward.count} tile" \
+                    f"{'s' if forward.count > 1 else ''} of up to {forward.window[1]}x{forward.window[0]} px, {forward.cost:.2f}x)"
                 log.warning("a %dx%d %s runs in %d tiles of up to %dx%d px with their context (%d px; %d window shape%s), "
-                            "%.2fx the pixels through the network, within %.1f GiB%s", width, height, what, sides[side].count,
+                            "%.2fx the pixels through the network%s, within %.1f GiB%s", width, height, what, sides[side].count,
                             *sides[side].window[::-1], layouts.geometry.halo, sides[side].shapes,
-                            "" if sides[side].shapes == 1 else "s", cost, available / 2**30, "" if plan == plans[0] else
+                            "" if sides[side].shapes == 1 else "s", cost, gathering, available / 2**30, "" if plan == plans[0] else
                             f", with {f'L-BFGS history {plan[1]}' if plan[0] == 'lbfgs' else 'Adam'}")
-                return _MemoryPlan(*plan, available, _Tiling(layouts.geometry, side, sides[side].uniform))
+                tiling = _Tiling(layouts.geometry, side, sides[side].uniform)
+                if forward is not None:
+                    tiling = dataclasses.replace(tiling, gather_side=gather, gather_uniform=forward.uniform)
+                return _MemoryPlan(*plan, available, tiling)
         return None
+
+    @staticmethod
+    def _gather_side(model: Any, output: Image.Image, layouts: _TileLayouts, plan: tuple[str, int], available: int) -> int | None:
+        """The tile side for the passes that only go forward (a step's gathering pass, the targets):
+        the fewest pixels through the network within ``available`` beside ``plan``'s state, often far
+        fewer tiles than the pass back needs (the whole image in one, where it fits); None if none fits."""
+        width, height = output.size
+        fitting = [(layout.cost, -side) for side, layout in layouts.forward.items() if _within_pass(*layout.window)
+                   and estimate_tiled_memory(model, height, width, layout.window, *plan, layouts.positions,
+                                             forward_only=True) <= available]
+        return -min(fitting)[1] if fitting else None
 
     def _stage_tiling(self, model: Any, terms: list[Term], plan: _MemoryPlan, job: Job, content: Image.Image,
                       output: Image.Image) -> _Tiling | None:
@@ -827,7 +859,8 @@ class Engine:
         (after a dry run that names a broken loss, when the image fits one pass) and traced on its first run."""
         optimizer, rate, history, capacity = job.optimizer, job.learning_rate, job.history, job.chunk_size
         key = signature(terms, start.shape, optimizer, rate, history, capacity) + (
-            f" tiles {tiling.side}{' uniform' if tiling.uniform else ''}" if tiling else "")
+            f" tiles {tiling.side}{' uniform' if tiling.uniform else ''} gather {tiling.gather_side}"
+            f"{' uniform' if tiling.gather_uniform else ''}" if tiling else "")
         with self._lock:
             compiled = self._compiled_steps.pop(key, None)  # taken out while this job uses it
         if compiled is not None:
@@ -835,7 +868,8 @@ class Engine:
             return compiled
         if tiling is not None:
             tiled = TiledStep(model, self.stateless_extractor(model), terms, start, optimizer, rate, history, self.precision,
-                              self.jit_compile, tiling.geometry, tiling.side, tiling.uniform)
+                              self.jit_compile, tiling.geometry, plan_tiles(*start.shape[1:3], tiling.side, tiling.geometry,
+                                                                           tiling.uniform), tiling.gather_tiles(*start.shape[1:3]))
             tiled.key = key
             return tiled
         image = ops.convert_to_tensor(start)

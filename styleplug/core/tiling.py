@@ -13,7 +13,9 @@ a function of sums over positions. One step then makes two passes over the tiles
 3. *scatter*: each window goes forward and backward again, the backward pass carrying that gradient
    from the core's sums to the window's pixels. The windows' gradients add up to the image's.
 
-That is about one extra forward pass per step, plus the halo. Pixel-space losses (total variation)
+That is about one extra forward pass per step, plus the halo. The gathering pass keeps no
+activations for a pass back, so it takes larger tiles where memory allows (fewer halos; the whole
+image in one if it fits): any cut of the image gives the same sums. Pixel-space losses (total variation)
 take the whole image at once: they need a few image-sized buffers, not the network's activations.
 """
 
@@ -221,9 +223,10 @@ class TiledStep(Stepper):
 
     def __init__(self, model: Any, features: Callable[[Any, Any], tuple[Mapping[str, Any], Any]], terms: list[Term],
                  start: np.ndarray, optimizer: str, rate: float, history: int, precision: str, jit_compile: bool,
-                 geometry: Geometry, side: int, uniform: bool) -> None:
-        self.geometry = geometry
-        self.tiles = plan_tiles(start.shape[1], start.shape[2], side, geometry, uniform)
+                 geometry: Geometry, tiles: list[Tile], gather_tiles: list[Tile]) -> None:
+        """``tiles`` cut the image for the pass back; ``gather_tiles`` for the gathering pass, which
+        goes forward only and can take larger ones in the same memory."""
+        self.geometry, self.tiles, self.gather_tiles = geometry, tiles, gather_tiles
         self.feature_terms = [index for index, term in enumerate(terms) if term.loss.uses_features]
         self.pixel_terms = [index for index, term in enumerate(terms) if not term.loss.uses_features]
         super().__init__(model, terms, start, optimizer, rate, history, precision)
@@ -245,27 +248,29 @@ class TiledStep(Stepper):
 
     def load(self, terms: list[Term], start: np.ndarray) -> None:
         super().load(terms, start)
-        # What each tile's programs take of the job: a "positions" loss's target cropped to the
-        # tile's core, the masks at each layer's grid, cropped likewise; for the others, the whole
-        # target; and where the core starts in the window's grid at each layer.
-        self.tile_inputs = []
-        layers = {layer for index in self.feature_terms for layer in terms[index].loss.layers}
-        masks = {index: {layer: ops.convert_to_numpy(resize_to_grid(terms[index].mask[None, :, :, None],
-                                                                    *self._grid(start, layer)))
-                         for layer in terms[index].loss.layers}
-                 for index in self.feature_terms if terms[index].mask is not None}
-        for tile in self.tiles:
-            targets, tile_masks = [], []
-            for index in self.feature_terms:
-                term, target = terms[index], self.constants["targets"][index]
-                if term.loss.tiling == "positions":
-                    target = {layer: _crop(target[layer], *tile.full_grid(self.geometry.strides[layer])) for layer in target}
-                targets.append(target)
-                tile_masks.append(None if index not in masks else {
-                    layer: ops.convert_to_tensor(_crop(grid, *tile.full_grid(self.geometry.strides[layer])))
-                    for layer, grid in masks[index].items()})
-            offsets = {layer: ops.convert_to_tensor(tile.offsets(self.geometry.strides[layer]), "int32") for layer in layers}
-            self.tile_inputs.append((targets, tile_masks, offsets))
+        # The masks at each layer's grid, whole: each tile's part is cut when its pass runs.
+        self.mask_grids = {index: {layer: ops.convert_to_numpy(resize_to_grid(terms[index].mask[None, :, :, None],
+                                                                              *self._grid(start, layer)))
+                                   for layer in terms[index].loss.layers}
+                           for index in self.feature_terms if terms[index].mask is not None}
+
+    def _tile_inputs(self, tile: Tile) -> tuple[list[Any], list[Any], dict[str, Any]]:
+        """What ``tile``'s programs take of the job: a "positions" loss's target cut to the tile's
+        core, the masks likewise; for the others, the whole target; and where the core starts in the
+        window's grid at each layer. Cut when the pass runs, not kept: every tile's part of a content
+        target would hold the whole target again (400 MB at 4096 px)."""
+        targets, masks = [], []
+        for index in self.feature_terms:
+            term, target = self.terms[index], self.constants["targets"][index]
+            if term.loss.tiling == "positions":
+                target = {layer: _crop(target[layer], *tile.full_grid(self.geometry.strides[layer])) for layer in target}
+            targets.append(target)
+            masks.append(None if index not in self.mask_grids else {
+                layer: ops.convert_to_tensor(_crop(grid, *tile.full_grid(self.geometry.strides[layer])))
+                for layer, grid in self.mask_grids[index].items()})
+        layers = {layer for index in self.feature_terms for layer in self.terms[index].loss.layers}
+        offsets = {layer: ops.convert_to_tensor(tile.offsets(self.geometry.strides[layer]), "int32") for layer in layers}
+        return targets, masks, offsets
 
     def _grid(self, start: np.ndarray, layer: str) -> tuple[int, int]:
         stride = self.geometry.strides[layer]
@@ -333,21 +338,20 @@ class TiledStep(Stepper):
         network = ([variable.value for variable in self.model.trainable_variables],
                    [variable.value for variable in self.model.non_trainable_variables])
         targets, weights = self.constants["targets"], self.constants["weights"]
-        passes = 2 * len(self.tiles)
+        passes = len(self.gather_tiles) + len(self.tiles)
         sums = None
-        for done, (tile, (tile_targets, tile_masks, offsets)) in enumerate(zip(self.tiles, self.tile_inputs), start=1):
+        for done, tile in enumerate(self.gather_tiles, start=1):
             if cancel is not None and cancel.is_set():
                 return None
-            part = self._program("gather", tile)(tile.window_of(image), network, tile_targets, tile_masks, offsets)
+            part = self._program("gather", tile)(tile.window_of(image), network, *self._tile_inputs(tile))
             sums = part if sums is None else keras.tree.map_structure(ops.add, sums, part)
             yield report((done, passes))
         feature_total, feature_values, cotangents = self._combine(sums or [], targets, weights)
         gradient = ops.zeros_like(image)
-        for done, (tile, (tile_targets, tile_masks, offsets)) in enumerate(zip(self.tiles, self.tile_inputs),
-                                                                           start=len(self.tiles) + 1):
+        for done, tile in enumerate(self.tiles, start=len(self.gather_tiles) + 1):
             if cancel is not None and cancel.is_set():
                 return None
-            part = self._program("scatter", tile)(tile.window_of(image), network, tile_targets, tile_masks, offsets, cotangents)
+            part = self._program("scatter", tile)(tile.window_of(image), network, *self._tile_inputs(tile), cotangents)
             start = (0, tile.window[0], tile.window[2], 0)
             gradient = ops.slice_update(gradient, start, ops.slice(gradient, start, ops.shape(part)) + part)
             yield report((done, passes))

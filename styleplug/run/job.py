@@ -144,8 +144,9 @@ class Job:
     tiling: str = _option("auto", "Exact tiled optimisation, for sizes whose network pass does not fit in memory: auto "
                           "(tile where a scale would not fit, shrinking the L-BFGS history as needed), on (tile every "
                           "scale larger than a tile), off (refuse what does not fit).")
-    tile_size: int | None = _option(None, "Side of a tile in pixels, before its halo of context, at the output's size (a "
-                                    "smaller scale that does not fit in one pass gets the planner's tiles).",
+    tile_size: int | None = _option(None, "Side of a tile of the pass back in pixels, before its halo of context, at the "
+                                    "output's size (the gathering pass, forward only, takes the largest tiles that fit; "
+                                    "a smaller scale that does not fit in one pass gets the planner's tiles).",
                                     default_text="the planner's: the fewest pixels through the network that fit")
     checkpoint: str | None = _option(None, "A file to keep the run's state in every few minutes; running the same job "
                                      "with the same file continues from it.", default_text="none")
