@@ -68,7 +68,8 @@ def _state_vectors(optimizer: str, history: int) -> int:
     moments (Adam). Saving a checkpoint adds nothing on a CPU (the arrays written are views of the
     state); resuming one holds one more state tensor while it is read (the L-BFGS history: ``history``
     vectors), between chunks, when a step's activations and gradient buffers, counted beside the state,
-    are free (a 4096 px state: 0.56 GiB above the run's own, ``benchmarks/tiling.py --parts checkpoint``)."""
+    are free (a 4096 px state, history 5: 0.56 GiB above the run's own on TensorFlow, 1.13 on JAX;
+    ``benchmarks/tiling.py --parts checkpoint``)."""
     return 2 * history + 6 if optimizer == "lbfgs" else 7
 
 
