@@ -153,10 +153,14 @@ class _Tiling:
     gather_side: int | None = None
     gather_uniform: bool = False
 
+    def tiles(self, height: int, width: int) -> list[Tile]:
+        """The pass back's tiles over a ``height`` x ``width`` image."""
+        return plan_tiles(height, width, self.side, self.geometry, self.uniform)
+
     def gather_tiles(self, height: int, width: int) -> list[Tile]:
         """The forward passes' tiles over a ``height`` x ``width`` image."""
         if self.gather_side is None:
-            return plan_tiles(height, width, self.side, self.geometry, self.uniform)
+            return self.tiles(height, width)
         return plan_tiles(height, width, self.gather_side, self.geometry, self.gather_uniform)
 
 
@@ -764,8 +768,8 @@ class Engine:
                        if estimate_tiled_memory(model, height, width, sides[side].window, *plan, layouts.positions) <= available]
             if fitting:
                 cost, _, side, plan = min(fitting)
-                gather = self._gather_side(model, output, layouts, plan, available)
-                forward = None if gather is None or layouts.forward[gather].cost >= cost else layouts.forward[gather]
+                gather = self._gather_side(model, output, layouts, plan, available, cost)
+                forward = None if gather is None else layouts.forward[gather]
                 gathering = "" if forward is None else f" (its statistics gathered in {forward.count} tile" \
                     f"{'s' if forward.count > 1 else ''} of up to {forward.window[1]}x{forward.window[0]} px, {forward.cost:.2f}x)"
                 log.warning("a %dx%d %s runs in %d tiles of up to %dx%d px with their context (%d px; %d window shape%s), "
@@ -780,14 +784,16 @@ class Engine:
         return None
 
     @staticmethod
-    def _gather_side(model: Any, output: Image.Image, layouts: _TileLayouts, plan: tuple[str, int], available: int) -> int | None:
+    def _gather_side(model: Any, output: Image.Image, layouts: _TileLayouts, plan: tuple[str, int], available: int,
+                     back_cost: float) -> int | None:
         """The tile side for the passes that only go forward (a step's gathering pass, the targets):
         the fewest pixels through the network within ``available`` beside ``plan``'s state, often far
-        fewer tiles than the pass back needs (the whole image in one, where it fits); None if none fits."""
+        fewer tiles than the pass back needs (the whole image in one, where it fits); None if none
+        fits with fewer pixels than the pass back's tiles (``back_cost``): then those serve."""
         width, height = output.size
-        fitting = [(layout.cost, -side) for side, layout in layouts.forward.items() if _within_pass(*layout.window)
-                   and estimate_tiled_memory(model, height, width, layout.window, *plan, layouts.positions,
-                                             forward_only=True) <= available]
+        fitting = [(layout.cost, -side) for side, layout in layouts.forward.items() if layout.cost < back_cost
+                   and _within_pass(*layout.window) and estimate_tiled_memory(
+                       model, height, width, layout.window, *plan, layouts.positions, forward_only=True) <= available]
         return -min(fitting)[1] if fitting else None
 
     def _stage_tiling(self, model: Any, terms: list[Term], plan: _MemoryPlan, job: Job, content: Image.Image,
@@ -868,8 +874,7 @@ class Engine:
             return compiled
         if tiling is not None:
             tiled = TiledStep(model, self.stateless_extractor(model), terms, start, optimizer, rate, history, self.precision,
-                              self.jit_compile, tiling.geometry, plan_tiles(*start.shape[1:3], tiling.side, tiling.geometry,
-                                                                           tiling.uniform), tiling.gather_tiles(*start.shape[1:3]))
+                              self.jit_compile, tiling.geometry, tiling.tiles(*start.shape[1:3]), tiling.gather_tiles(*start.shape[1:3]))
             tiled.key = key
             return tiled
         image = ops.convert_to_tensor(start)

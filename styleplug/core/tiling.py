@@ -229,6 +229,7 @@ class TiledStep(Stepper):
         self.geometry, self.tiles, self.gather_tiles = geometry, tiles, gather_tiles
         self.feature_terms = [index for index, term in enumerate(terms) if term.loss.uses_features]
         self.pixel_terms = [index for index, term in enumerate(terms) if not term.loss.uses_features]
+        self.feature_layers = {layer for index in self.feature_terms for layer in terms[index].loss.layers}
         super().__init__(model, terms, start, optimizer, rate, history, precision)
         self.features, self.jit_compile = features, jit_compile
         backend = backends.current()
@@ -268,8 +269,8 @@ class TiledStep(Stepper):
             masks.append(None if index not in self.mask_grids else {
                 layer: ops.convert_to_tensor(_crop(grid, *tile.full_grid(self.geometry.strides[layer])))
                 for layer, grid in self.mask_grids[index].items()})
-        layers = {layer for index in self.feature_terms for layer in self.terms[index].loss.layers}
-        offsets = {layer: ops.convert_to_tensor(tile.offsets(self.geometry.strides[layer]), "int32") for layer in layers}
+        offsets = {layer: ops.convert_to_tensor(tile.offsets(self.geometry.strides[layer]), "int32")
+                   for layer in self.feature_layers}
         return targets, masks, offsets
 
     def _grid(self, start: np.ndarray, layer: str) -> tuple[int, int]:
