@@ -11,6 +11,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import ops
 
 import styleplug
 from styleplug.errors import PluginError, UnknownNameError, UsageError
@@ -127,9 +128,21 @@ def test_failures_in_plugin_code_name_the_plugin_eager_or_traced():
         def call(self, features, image, target, mask=None):
             return tf.constant(float(np.mean(features[self.layers and next(iter(self.layers))].numpy())) * 0.0)
 
-    host = PluginHost([plugin("mistakes", register_losses=losses(Raises, Eager))], entrypoints=False)
+    class Branches(Mean):
+        """Python control flow on a tensor: traced without AutoGraph, as on JAX, it is a mistake."""
+
+        name = "branches"
+
+        def call(self, features, image, target, mask=None):
+            if ops.mean(image) > 0:
+                return ops.mean(image) * 0.0
+            return ops.mean(image)
+
+    host = PluginHost([plugin("mistakes", register_losses=losses(Raises, Eager, Branches))], entrypoints=False)
     engine = styleplug.Engine("vgg19", "none", precision="float32", host=host)
-    for name, message in (("raises", "ValueError: shapes do not match"), ("eager", "AttributeError")):
+    here = "at .*test_plugin_mistakes.py:"
+    for name, message in (("raises", f"ValueError: shapes do not match {here}"), ("eager", f"AttributeError: .* {here}"),
+                          ("branches", f"OperatorNotAllowedInGraphError: .* {here}.*`if` on a tensor")):
         with pytest.raises(PluginError, match=f"plugin 'mistakes' failed at call of loss '{name}': {message}") as error:
             engine.stylize(CONTENT, STYLE, size=48, steps=2, losses={name: {}})
         assert "\n" not in str(error.value)

@@ -424,21 +424,18 @@ _USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in')
 
 
 def _host_code(path: str) -> bool:
-    """Whether ``path`` is styleplug's, Python's, TensorFlow's, Keras's or NumPy's own code (or code
-    TensorFlow generated while tracing): a frame anywhere else is the plugin's."""
+    """Whether ``path`` is styleplug's, Python's, TensorFlow's, Keras's or NumPy's own code: a frame
+    anywhere else is the plugin's."""
     folders = [os.path.dirname(os.path.dirname(__file__)), os.path.dirname(os.__file__)]
     folders += [os.path.dirname(module.__file__) for name in ("tensorflow", "keras", "numpy")
                 if (module := sys.modules.get(name)) is not None and getattr(module, "__file__", None)]
-    return "__autograph_generated" in path or any(path.startswith(folder + os.sep) for folder in folders)
+    return any(path.startswith(folder + os.sep) for folder in folders)
 
 
 def plugin_location(error: BaseException) -> str:
     """`` at FILE:LINE`` of the innermost frame of plugin code in ``error``'s traceback (for code
-    TensorFlow traced, among the original frames it keeps or quotes); empty when none is found."""
+    TensorFlow traced, among the frames its message quotes); empty when none is found."""
     frames = [(frame.filename, frame.lineno) for frame in traceback.extract_tb(error.__traceback__)]
-    # Code that AutoGraph converted runs from generated files; it keeps the original frames, innermost first.
-    translated = getattr(getattr(error, "ag_error_metadata", None), "translated_stack", ())
-    frames += [(frame.filename, frame.lineno) for frame in reversed(translated)]
     frames += [(path, int(line)) for path, line in _USER_FRAME.findall(str(error))]
     own = [(path, line) for path, line in frames if not _host_code(path)]
     return f" at {own[-1][0]}:{own[-1][1]}" if own else ""
@@ -450,8 +447,8 @@ def tensor_hint(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     symbolic = isinstance(error, AttributeError) and "numpy" in text or "symbolic" in text.lower() \
         or "OperatorNotAllowedInGraphError" in text or "Tracer" in text or "ConcretizationTypeError" in text
-    return (". Inside a compiled step tensors are symbolic: use tensor operations (keras.ops) instead of "
-            ".numpy(), float(), bool() or NumPy") if symbolic else ""
+    return (". Inside a compiled step tensors are symbolic: use tensor operations (keras.ops; ops.where or "
+            "ops.cond for a choice) instead of .numpy(), float(), bool(), `if` on a tensor or NumPy") if symbolic else ""
 
 
 @functools.lru_cache(maxsize=1)

@@ -48,7 +48,7 @@ def gram_sums(features: Any, weights: Any = None) -> list[Any]:
     count, channels = ops.shape(features)[0], ops.shape(features)[3]
     flat = ops.reshape(features, (count, -1, channels))
     if weights is None:
-        area = ops.ones((count, 1, 1), "float32") * float(ops.shape(flat)[1])
+        area = ops.ones((count, 1, 1), "float32") * ops.cast(ops.shape(flat)[1], "float32")
         return [backends.current().transposed_matmul(flat, flat), area]
     weights = ops.reshape(ops.cast(weights, "float32"), (ops.shape(weights)[0], -1, 1))
     return [backends.current().transposed_matmul(flat * weights, flat),
@@ -73,7 +73,7 @@ def moment_sums(features: Any, weights: Any = None) -> list[Any]:
     features = ops.cast(features, "float32")
     count = ops.shape(features)[0]
     if weights is None:
-        area = ops.ones((count, 1), "float32") * float(ops.shape(features)[1] * ops.shape(features)[2])
+        area = ops.ones((count, 1), "float32") * ops.cast(ops.shape(features)[1] * ops.shape(features)[2], "float32")
         return [ops.sum(features, axis=[1, 2]), ops.sum(ops.square(features), axis=[1, 2]), area]
     weights = ops.cast(weights, "float32")
     return [ops.sum(features * weights, axis=[1, 2]), ops.sum(ops.square(features) * weights, axis=[1, 2]),
@@ -105,7 +105,7 @@ def squared_error_sums(features: Any, target: Any) -> list[Any]:
     and the number of elements each sum covers (as ``(N,)``)."""
     difference = ops.square(ops.cast(features, "float32") - ops.cast(target, "float32"))
     total = ops.sum(ops.reshape(difference, (ops.shape(difference)[0], -1)), axis=1)
-    return [total, ops.ones_like(total) * float(np.prod(ops.shape(difference)[1:]))]
+    return [total, ops.ones_like(total) * ops.cast(ops.size(difference) // ops.shape(difference)[0], "float32")]
 
 
 def mean_squared_error(a: Any, b: Any) -> Any:
