@@ -78,10 +78,17 @@ class Judge:
     def __init__(self) -> None:
         self.network = styleplug.Engine("vgg19", WEIGHTS, precision="float32").network
         self.model = self.network.build((*STYLE_LAYERS, CONTENT_LAYER))
+        # The last few images judged, by identity: a painting and a photo come back call after call.
+        self.recent: list[tuple[Image.Image, dict[str, Any]]] = []
 
     def features(self, image: Image.Image) -> dict[str, Any]:
-        image = resize_long_side(image, JUDGE_SIZE)
-        return self.model(self.network.preprocess(np.asarray(image, np.float32)[None]))
+        for known, features in self.recent:
+            if known is image:
+                return features
+        resized = resize_long_side(image, JUDGE_SIZE)
+        features = self.model(self.network.preprocess(np.asarray(resized, np.float32)[None]))
+        self.recent = [(image, features), *self.recent[:2]]
+        return features
 
     def style_distance(self, features: dict[str, Any], painting: dict[str, Any]) -> float:
         return float(np.mean([np.linalg.norm(gram_matrix(features[layer]) - gram_matrix(painting[layer]))
