@@ -78,17 +78,16 @@ class Judge:
     def __init__(self) -> None:
         self.network = styleplug.Engine("vgg19", WEIGHTS, precision="float32").network
         self.model = self.network.build((*STYLE_LAYERS, CONTENT_LAYER))
-        # The last few images judged, by identity: a painting and a photo come back call after call.
+        # The last three images judged, most recent first, by identity: a painting and a photo come
+        # back call after call, between results that do not.
         self.recent: list[tuple[Image.Image, dict[str, Any]]] = []
 
     def features(self, image: Image.Image) -> dict[str, Any]:
-        for known, features in self.recent:
-            if known is image:
-                return features
-        resized = resize_long_side(image, JUDGE_SIZE)
-        features = self.model(self.network.preprocess(np.asarray(resized, np.float32)[None]))
-        self.recent = [(image, features), *self.recent[:2]]
-        return features
+        known = next((features for seen, features in self.recent if seen is image), None)
+        if known is None:
+            known = self.model(self.network.preprocess(np.asarray(resize_long_side(image, JUDGE_SIZE), np.float32)[None]))
+        self.recent = [(image, known), *((seen, features) for seen, features in self.recent if seen is not image)][:3]
+        return known
 
     def style_distance(self, features: dict[str, Any], painting: dict[str, Any]) -> float:
         return float(np.mean([np.linalg.norm(gram_matrix(features[layer]) - gram_matrix(painting[layer]))

@@ -85,7 +85,7 @@ def test_fifty_tiled_steps_paint_what_fifty_untiled_steps_paint(engine):
     # border is the gradient tests' business; here the 50 steps' rounding is.
     tiled = np.asarray(engine.stylize(tiling="on", tile_size=96, **job), np.float32)
     assert np.abs(tiled - untiled).mean() <= 1.0  # at most 1/255 on average
-    assert np.abs(untiled - np.asarray(Image.open(CONTENT).convert("RGB").resize((128, 96)), np.float32)).mean() > 10
+    assert np.abs(untiled - np.asarray(Image.open(CONTENT).convert("RGB").resize(untiled.shape[1::-1]), np.float32)).mean() > 10
 
 
 def test_vgg_geometry_and_tile_plan():
