@@ -103,8 +103,10 @@ def check_loss(cls: type[Loss], network: Network | None = None) -> None:
     constructor; ``get_config``/``from_config`` round-trips; ``call`` gives a finite float32 scalar,
     also compiled by the backend; the gradient reaches the image; a comparison loss is about zero when
     the image is its own target; ``compute_target`` gives the same compiled; a batch of
-    two images gives the mean of the two alone; and a style loss given a mask gives the loss of the
-    masked region cut out. A loss written to the old contract (``call(features, image)``) gets the
+    two images gives the mean of the two alone; a style loss given a mask gives the loss of the
+    masked region cut out; and a loss that declares ``tiling`` has float32 ``sums`` that add up over
+    the parts of a grid (with region weights too), whose ``from_sums`` is ``call``'s value, which is
+    what makes a tiled run exact. A loss written to the old contract (``call(features, image)``) gets the
     checks of that contract only, and the mask check (it sees the region's feature vectors).
     A pixel-space style loss gets the style's pixels for its target and the mask check too. Everything runs at two image
     sizes, with features from the network in float32 and from its bfloat16 copy, as the engine runs
@@ -185,6 +187,8 @@ def _check_loss(cls: type[Loss], network: Network) -> None:
     _check_batch(cls, calls.target_of, calls.value)
     if cls.role == "style":
         _check_mask(loss)
+    if cls.tiling is not None:
+        _check_tiles(loss)
 
 
 def _check_finite(calls: _Calls, size: tuple[int, int]) -> None:
@@ -253,6 +257,41 @@ def _check_mask(loss: Loss) -> None:
         "statistics of the masked region (styleplug.losses.functional.gram_matrix and moments take a mask)")
     everywhere, unmasked = value(features, image, ops.ones((1, 8, 8, 1))), value(features, image)
     assert np.isclose(everywhere, unmasked, rtol=1e-4, atol=1e-6), f"a mask of ones gives {everywhere}, no mask {unmasked}"
+
+
+def _check_tiles(loss: Loss) -> None:
+    """A tiled run adds each tile's ``sums`` and calls ``from_sums`` once: so the sums of a grid's
+    left and right parts must add up to the whole grid's (with region weights too, a "positions"
+    loss getting its target cut like its features), and ``from_sums`` of them must be ``call``'s value."""
+    rng = np.random.default_rng(12)
+
+    def grids(*shape: int) -> dict[str, Any]:
+        return {layer: ops.convert_to_tensor(rng.uniform(0, 1, shape).astype(np.float32)) for layer in loss.layers}
+
+    features, weights = grids(2, 8, 8, 4), grids(1, 8, 8, 1)
+    target = loss.compute_target(grids(2 if loss.tiling == "positions" else 1, 8, 8, 4))
+
+    def sums(columns: slice, masks: dict[str, Any] | None) -> Any:
+        def cut(grids: dict[str, Any]) -> dict[str, Any]:
+            return {layer: grid[:, :, columns] for layer, grid in grids.items()}
+        return loss.sums(cut(features), cut(target) if loss.tiling == "positions" else target,
+                         None if masks is None else cut(masks))
+
+    for masks in (None, weights):
+        whole = sums(slice(None), masks)
+        added = keras.tree.map_structure(lambda left, right: left + right, sums(slice(0, 3), masks), sums(slice(3, None), masks))
+        for whole_part, added_part in zip(keras.tree.flatten(whole), keras.tree.flatten(added)):
+            dtype = keras.backend.standardize_dtype(whole_part.dtype)
+            assert dtype == "float32", f"sums() gave {dtype}; cast features to float32 before summing (tiles add up float32 sums)"
+            assert np.allclose(ops.convert_to_numpy(added_part), ops.convert_to_numpy(whole_part), rtol=1e-4, atol=1e-5), (
+                f"sums() of a grid's left and right parts add up to {ops.convert_to_numpy(added_part).ravel()[:4]}..., "
+                f"but the whole grid gives {ops.convert_to_numpy(whole_part).ravel()[:4]}...; a tiled run adds the tiles' sums, so "
+                "return sums over positions and their count (styleplug.losses.functional: gram_sums, moment_sums, "
+                "squared_error_sums) and take means in from_sums")
+    one_pass, from_sums = float(loss.call(features, None, target)), float(loss.from_sums(sums(slice(None), None), target))
+    assert np.isclose(one_pass, from_sums, rtol=1e-4, atol=1e-6), (
+        f"call() gives {one_pass} but from_sums(sums()) {from_sums}: a tiled run would compute another loss than a "
+        "one-pass run; leave call to the base class")
 
 
 def calibrate_loss(cls: type[Loss], network: str = "vgg19", weights: str = "auto", size: int = 128,

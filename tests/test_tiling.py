@@ -20,7 +20,8 @@ from styleplug.errors import ResourceError, UsageError
 from styleplug.fast.model import StyleModel
 from styleplug.host.plugins import PluginHost
 from styleplug.lazy import ops
-from styleplug.testing import tiled_gradient_agreement
+from styleplug.losses.functional import gram_from_sums, gram_sums, mean_squared_error
+from styleplug.testing import check_loss, tiled_gradient_agreement
 
 EXAMPLES = Path(styleplug.__file__).parent / "examples"
 CONTENT, STYLES = EXAMPLES / "tubingen.jpg", [EXAMPLES / "starry_night.jpg", EXAMPLES / "woman_with_hat_matisse.jpg"]
@@ -276,6 +277,23 @@ def test_a_loss_that_cannot_run_tiled_is_refused_in_one_line(small_engine):
         engine.stylize(CONTENT, STYLES[0], size=96, scales="none", steps=1, tiling="on", tile_size=48,
                        losses={"meanonly": {"weight": 1.0}})
     assert "\n" not in str(raised.value)
+
+
+def test_the_kit_catches_a_tileable_loss_whose_sums_do_not_add_up_over_tiles():
+    class MeanGram(styleplug.Loss):
+        """Declares statistics but returns each grid's Gram matrix (a mean): right in one pass, wrong in tiles."""
+
+        name, role, tiling = "meangram", "style", "statistics"
+
+        def sums(self, features, target, masks=None):
+            return {layer: gram_from_sums(gram_sums(features[layer], None if masks is None else masks[layer]))
+                    for layer in self.layers}
+
+        def from_sums(self, sums, target):
+            return self.weighted_mean({layer: mean_squared_error(sums[layer], target[layer]) for layer in self.layers})
+
+    with pytest.raises(AssertionError, match="a tiled run adds the tiles' sums, so return sums over positions"):
+        check_loss(MeanGram)
 
 
 def test_tiles_report_progress_and_cancel_between_them(small_engine):

@@ -1,7 +1,7 @@
 """``styleplug new-plugin``: write a plugin package that installs, registers and passes its tests as generated.
 
 The package is ``styleplug-NAME`` with the module ``styleplug_NAME``: a pyproject with the entry
-point, a working loss (a style loss matching channel means, masks and batches handled) or network (a
+point, a working loss (a style loss matching channel means, masks, batches and tiles handled) or network (a
 small convnet, with the ``auto``/``none``/file weights rule), a README, and tests that use
 ``styleplug.testing``.
 """
@@ -54,7 +54,7 @@ LOSS = '''"""$name: a style loss for styleplug. It matches the mean of each feat
 
 import styleplug
 from styleplug.lazy import ops  # keras.ops, imported on first use: listing plugins stays instant
-from styleplug.losses.functional import moments
+from styleplug.losses.functional import moment_sums, moments_from_sums
 
 
 class $cls(styleplug.Loss):
@@ -62,23 +62,28 @@ class $cls(styleplug.Loss):
 
     name = "$name"
     role = "style"  # or "content" (compared with the photo) or "regularizer" (no target)
+    # Statistics of the whole image made of sums over positions: an image too large for one pass
+    # then runs in exact tiles. A loss that cannot say this implements call() instead (see
+    # `styleplug docs contracts`) and is refused for such images.
+    tiling = "statistics"
     # As generated, `styleplug losses --calibrate $name` suggests about 100 on VGG19 (the Gram term's
-    # weighted size on the unstyled photo); run it again whenever call() changes.
+    # weighted size on the unstyled photo); run it again whenever from_sums() changes.
     default_weight = 100.0
     params = (
         styleplug.Param("power", float, 2.0, help="exponent of the channel-mean differences", min=1.0, max=4.0),
     )
 
-    def compute_target(self, features):
-        # Pure: styleplug caches the result per style image and may call this inside a compiled step.
-        return {layer: moments(value)[0] for layer, value in features.items()}
+    def sums(self, features, target, masks=None):
+        # Per image: each channel's sums over positions and their count; with masks, each position
+        # weighed by its region. The target is the style image's own sums.
+        return {layer: moment_sums(features[layer], None if masks is None else masks[layer]) for layer in self.layers}
 
-    def call(self, features, image, target, mask=None):
-        # Per image, then the mean over the batch; with a mask, the statistics of the masked region.
+    def from_sums(self, sums, target):
+        # Means from the whole image's sums: per image, then the mean over the batch.
         per_layer = {}
         for layer in self.layers:
-            means = moments(features[layer], mask)[0]
-            per_layer[layer] = ops.mean(ops.abs(means - target[layer]) ** self.options["power"])
+            means, target_means = moments_from_sums(sums[layer])[0], moments_from_sums(target[layer])[0]
+            per_layer[layer] = ops.mean(ops.abs(means - target_means) ** self.options["power"])
         return self.weighted_mean(per_layer)
 
 

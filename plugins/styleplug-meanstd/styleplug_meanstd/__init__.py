@@ -2,12 +2,12 @@
 
 import styleplug
 from styleplug.lazy import ops  # keras.ops, imported on first use: listing plugins stays instant
-from styleplug.losses.functional import mean_squared_error, moments
+from styleplug.losses.functional import mean_squared_error, moment_sums, moments_from_sums
 
 
-def channel_statistics(features, epsilon, mask=None):
-    """Mean and standard deviation of each channel, per image (two (N, C) tensors); with a mask, of its region."""
-    mean, variance = moments(features, mask)
+def channel_statistics(sums, epsilon):
+    """Mean and standard deviation of each channel, per image (two (N, C) tensors), from moment_sums."""
+    mean, variance = moments_from_sums(sums)
     return mean, ops.sqrt(variance + epsilon)
 
 
@@ -16,6 +16,8 @@ class MeanStdLoss(styleplug.Loss):
 
     name = "meanstd"
     role = "style"
+    # Both statistics come from sums over positions, so a print too large for one pass runs in exact tiles.
+    tiling = "statistics"
     # `styleplug losses --calibrate meanstd` on VGG19: 58 at 128 px, 61 at 256 px gives this loss the
     # Gram term's weighted size on the unstyled photo.
     default_weight = 60.0
@@ -24,15 +26,17 @@ class MeanStdLoss(styleplug.Loss):
         styleplug.Param("epsilon", float, 1e-5, help="added to the variance before the square root", min=0.0, max=1.0),
     )
 
-    def compute_target(self, features):
-        return {layer: channel_statistics(value, self.options["epsilon"]) for layer, value in features.items()}
+    def sums(self, features, target, masks=None):
+        # Per layer and image: the sums of the features and of their squares over positions, and the
+        # positions' count (with a mask, each position weighed by its region's weight).
+        return {layer: moment_sums(features[layer], None if masks is None else masks[layer]) for layer in self.layers}
 
-    def call(self, features, image, target, mask=None):
+    def from_sums(self, sums, target):
         epsilon, statistics = self.options["epsilon"], self.options["statistics"]
         per_layer = {}
         for layer in self.layers:
-            mean, std = channel_statistics(features[layer], epsilon, mask)
-            target_mean, target_std = target[layer]
+            mean, std = channel_statistics(sums[layer], epsilon)
+            target_mean, target_std = channel_statistics(target[layer], epsilon)
             distance = 0.0
             if statistics in ("both", "mean"):
                 distance += mean_squared_error(mean, target_mean)

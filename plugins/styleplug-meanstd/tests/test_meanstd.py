@@ -5,7 +5,7 @@ from keras import ops
 import styleplug
 import styleplug_meanstd
 from styleplug import StyleplugError
-from styleplug.testing import assert_plugin_installed, check_loss
+from styleplug.testing import assert_plugin_installed, check_loss, tiled_gradient_agreement
 from styleplug_meanstd import MeanStdLoss
 
 
@@ -61,3 +61,14 @@ def test_changes_a_run(make_host):
     plain = engine.stylize(content, style, size=24, steps=10)
     with_meanstd = engine.stylize(content, style, size=24, steps=10, losses={"meanstd": {"weight": 1e10}})
     assert np.abs(np.asarray(plain, float) - np.asarray(with_meanstd, float)).mean() > 0.5
+
+
+def test_runs_in_exact_tiles(make_host):
+    # An image too large for one pass runs in tiles; their gradient must be the one-pass gradient.
+    engine = styleplug.Engine("tiny", "none", precision="float32", host=make_host(styleplug_meanstd))
+    rng = np.random.default_rng(0)
+    content, style = rng.uniform(0, 1, (48, 64, 3)), rng.uniform(0, 1, (48, 64, 3)) ** 4
+    job = styleplug.Job(content=content, style=style, size=64, init="noise", style_weight=0, losses={"meanstd": {"weight": 1e4}})
+    agreement = tiled_gradient_agreement(engine, job, tile_size=24)
+    assert agreement["tiles"] == 6
+    assert agreement["gradient_error_norm"] <= 1e-4
