@@ -2,7 +2,7 @@ import numpy as np
 
 import styleplug
 import styleplug_vgg19avg
-from styleplug.testing import assert_plugin_installed, check_network
+from styleplug.testing import assert_plugin_installed, check_network, tiled_gradient_agreement
 from styleplug_vgg19avg import VGG19AveragePooling
 
 
@@ -26,3 +26,13 @@ def test_stylises_through_the_engine(make_host):
     reports = []
     engine.stylize(rng.uniform(0, 1, (32, 32, 3)), rng.uniform(0, 1, (32, 32, 3)) ** 3, size=32, steps=20, callback=reports.append)
     assert reports[-1].losses["total"] < reports[0].losses["total"]
+
+
+def test_runs_in_exact_tiles(make_host):
+    # Average pools line up with the tiles as max pools do: the tiled gradient is the one-pass one.
+    engine = styleplug.Engine("vgg19-avg", "none", precision="float32", host=make_host(styleplug_vgg19avg))
+    rng = np.random.default_rng(0)
+    job = styleplug.Job(content=rng.uniform(0, 1, (96, 128, 3)), style=rng.uniform(0, 1, (96, 128, 3)) ** 3, size=128, init="noise")
+    agreement = tiled_gradient_agreement(engine, job, tile_size=64)
+    assert agreement["tiles"] == 4
+    assert agreement["gradient_error_norm"] <= 1e-4
