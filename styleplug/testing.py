@@ -272,8 +272,8 @@ def _check_tiles(loss: Loss) -> None:
     target = loss.compute_target(grids(2 if loss.tiling == "positions" else 1, 8, 8, 4))
 
     def sums(columns: slice, masks: dict[str, Any] | None) -> Any:
-        def cut(grids: dict[str, Any]) -> dict[str, Any]:
-            return {layer: grid[:, :, columns] for layer, grid in grids.items()}
+        def cut(values: dict[str, Any]) -> dict[str, Any]:
+            return {layer: grid[:, :, columns] for layer, grid in values.items()}
         return loss.sums(cut(features), cut(target) if loss.tiling == "positions" else target,
                          None if masks is None else cut(masks))
 
