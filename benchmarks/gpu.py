@@ -169,8 +169,9 @@ def tiled(out: Path, size: int) -> None:
     print(json.dumps({"part": "tiled", "what": f"job {image.width}x{image.height}, 3 steps", "seconds": time.perf_counter() - started,
                       "peak_gib": _device_peak_gib(), "plans": plans}), flush=True)
     image.resize((image.width // 8, image.height // 8)).save(out / f"gpu-tiled-{size}-eighth.jpg", quality=90)
-    image.crop((image.width // 2, image.height // 2, image.width // 2 + 1024, image.height // 2 + 1024)).save(
-        out / f"gpu-tiled-{size}-crop.jpg", quality=90)
+    side = min(1024, image.width, image.height)  # at 100%, from the middle (across tile borders)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image.crop((left, top, left + side, top + side)).save(out / f"gpu-tiled-{size}-crop.jpg", quality=90)
     del image
     model, planned = StyleModel.load(SHIPPED_MODEL), len(plans)
     started = time.perf_counter()
