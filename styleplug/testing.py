@@ -187,7 +187,7 @@ def _check_loss(cls: type[Loss], network: Network) -> None:
     _check_batch(cls, calls.target_of, calls.value)
     if cls.role == "style":
         _check_mask(loss)
-    if cls.tiling is not None:
+    if cls.tiling is not None and cls.uses_features:  # as in a tiled run, which computes pixel-space losses whole
         _check_tiles(loss)
 
 
@@ -283,9 +283,10 @@ def _check_tiles(loss: Loss) -> None:
         for whole_part, added_part in zip(keras.tree.flatten(whole), keras.tree.flatten(added)):
             dtype = keras.backend.standardize_dtype(whole_part.dtype)
             assert dtype == "float32", f"sums() gave {dtype}; cast features to float32 before summing (tiles add up float32 sums)"
-            assert np.allclose(ops.convert_to_numpy(added_part), ops.convert_to_numpy(whole_part), rtol=1e-4, atol=1e-5), (
-                f"sums() of a grid's left and right parts add up to {ops.convert_to_numpy(added_part).ravel()[:4]}..., "
-                f"but the whole grid gives {ops.convert_to_numpy(whole_part).ravel()[:4]}...; a tiled run adds the tiles' sums, so "
+            whole_part, added_part = ops.convert_to_numpy(whole_part), ops.convert_to_numpy(added_part)
+            assert np.allclose(added_part, whole_part, rtol=1e-4, atol=1e-5), (
+                f"sums() of a grid's left and right parts add up to {added_part.ravel()[:4]}..., "
+                f"but the whole grid gives {whole_part.ravel()[:4]}...; a tiled run adds the tiles' sums, so "
                 "return sums over positions and their count (styleplug.losses.functional: gram_sums, moment_sums, "
                 "squared_error_sums) and take means in from_sums")
     one_pass, from_sums = float(loss.call(features, None, target)), float(loss.from_sums(sums(slice(None), None), target))
