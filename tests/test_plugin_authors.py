@@ -61,6 +61,20 @@ class PixelColours(styleplug.Loss):
         return mean_squared_error(mean, target[0]) + mean_squared_error(tf.sqrt(variance + 1e-6), target[1])
 
 
+class OnePassMeanStd(styleplug.Loss):
+    """Channel means and variances with its own call and no tiling (as the meanstd example was before 0.3.0)."""
+
+    name = "onepassmeanstd"
+    role = "style"
+
+    def compute_target(self, features):
+        return {layer: moments(value) for layer, value in features.items()}
+
+    def call(self, features, image, target, mask=None):
+        return self.weighted_mean({layer: sum(mean_squared_error(mine, theirs) for mine, theirs in zip(moments(features[layer], mask), target[layer]))
+                                   for layer in self.layers})
+
+
 class Numpy(styleplug.Loss):
     """Leaves TensorFlow inside call: .numpy() works eagerly, not in a compiled step."""
 
@@ -154,6 +168,18 @@ def test_an_unknown_loss_names_the_plugin_that_failed_to_load(caplog):
     with pytest.raises(UnknownNameError, match="plugin 'swd' failed to load") as error:
         host.loss("swd")
     assert "ZeroDivisionError" in str(error.value)
+
+
+def test_the_check_passes_a_loss_without_tiling_and_notes_where_it_cannot_run():
+    from styleplug.frontends.cli import ONE_PASS_NOTE, _check_plugin
+    from styleplug_meanstd import MeanStdLoss
+
+    host = PluginHost([plugin("onepass", OnePassMeanStd), plugin("tileable", MeanStdLoss)], entrypoints=False)
+    checks = {record["name"]: _check_plugin(host, record) for record in host.plugins()}
+    assert checks["onepass"]["status"] == "ok" and checks["onepass"]["problems"] == []
+    assert checks["onepass"]["notes"] == [f"onepassmeanstd: {ONE_PASS_NOTE}"]
+    assert "step 3 of `styleplug docs tutorial`" in ONE_PASS_NOTE
+    assert checks["tileable"]["status"] == "ok" and checks["tileable"]["notes"] == []
 
 
 def test_the_old_contract_note_is_in_the_listing_once_and_can_be_silenced(caplog, monkeypatch):

@@ -31,6 +31,7 @@ def test_a_new_plugin_installs_and_passes_its_tests(tmp_path: Path, kind: str, n
     assert tests.returncode == 0 and "3 passed" in tests.stdout, tests.stdout[-3000:]
     listed = styleplug("plugins", "--check", env={**env, "STYLEPLUG_LOAD_PLUGINS": name})
     assert listed.returncode == 0 and '"status": "ok"' in listed.stdout, listed.stdout + listed.stderr
+    assert '"notes": []' in listed.stdout  # nothing limits where it runs: the scaffold's loss is tileable
 
 
 def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path: Path):

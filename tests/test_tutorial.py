@@ -36,6 +36,7 @@ def test_a_stranger_can_follow_the_tutorial(tmp_path):
     record = {p["name"]: p for p in json.loads(listed.stdout)}[NAME]
     assert record["package"] == f"styleplug-{NAME}" and record["status"] == "ok"
     assert record["provides"]["losses"] == [NAME] and record["check"]["status"] == "ok"
+    assert record["check"]["notes"] == []  # tileable: nothing limits where it runs
 
     options = styleplug("losses", "--options")
     assert f"-o {NAME}.statistics STR  which statistics to match" in options.stdout

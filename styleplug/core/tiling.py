@@ -31,7 +31,7 @@ import numpy as np
 from . import backends
 from ..errors import UsageError
 from ..lazy import keras, ops
-from ..losses import uses_old_contract
+from ..losses import Loss, uses_old_contract
 from ..losses.functional import resize_to_grid
 from .compiled import Stepper, StepResult, evaluate
 
@@ -163,10 +163,16 @@ def window_shapes(tiles: list[Tile]) -> int:
     return len({tile.shape_key for tile in tiles})
 
 
+def runs_in_tiles(cls: type[Loss]) -> bool:
+    """Whether a tiled run can compute this loss exactly: it works on pixels (computed on the whole image)
+    or declares a ``tiling`` with ``sums`` and ``from_sums``."""
+    return not cls.uses_features or (cls.tiling is not None and not uses_old_contract(cls))
+
+
 def check_tileable(terms: list[Term]) -> None:
     """Refuse, in one line, a feature loss that a tiled run cannot compute exactly."""
     for term in terms:
-        if term.loss.uses_features and (term.loss.tiling is None or uses_old_contract(type(term.loss))):
+        if not runs_in_tiles(type(term.loss)):
             raise UsageError(f"loss '{term.loss.name}' ({term.provider}) does not declare how to run tiled (its tiling is None), "
                              "and this job is too large for one pass; use a smaller {size} or {max_memory} above the "
                              "estimate, or ask its author for sums and from_sums (see `styleplug docs contracts`).")

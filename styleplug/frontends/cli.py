@@ -762,14 +762,22 @@ def plugins(show_all: bool, check: bool, debug: bool) -> None:
             sys.exit(1)
 
 
+#: The ``--check`` note on a feature loss without ``tiling``: allowed, but refused by jobs that need tiles.
+ONE_PASS_NOTE = ("runs only where one pass fits: it declares no tiling, so a job that needs tiles (a print size "
+                 "in little memory, or tiling on) refuses it; step 3 of `styleplug docs tutorial` shows the sums "
+                 "and from_sums that make it tileable")
+
+
 def _check_plugin(host: PluginHost, record: dict[str, Any]) -> dict[str, Any]:
-    """Run check_loss / check_network on everything one plugin provides; report per class."""
+    """Run check_loss / check_network on everything one plugin provides; report per class, with notes on what
+    is allowed but limits where it runs."""
+    from ..core.tiling import runs_in_tiles
     from ..testing import check_loss, check_network
 
     if record["status"] != "ok":
-        return {"status": "failed", "seconds": 0.0, "problems": [f"not loaded: {record['error']}"]}
+        return {"status": "failed", "seconds": 0.0, "problems": [f"not loaded: {record['error']}"], "notes": []}
     if record["warning"]:
-        return {"status": "failed", "seconds": 0.0, "problems": [record["warning"]]}
+        return {"status": "failed", "seconds": 0.0, "problems": [record["warning"]], "notes": []}
     started, problems = time.perf_counter(), []
     checks = [(check_loss, host.losses[name].cls) for name in record["provides"]["losses"]]
     checks += [(check_network, host.networks[name].cls) for name in record["provides"]["networks"]]
@@ -778,8 +786,9 @@ def _check_plugin(host: PluginHost, record: dict[str, Any]) -> dict[str, Any]:
             check(cls)  # type: ignore[operator]
         except Exception as error:  # an AssertionError from the kit, or whatever the plugin raised
             problems.append(f"{cls.name}: {type(error).__name__}: {error}")
+    notes = [f"{name}: {ONE_PASS_NOTE}" for name in record["provides"]["losses"] if not runs_in_tiles(host.losses[name].cls)]
     status = "failed" if problems else "ok"
-    return {"status": status, "seconds": round(time.perf_counter() - started, 2), "problems": problems}
+    return {"status": status, "seconds": round(time.perf_counter() - started, 2), "problems": problems, "notes": notes}
 
 
 def _summary(cls: type) -> str:
