@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -312,6 +313,26 @@ def test_the_progress_bar_gives_the_time_left_at_the_size_being_worked_on():
     assert timer.left(at(512, 250, 550), 30.0) is None  # the 256 px scale stopped early at step 250
     # 1.25 steps in 5 s, tile passes counted: 298.75 steps left at 4 s each.
     assert timer.left(at(512, 251, 550, tile=(1, 4)), 35.0) == pytest.approx(298.75 * 4)
+
+
+def test_the_progress_bar_times_a_tiled_step_from_its_start_not_from_its_last_tile(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import tqdm.std
+
+    from styleplug.frontends.cli import _progress_bar
+
+    clock = [0.0]  # tqdm's clock, moved by hand: each tile pass takes 2 s, so a step of 4 passes 8 s
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+    engine = SimpleNamespace(network=SimpleNamespace(name="vgg19"), precision="float32", weights_source="none")
+    report = _progress_bar(engine, Job(content="c.png", style="s.png", size=512, scales="none", steps=300), quiet=False)
+    for step in range(10, 13):  # a run continued from a checkpoint at step 10
+        for tile in range(4):
+            report(SimpleNamespace(size=512, step=step, total=300, tile=(tile, 4), losses={"total": 1.0}, converged=False,
+                                   step_losses=()))
+            clock[0] += 2.0
+    rates = re.findall(r"([\d.]+)s/step", capsys.readouterr().err)
+    assert rates and all(float(rate) == pytest.approx(8.0) for rate in rates), rates  # it showed 2.00s/step
 
 
 def test_a_run_with_a_checkpoint_stopped_by_sigterm_saves_and_the_same_command_continues(pair, tmp_path, caplog):
