@@ -178,7 +178,13 @@ class CompiledStep(Stepper):
         backend = backends.current()
         self.value_and_grad = backend.value_and_grad(self._objective)
         self.features = features
-        self.run_chunk = backend.compile(self._chunk, jit_compile, donate=(0,))
+        # A chunk is one program looping over its steps where the backend runs such loops at full
+        # speed; elsewhere (XLA on a CPU) one program per step, called ``count`` times from here.
+        self.fused = backend.loops_run_fast()
+        if self.fused:
+            self.run_chunk = backend.compile(self._chunk, jit_compile, donate=(0,))
+        else:
+            self.run_step = backend.compile(self._one_step, jit_compile, donate=(0,))
 
     def _objective(self, image: Any, constants: Mapping[str, Any], network: tuple[Any, Any]) -> tuple[Any, Any]:
         """The total loss at ``image``, with each weighted term and the network's new state beside it."""
@@ -191,41 +197,56 @@ class CompiledStep(Stepper):
         weighted = constants["weights"] * ops.stack(values)
         return ops.sum(weighted), (weighted, network_state)
 
-    def _chunk(self, carry: dict[str, Any], best: Any, constants: Mapping[str, Any], network: tuple[Any, Any],
-               count: Any) -> tuple[Any, ...]:
-        """``count`` steps from ``carry``: the new carry, the best image, the random layers' seeds,
+    def _start(self, carry: dict[str, Any], best: Any, weights: list[Any]) -> tuple[Any, ...]:
+        """The state a chunk's steps go through: the carry, the best image, the random layers' seeds,
         each term at the last point evaluated, and each step's total loss and acceptance."""
-        self.traced += 1  # runs only while the backend traces
+        return (carry, best, [weights[index] for index in self.random_state], ops.zeros((len(self.terms),), "float32"),
+                ops.zeros((self.capacity,), "float32"), ops.zeros((self.capacity,), "bool"))
+
+    def _step(self, constants: Mapping[str, Any], network: tuple[Any, Any], index: Any,
+              state: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Step ``index`` of a chunk, from ``state`` (``_start``'s) to the next."""
         trainable, weights = network
-
-        def with_random(random: list[Any]) -> list[Any]:
-            values = list(weights)
-            for index, value in zip(self.random_state, random):
-                values[index] = value
-            return values
-
+        carry, best, random, _, totals, accepted = state
         # Only the random seeds go from step to step: the weights stay loop-invariant inputs, which
         # oneDNN can treat as constant (carried through the loop, bfloat16 steps were 7-18% slower).
-        def step(index: Any, state: tuple[Any, ...]) -> tuple[Any, ...]:
-            carry, best, random, _, totals, accepted = state
-            total, (values, new_network), gradient = self.value_and_grad(carry["image"], constants,
-                                                                         (trainable, with_random(random)))
-            carry, best, took = self.advance(carry, best, total, values, gradient)
-            return (carry, best, [new_network[index] for index in self.random_state], values,
-                    ops.slice_update(totals, [index], ops.reshape(total, (1,))),
-                    ops.slice_update(accepted, [index], ops.reshape(took, (1,))))
+        values = list(weights)
+        for position, value in zip(self.random_state, random):
+            values[position] = value
+        total, (terms, new_network), gradient = self.value_and_grad(carry["image"], constants, (trainable, values))
+        carry, best, took = self.advance(carry, best, total, terms, gradient)
+        return (carry, best, [new_network[position] for position in self.random_state], terms,
+                ops.slice_update(totals, [index], ops.reshape(total, (1,))),
+                ops.slice_update(accepted, [index], ops.reshape(took, (1,))))
 
-        start = (carry, best, [weights[index] for index in self.random_state], ops.zeros((len(self.terms),), "float32"),
-                 ops.zeros((self.capacity,), "float32"), ops.zeros((self.capacity,), "bool"))
-        return ops.fori_loop(0, count, step, start)
+    def _chunk(self, carry: dict[str, Any], best: Any, constants: Mapping[str, Any], network: tuple[Any, Any],
+               count: Any) -> tuple[Any, ...]:
+        """``count`` steps from ``carry``, in one program: the final ``_step`` state."""
+        self.traced += 1  # runs only while the backend traces
+        return ops.fori_loop(0, count, lambda index, state: self._step(constants, network, index, state),
+                             self._start(carry, best, network[1]))
+
+    def _one_step(self, carry: dict[str, Any], others: list[Any], constants: Mapping[str, Any], network: tuple[Any, Any],
+                  index: Any) -> tuple[Any, list[Any]]:
+        """``_step`` as a program of its own, the carry apart: its buffers alone are donated (the
+        others start as the best image and the network's own seeds, which stay in use)."""
+        self.traced += 1  # runs only while the backend traces
+        carry, *others = self._step(constants, network, index, (carry, *others))
+        return carry, others
 
     def run(self, count: int) -> StepResult:
         """Run ``count`` (at most ``capacity``) steps; only the losses come back to the host."""
         non_trainable = self.model.non_trainable_variables
         network = ([variable.value for variable in self.model.trainable_variables],
                    [variable.value for variable in non_trainable])
-        self.carry, self.best, random_state, last, totals, accepted = self.run_chunk(
-            self.carry, self.best, self.constants, network, ops.convert_to_tensor(count, "int32"))
+        if self.fused:
+            state = self.run_chunk(self.carry, self.best, self.constants, network, ops.convert_to_tensor(count, "int32"))
+        else:
+            carry, *others = self._start(self.carry, self.best, network[1])
+            for index in range(count):  # the index a tensor, so that one program serves every step
+                carry, others = self.run_step(carry, others, self.constants, network, ops.convert_to_tensor(index, "int32"))
+            state = (carry, *others)
+        self.carry, self.best, random_state, last, totals, accepted = state
         for index, value in zip(self.random_state, random_state):
             non_trainable[index].assign(value)
         values = ops.convert_to_numpy(self.carry["accepted_values"])

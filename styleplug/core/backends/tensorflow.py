@@ -39,6 +39,11 @@ def compile(fn: Callable[..., Any], jit_compile: bool, donate: Sequence[int] = (
     return tf.function(fn, jit_compile=jit_compile, autograph=False)
 
 
+def loops_run_fast() -> bool:
+    # A graph's while loop runs each operation with the same kernels (oneDNN on a CPU) as outside it.
+    return True
+
+
 def forward(fn: Callable[..., Any]) -> Callable[..., Any]:
     # TensorFlow's eager kernels (oneDNN on a CPU) run a forward pass at full speed, while a graph
     # per new photo shape would cost a second or more of tracing: stay eager.
