@@ -227,7 +227,10 @@ def main() -> None:
             fast(args.out, args.train_steps)
         return
     # This process never touches the device: on JAX the first process to do so takes most of its memory.
-    print(json.dumps(_run("--worker", "device")[0]), flush=True)
+    device = _run("--worker", "device")
+    if not device:
+        sys.exit("benchmarks/gpu.py: styleplug did not start here (its error is above), so nothing was measured.")
+    print(json.dumps(device[0]), flush=True)
     sizes = [str(size) for size in args.sizes]
     if "steps" in args.parts:
         print(f"{'precision':>9} {'size':>5} {'ms/step':>8} {'compile s':>9} {'peak GiB':>8} {'estimate GiB':>12}")
