@@ -18,6 +18,9 @@ Run: KERAS_BACKEND=jax .venv/bin/python benchmarks/gpu.py [--sizes 512 1024 2048
   scripts/training_photos.py; the last is held out), crops of --crop px in batches of --batch, for
   --train-minutes; then benchmarks/fast.py judges it and the shipped model on the held-out photo
   (its --model figures, at --judge's size and steps) and the new model is written to --out with its training record.
+- loops (not run unless named in --parts): the steps part's jobs at --loop-sizes, each chunk one
+  program looping over its steps (what the engine does on a GPU) against one program per step
+  called from Python (what it does where compiled loops run slow: XLA on a CPU).
 - tiled (not run unless named in --parts: its compiles take minutes): a single-scale job at
   --tiled-size (16384 px) of 3 steps, in the tiles the planner picks for the GPU's free memory, and
   the shipped style model applied at that size (tiled where it would not fit): time, peak.
@@ -66,10 +69,13 @@ def _larger() -> Any:
     return Architecture((32, 64, 128), 5)
 
 
-def steps(precision: str, sizes: list[int], out: Path) -> None:
+def steps(precision: str, sizes: list[int], out: Path, loops: str = "") -> None:
     import styleplug
+    from styleplug.core import backends
     from styleplug.core.device import estimate_memory
 
+    if loops:  # "fused" or "per-step" whatever the backend would choose (XLA on a CPU: per step)
+        backends.current().loops_run_fast = lambda: loops == "fused"
     engine = styleplug.Engine("vgg19", _weights(), precision=precision)
     for size in sizes:
         gaps = Gaps()
@@ -195,7 +201,9 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--job-sizes", type=int, nargs=2, default=[512, 2048], help="the default job's size, and the large one's")
-    parser.add_argument("--parts", nargs="+", default=["steps", "jobs", "fast"], choices=["steps", "jobs", "fast", "train", "tiled"])
+    parser.add_argument("--parts", nargs="+", default=["steps", "jobs", "fast"],
+                        choices=["steps", "jobs", "fast", "train", "tiled", "loops"])
+    parser.add_argument("--loop-sizes", type=int, nargs="+", default=[512, 2048], help="the loops part's sizes")
     parser.add_argument("--photos", type=Path, default=ROOT / ".whl" / "photos", help="the train part's photos")
     parser.add_argument("--train-minutes", type=float, default=4.0)
     parser.add_argument("--crop", type=int, default=320)
@@ -216,7 +224,7 @@ def main() -> None:
             print(json.dumps({"device": device_label(), "backend": f"{backends.name()} {backends.current().version()}",
                               "weights": _weights()}))
         elif kind == "steps":
-            steps(rest[0], args.sizes, args.out)
+            steps(rest[0], args.sizes, args.out, *rest[1:])
         elif kind == "jobs":
             jobs(args.out, bool(rest), *args.job_sizes)
         elif kind == "tiled":
@@ -243,6 +251,14 @@ def main() -> None:
                 else:
                     print(f"{line['precision']:>9} {line['size']:>5} {line['step_ms']:>8.2f} {line['compile_s']:>9.1f} "
                           f"{line['peak_gib']:>8.2f} {line['estimate_gib']:>12.2f}", flush=True)
+    if "loops" in args.parts:
+        print(f"{'precision':>9} {'size':>5} {'ms/step, loop in one program':>28} {'ms/step, one program per step':>29}")
+        for precision in args.precisions:
+            chosen = ["--sizes", *map(str, args.loop_sizes), "--out", str(args.out)]
+            fused, alone = (_run("--worker", "steps", precision, loops, *chosen) for loops in ("fused", "per-step"))
+            for one, other in zip(fused, alone):
+                if "error" not in one and "error" not in other:
+                    print(f"{one['precision']:>9} {one['size']:>5} {one['step_ms']:>28.2f} {other['step_ms']:>29.2f}", flush=True)
     if "jobs" in args.parts:
         sizes = ["--job-sizes", *map(str, args.job_sizes), "--out", str(args.out)]
         for line in _run("--worker", "jobs", *sizes) + _run("--worker", "jobs", "cold", *sizes):
