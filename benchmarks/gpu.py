@@ -253,11 +253,13 @@ def main() -> None:
                           f"{line['peak_gib']:>8.2f} {line['estimate_gib']:>12.2f}", flush=True)
     if "loops" in args.parts:
         print(f"{'precision':>9} {'size':>5} {'ms/step, loop in one program':>28} {'ms/step, one program per step':>29}")
+        chosen = ["--sizes", *map(str, args.loop_sizes), "--out", str(args.out)]
         for precision in args.precisions:
-            chosen = ["--sizes", *map(str, args.loop_sizes), "--out", str(args.out)]
             fused, alone = (_run("--worker", "steps", precision, loops, *chosen) for loops in ("fused", "per-step"))
             for one, other in zip(fused, alone):
-                if "error" not in one and "error" not in other:
+                if "error" in one or "error" in other:
+                    print(f"{one['precision']:>9} {one['size']:>5} {one.get('error') or other['error']}")
+                else:
                     print(f"{one['precision']:>9} {one['size']:>5} {one['step_ms']:>28.2f} {other['step_ms']:>29.2f}", flush=True)
     if "jobs" in args.parts:
         sizes = ["--job-sizes", *map(str, args.job_sizes), "--out", str(args.out)]
