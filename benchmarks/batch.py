@@ -1,7 +1,8 @@
 """Batches and videos: throughput in this process and on Ray, flicker with and without the smoothing.
 
 Run: .venv/bin/python benchmarks/batch.py [--photos 32] [--size 512] [--frames 48] [--seam-size 256]
-                                          [--flicker-size 384] [--out benchmark-output]
+                                          [--seam-chunks 4] [--flicker-size 384] [--flicker-frames 24]
+                                          [--out benchmark-output]
 
 - photos: images per second for --photos generated photos (--size px square) painted by the shipped
   style model, in this process (one engine, all cores) and on a local Ray cluster with 1 and 2
@@ -9,10 +10,12 @@ Run: .venv/bin/python benchmarks/batch.py [--photos 32] [--size 512] [--frames 4
 - cluster: the same batch on a simulated two-node cluster (two Ray nodes on this machine): what it
   adds is overhead, not scaling, since both nodes share the same cores; bytes sent per photo;
 - video: frames per second at --size px, in this process and on Ray;
+- seams: where Ray's chunks of frames meet, on a clip of --seam-chunks chunks;
 - flicker: the mean change between consecutive output frames (grey levels, 0..255) and their
-  sharpness on a static-camera clip with sensor noise and on a panning clip, with each stage of the
-  smoothing on and off, and the judged style and content distance of the panning clip's frames
-  (benchmarks/quality.py); a few frames of each are saved in --out to look at.
+  sharpness on a static-camera clip of --flicker-frames frames with sensor noise and on a panning
+  clip, with each stage of the smoothing on and off, and the judged style and content distance of
+  every fourth frame of the panning clip (benchmarks/quality.py); frames 10 and 11 of each (the
+  last two on a shorter clip) are saved in --out to look at.
 """
 
 from __future__ import annotations
@@ -118,12 +121,13 @@ def video_rates(frames: int, size: int) -> None:
             (Path(folder) / "out" / "clip.mp4").unlink()
 
 
-def flicker(out: Path, size: int) -> None:
+def flicker(out: Path, size: int, frames: int) -> None:
     paint = FastPainter.from_file(MODEL, style=STYLE).open()
     photo = Image.open(EXAMPLES / "tubingen.jpg").resize((size + 96, size * 3 // 4))
     painting = Image.open(EXAMPLES / "starry_night.jpg")
-    static = pan_frames(photo, 24, (size, size * 3 // 4), step=0, noise=4)
-    moving = pan_frames(photo, 24, (size, size * 3 // 4), step=4, noise=4)
+    static = pan_frames(photo, frames, (size, size * 3 // 4), step=0, noise=4)
+    moving = pan_frames(photo, frames, (size, size * 3 // 4), step=4, noise=4)
+    shown = slice(min(10, frames - 2), min(12, frames))
     judge = Judge()
 
     def change(frames: list[np.ndarray]) -> float:
@@ -144,18 +148,18 @@ def flicker(out: Path, size: int) -> None:
         style, content = np.mean(judged, axis=0)
         print(f"{name:<23}: static clip change {change(still):5.2f}, sharpness {sharpness(still):5.2f}; panning clip change "
               f"{change(panned):5.2f}, sharpness {sharpness(panned):5.2f}, style {style:.3f}, content {content:.3f}")
-        Image.fromarray(np.concatenate([np.concatenate(still[10:12], 1), np.concatenate(panned[10:12], 1)], 0)).save(
+        Image.fromarray(np.concatenate([np.concatenate(still[shown], 1), np.concatenate(panned[shown], 1)], 0)).save(
             out / f"video_{smoothing.denoise:.1f}_{smoothing.blend:.2f}.png")
 
 
-def chunk_seam(size: int) -> None:
+def chunk_seam(size: int, count: int) -> None:
     """Where Ray's chunks meet: each chunk painted as an actor paints it (here, before encoding),
     on a static clip with noise, next to one pass over the whole clip."""
     from styleplug.frontends.video import CHUNK_FRAMES, chunks
 
     paint = FastPainter.from_file(MODEL, style=STYLE).open()
     photo = Image.open(EXAMPLES / "tubingen.jpg").resize((size, size * 3 // 4))
-    frames = pan_frames(photo, 4 * CHUNK_FRAMES, photo.size, step=0, noise=4)
+    frames = pan_frames(photo, count * CHUNK_FRAMES, photo.size, step=0, noise=4)
     joined = [frame.astype(np.float64) for piece in chunks(frames)
               for frame in paint_frames(paint, list(piece["frames"]), Smoothing(), piece["skip"])]
     whole = [frame.astype(np.float64) for frame in paint_frames(paint, frames, Smoothing())]
@@ -172,14 +176,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--seam-size", type=int, default=256)
+    parser.add_argument("--seam-chunks", type=int, default=4)
     parser.add_argument("--flicker-size", type=int, default=384)
+    parser.add_argument("--flicker-frames", type=int, default=24)
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
     options = parser.parse_args()
+    if options.seam_chunks < 2 or options.flicker_frames < 2:
+        parser.error("--seam-chunks and --flicker-frames need at least 2 (a seam, a change between frames)")
     options.out.mkdir(exist_ok=True)
     throughput(options.photos, options.size)
     video_rates(options.frames, options.size)
-    chunk_seam(options.seam_size)
-    flicker(options.out, options.flicker_size)
+    chunk_seam(options.seam_size, options.seam_chunks)
+    flicker(options.out, options.flicker_size, options.flicker_frames)
 
 
 if __name__ == "__main__":

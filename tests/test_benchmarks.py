@@ -82,7 +82,7 @@ def test_fast_prints_apply_times_training_step_time_and_judged_quality(tmp_path)
 
 def test_batch_prints_throughput_memory_seams_and_flicker(tmp_path):
     output = run_benchmark("batch.py", "--photos", "2", "--size", "64", "--frames", "4", "--seam-size", "64",
-                           "--flicker-size", "64", "--out", str(tmp_path))
+                           "--seam-chunks", "2", "--flicker-size", "64", "--flicker-frames", "8", "--out", str(tmp_path))
     for line in ("in-process (all cores):", "Ray, 2 actor(s) x 1 thread(s):", "peak memory per actor",
                  "two nodes x 1 actor x 1 thread:", "video 64px, Ray (local, 2 actors)", "change at the seams",
                  "default (0.8, 0.15)    : static clip change"):
