@@ -7,7 +7,9 @@ Run: KERAS_BACKEND=jax .venv/bin/python benchmarks/gpu.py [--sizes 512 1024 2048
 - steps: for each precision (one process each, so each peak is its own; float32 skips the largest of
   four sizes), single-scale L-BFGS jobs
   of 30 steps at each size, smallest first, in chunks of 10: the first chunk holds the compile,
-  the per-step time is the mean of the other two; the peak is the device's peak bytes in use so far.
+  the per-step time is the mean of the other two; the peak is the device's peak bytes in use so far;
+  TFLOP/s counts the convolutions of a step (forward and back to the image), and with
+  --peak-tflops (the chip's dense bfloat16 figure from its data sheet) a bfloat16 step's share of it.
 - jobs: the default job (512 px, coarse to fine, early stop) twice in one process (cold, then warm),
   then once more in a fresh process (cold with the persistent compilation cache filled); and a
   default 2048 px job.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -69,6 +72,19 @@ def _larger() -> Any:
     return Architecture((32, 64, 128), 5)
 
 
+def step_tflop(model: Any, height: int, width: int) -> float:
+    """TFLOP of one step's convolutions: the forward pass, and the pass back to the image, which
+    costs as much again (the frozen weights take no gradient). The Gram products and losses, about
+    5% more at VGG19's default layers, are left out, so the figure is a floor."""
+    stride, flops = 1, 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and len(kernel.shape) == 4:  # (rows, columns, inputs, outputs)
+            flops += 2 * 2 * (height // stride) * (width // stride) * math.prod(kernel.shape)
+        stride *= max(getattr(layer, "strides", None) or (1,))
+    return flops / 1e12
+
+
 def steps(precision: str, sizes: list[int], out: Path, loops: str = "") -> None:
     import styleplug
     from styleplug.core import backends
@@ -91,7 +107,8 @@ def steps(precision: str, sizes: list[int], out: Path, loops: str = "") -> None:
         width, height = image.size
         print(json.dumps({"part": "steps", "precision": engine.precision, "size": size, "step_ms": 1000 * step,
                           "compile_s": compile_seconds, "peak_gib": _device_peak_gib(),
-                          "estimate_gib": estimate_memory(model, height, width, "lbfgs", 20) / 2**30}), flush=True)
+                          "estimate_gib": estimate_memory(model, height, width, "lbfgs", 20) / 2**30,
+                          "tflops": step_tflop(model, height, width) / step}), flush=True)
 
 
 def jobs(out: Path, cold_only: bool, size: int, large: int) -> None:
@@ -211,6 +228,7 @@ def main() -> None:
     parser.add_argument("--judge", type=int, nargs=2, default=[384, 300], metavar=("SIZE", "STEPS"),
                         help="the train part's judging: size, and the optimiser's steps it is judged against")
     parser.add_argument("--tiled-size", type=int, default=16384)
+    parser.add_argument("--peak-tflops", type=float, help="the chip's dense bfloat16 TFLOP/s: print each bfloat16 step's share")
     parser.add_argument("--out", type=Path, default=Path("benchmark-output"))
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,7 +259,8 @@ def main() -> None:
     print(json.dumps(device[0]), flush=True)
     sizes = [str(size) for size in args.sizes]
     if "steps" in args.parts:
-        print(f"{'precision':>9} {'size':>5} {'ms/step':>8} {'compile s':>9} {'peak GiB':>8} {'estimate GiB':>12}")
+        print(f"{'precision':>9} {'size':>5} {'ms/step':>8} {'compile s':>9} {'peak GiB':>8} {'estimate GiB':>12} "
+              f"{'TFLOP/s':>8}{' of peak' if args.peak_tflops else ''}")
         for precision in args.precisions:
             # float32 at the largest size only where asked for by name: it is the slowest compile.
             chosen = sizes if precision != "float32" or len(sizes) < 4 else sizes[:-1]
@@ -249,8 +268,10 @@ def main() -> None:
                 if "error" in line:
                     print(f"{line['precision']:>9} {line['size']:>5} {line['error']}")
                 else:
+                    bfloat16 = args.peak_tflops and line["precision"] == "bfloat16"
+                    share = f" {line['tflops'] / args.peak_tflops:8.0%}" if bfloat16 else ""
                     print(f"{line['precision']:>9} {line['size']:>5} {line['step_ms']:>8.2f} {line['compile_s']:>9.1f} "
-                          f"{line['peak_gib']:>8.2f} {line['estimate_gib']:>12.2f}", flush=True)
+                          f"{line['peak_gib']:>8.2f} {line['estimate_gib']:>12.2f} {line['tflops']:>8.2f}{share}", flush=True)
     if "loops" in args.parts:
         print(f"{'precision':>9} {'size':>5} {'ms/step, loop in one program':>28} {'ms/step, one program per step':>29}")
         chosen = ["--sizes", *map(str, args.loop_sizes), "--out", str(args.out)]
