@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import io
 import itertools
 import json
 import logging
 import math
 import os
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,9 +34,8 @@ from ..errors import UsageError
 from ..run.image import ImageInput, load_image, resize_long_side
 from ..core import backends
 from ..lazy import keras, ops
+from .modelfile import FORMAT, VERSION, blend_vector, read_model_file
 
-FORMAT = "styleplug-style-model"
-VERSION = 1
 # Two stride-2 convolutions: sides are padded to a multiple of this, and must be at least MIN_SIDE.
 STRIDE = 4
 MIN_SIDE = 32
@@ -195,22 +192,11 @@ class StyleModel:
     def load(cls, path: str | os.PathLike[str] | bytes, precision: str = "auto") -> StyleModel:
         """Read a model file (or its contents, as bytes: how batch workers on other machines get it);
         any file that is not a styleplug style model gets one ``UsageError`` line."""
-        source = "the style model" if isinstance(path, bytes) else Path(path)
-        if isinstance(source, Path) and not source.is_file():
-            raise UsageError(f"style model '{source}' does not exist; check the path.")
-        try:
-            with np.load(io.BytesIO(path) if isinstance(path, bytes) else source, allow_pickle=False) as archive:
-                header = json.loads(str(archive["header"]))
-                arrays = [archive[f"weight_{index}"] for index in range(len(archive.files) - 1)]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError):
-            raise UsageError(f"'{source}' is not a styleplug style model (or it is damaged); "
-                             "train one with: styleplug train") from None
-        if header.get("format") != FORMAT or header.get("version") != VERSION:
-            raise UsageError(f"'{source}' is not a styleplug style model of version {VERSION} "
-                             f"(format {header.get('format')!r}, version {header.get('version')!r}).")
+        header, arrays = read_model_file(path)
         architecture = Architecture(tuple(header["architecture"]["widths"]), header["architecture"]["residual_blocks"])
         model = cls.new(header["styles"], architecture, precision)
         if [tuple(np.shape(w)) for w in model.transformer.weights] != [array.shape for array in arrays]:
+            source = "the style model" if isinstance(path, bytes) else path
             raise UsageError(f"the weights in '{source}' do not fit its architecture; the file is damaged.")
         for variable, array in zip(model.transformer.weights, arrays):
             variable.assign(array)
@@ -221,16 +207,7 @@ class StyleModel:
 
     def style_weights(self, style: str | Mapping[str, float] | None) -> np.ndarray:
         """The blend vector for ``style``: a name, ``{name: weight}`` (normalised), or None for the first style."""
-        blend = {self.styles[0]: 1.0} if style is None else {style: 1.0} if isinstance(style, str) else dict(style)
-        for name, weight in blend.items():
-            if name not in self.styles:
-                raise UsageError(f"this model has no style '{name}'; it has: {', '.join(self.styles)}.")
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not np.isfinite(weight) or weight < 0:
-                raise UsageError(f"the blend weight of style '{name}' must be a number >= 0; got {weight!r}.")
-        total = sum(blend.values())
-        if not total > 0:
-            raise UsageError("the blend weights are all zero; give at least one style a positive weight.")
-        return np.array([[blend.get(name, 0.0) / total for name in self.styles]], np.float32)
+        return blend_vector(self.styles, style)
 
     def stylize(self, photo: ImageInput, style: str | Mapping[str, float] | None = None, strength: float = 1.0,
                 size: int | None = None, max_pixels: int | None = None, tile_size: int | None = None,

@@ -75,9 +75,9 @@ class FastPainter:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **options: Any) -> FastPainter:
         """Read the model file, check it and the style now (one clear line before any work)."""
-        from ..fast.model import StyleModel
+        from ..fast.modelfile import check_model_file
 
-        StyleModel.load(path).style_weights(options.get("style"))
+        check_model_file(path, options.get("style"))
         return cls(Path(path).read_bytes(), str(Path(path).resolve()), **options)
 
     def fingerprint(self) -> dict[str, Any]:

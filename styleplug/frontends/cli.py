@@ -501,12 +501,14 @@ def apply(model: str, photo: tuple[str, ...], output: str, style: str | None, bl
             raise UsageError(f"folder '{folder.parent}' does not exist; create it or choose another path.")
         for target in targets if folder.is_dir() or not many else []:  # a new folder holds no input
             check_output(target, [model, *photo])
+        from ..fast.modelfile import check_model_file
+
+        check_model_file(model, chosen)  # a wrong file or style name: one line before the backend loads
         if not debug:
             _import_tensorflow_quietly()
         from ..fast.model import StyleModel
 
         loaded = StyleModel.load(model, precision)
-        loaded.style_weights(chosen)  # an unknown style name stops here, before anything is written
         images = [loaded.stylize(item, style=chosen, strength=strength, size=size, tile_size=tile_size,
                                  progress=_counting_bar(quiet, "tile pass")) for item in photo]  # a bar only in tiles
         if many:
@@ -553,8 +555,6 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
                 raise UsageError(f"folder '{check_report.parent}' of --report does not exist; create it first.")
         if bool(model) == bool(style_images):
             raise UsageError("give --model MODEL (a fast style model) or --style-image IMAGE (the optimiser), one of them.")
-        if not debug:
-            _import_tensorflow_quietly()
         given = _given(options, no_early_stop)
         painter: Any
         if model:
@@ -562,10 +562,13 @@ def batch(inputs: tuple[str, ...], output: str, model: str | None, style: str | 
             if ignored:
                 raise UsageError(f"{', '.join(_flag(name) for name in ignored)} set the optimiser; with --model only "
                                  "--size, --max-pixels, --tile-size, --style, --blend and --strength apply.")
+            # The file and style are checked before the backend loads: a mistake is told at once.
             painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength,
                                             size=given.get("size"), precision=precision, max_pixels=given.get("max_pixels"),
                                             tile_size=given.get("tile_size"))
-        else:
+        if not debug:
+            _import_tensorflow_quietly()
+        if not model:
             from ..core.device import resolve_precision
 
             host = default_host()
