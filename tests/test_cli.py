@@ -35,6 +35,30 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def test_mistakes_in_files_are_told_before_the_backend_loads(pair, tmp_path):
+    """The backend takes seconds to load on a CPU: a mistyped path, a photo given as a style model or
+    a style the model lacks is told at once, before Keras is imported, and nothing is written."""
+    content, style = pair
+    model = Path(__file__).parents[1] / "styleplug" / "models" / "styles.npz"
+    out = tmp_path / "out.png"
+    for arguments, message in (
+        (["run", tmp_path / "nope.png", style, "-O", out], "content image"),
+        (["run", content, style, "-O", out, "--mask", tmp_path / "nope.png"], "mask 1"),
+        (["run", content, style, "-O", out, "--init", f"{model}:cubism"], "this model has no style 'cubism'"),
+        (["apply", model, content, "--style", "cubism", "-O", out], "this model has no style 'cubism'"),
+        (["batch", content, "-O", tmp_path / "batch", "--model", content], "is not a styleplug style model"),
+        (["video", tmp_path / "clip.mp4", "-O", tmp_path / "clip.out.mp4", "--model", model, "--style", "cubism"], "no style"),
+    ):
+        code = (f"import sys; sys.argv = ['styleplug', *{[str(argument) for argument in arguments]!r}]\n"
+                "from styleplug.frontends.cli import main\n"
+                "try:\n    main()\nfinally:\n    print('keras imported:', 'keras' in sys.modules)")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+        assert result.stdout.strip() == "keras imported: False", arguments
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([content.name, style.name])
+
+
 def test_run_end_to_end_as_a_subprocess(pair, tmp_path):
     content, style = pair
     output = tmp_path / "out.webp"

@@ -188,23 +188,6 @@ def test_apply_paints_several_photos_and_refuses_bad_input_writing_nothing(style
         assert not (tmp_path / "refused.png").exists()
 
 
-def test_a_wrong_model_or_style_is_refused_before_the_backend_loads(photos, tmp_path):
-    """The backend takes seconds to load on a CPU: a mistyped style or a photo given as the model is
-    told at once, before Keras is imported."""
-    model = Path(styleplug.__file__).parent / "models" / "styles.npz"
-    for arguments, message in (
-        (["apply", model, photos / "photo0.png", "--style", "cubism", "-O", tmp_path / "out.png"], "no style 'cubism'"),
-        (["batch", photos, "-O", tmp_path / "out", "--model", photos / "photo0.png"], "is not a styleplug style model"),
-    ):
-        code = (f"import sys; sys.argv = ['styleplug', *{[str(argument) for argument in arguments]!r}]\n"
-                "from styleplug.frontends.cli import main\n"
-                "try:\n    main()\nfinally:\n    print('keras imported:', 'keras' in sys.modules)")
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        assert result.returncode == 2 and message in result.stderr, result.stderr
-        assert result.stdout.strip() == "keras imported: False"
-    assert not any(tmp_path.glob("out*"))
-
-
 def test_the_optimiser_refines_a_fast_result_and_the_record_replays(styles, photos, tmp_path, monkeypatch):
     from styleplug.run.record import replay_job
 

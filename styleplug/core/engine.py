@@ -31,7 +31,7 @@ from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate
 from .tiling import (Geometry, TiledStep, check_tileable, network_geometry, plan_tiles, tiled_features, tiled_sums,
                      window_shapes)
 from ..errors import PluginError, ResourceError, StyleplugError, UsageError, one_line
-from ..run.image import ImageInput, load_image, long_side_size, pixel_digest, resize_long_side
+from ..run.image import ImageInput, check_image_file, load_image, long_side_size, pixel_digest, resize_long_side
 from ..run.job import BUILT_IN_TERMS, DEFAULT_LEARNING_RATES, INIT_MODES, Job, check_number, plan_scales
 from ..lazy import keras, ops
 from ..losses import Loss, uses_old_contract
@@ -237,6 +237,23 @@ def _per_reference(terms: list[Term], content: Image.Image, styles: list[Image.I
         for index, (image, share, mask) in enumerate(used):
             loss = term.loss if index == 0 else type(term.loss).from_config(term.loss.get_config())
             yield Term(loss, term.weight * share, term.provider, mask), image
+
+
+def check_job_files(job: Job) -> None:
+    """The job's files checked as a run would read them (images from their headers alone, a style
+    model's name and style), without decoding an image or loading the backend: a mistyped path is
+    told at once rather than after seconds of start-up."""
+    labelled = [(job.content, "content image"), *zip(job.style, _style_labels(len(job.style))),
+                *((mask, f"mask {index}") for index, mask in enumerate(job.masks or (), start=1))]
+    if job.init_model is not None:
+        from ..fast.modelfile import check_model_file
+
+        check_model_file(*job.init_model)
+    elif not (isinstance(job.init, str) and job.init in INIT_MODES):
+        labelled.append((job.init, "init image"))
+    for source, label in labelled:
+        if isinstance(source, str):  # paths; arrays and images in memory are checked as they load
+            check_image_file(source, label, job.max_pixels)
 
 
 def _load_masks(masks: Sequence[ImageInput], content: Image.Image, max_pixels: int | None) -> list[Image.Image]:

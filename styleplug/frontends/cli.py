@@ -321,15 +321,19 @@ def run(content: str, style: tuple[str, ...], output: str, no_early_stop: bool, 
         jit_compile: bool, threads: int | None, quiet: bool, debug: bool, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (one or more images) and write the result to --output."""
     with _reported_errors(debug):
-        from ..core.engine import Engine
+        from ..core.engine import Engine, check_job_files
         from ..run.image import check_output, save_image
 
         check_output(output, [content, *style, *options["masks"]])
-        if not debug:
-            _import_tensorflow_quietly()
+        # The job's files, numbers, losses and network are checked before the backend loads (seconds
+        # on a CPU), so a mistyped path is told at once.
         host = default_host()
         job = Job(content=content, style=style, losses=_loss_options(host, loss_names, loss_options),
                   **_given(options, no_early_stop))
+        host.network(network)
+        check_job_files(job)
+        if not debug:
+            _import_tensorflow_quietly()
         engine = Engine(network, weights, precision=precision, jit_compile=jit_compile, threads=threads, host=host,
                         **_pairs(network_options))
         with _ctrl_c_sets(interrupt_at_once=job.checkpoint is None) as cancel:
@@ -671,10 +675,10 @@ def video(video: str, output: str, model: str, style: str | None, blend: str | N
         from .video import Smoothing, stylize_video
 
         _check_ray_address(ray_address)
-        if not debug:
-            _import_tensorflow_quietly()
         painter = FastPainter.from_file(model, style=_chosen_style(style, blend), strength=strength, size=size,
                                         precision=precision, tile_size=tile_size)
+        if not debug:
+            _import_tensorflow_quietly()
         try:
             written = stylize_video(video, output, painter, smoothing=Smoothing(denoise, temporal_blend), ray=ray_address,
                                     actors=actors, threads=threads, record={"fast": painter.fingerprint()},

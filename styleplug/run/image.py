@@ -58,12 +58,24 @@ def load_image(source: ImageInput, what: str, max_pixels: int | None = None) -> 
     if not isinstance(source, (str, os.PathLike)):
         raise UsageError(f"{what} must be a file path, a PIL image, a numpy array or an encoded file's bytes; "
                          f"got {type(source).__name__}.")
+    path = _existing_file(source, what)
+    return _decode(path, f"{what} '{path}'", limit)
+
+
+def check_image_file(source: str | os.PathLike[str], what: str, max_pixels: int | None = None) -> None:
+    """``load_image``'s checks of an image file (it exists, Pillow reads it, it is within the pixel
+    limit), from its header alone: nothing is decoded."""
+    path = _existing_file(source, what)
+    _decode(path, f"{what} '{path}'", max_pixels or max_pixels_default(), header_only=True)
+
+
+def _existing_file(source: str | os.PathLike[str], what: str) -> Path:
     path = Path(source)
     if not path.exists():
         raise ImageError(f"{what} '{path}' does not exist; check the path.")
     if not path.is_file():
         raise ImageError(f"{what} '{path}' is not a file; pass an image file.")
-    return _decode(path, f"{what} '{path}'", limit)
+    return path
 
 
 _WARNINGS_LOCK = threading.Lock()
