@@ -31,7 +31,7 @@ from PIL import Image
 from ..core.device import RUNTIME_BYTES, memory_budget, pass_pixels, resolve_precision
 from ..core.tiling import Geometry, Tile, plan_tiles
 from ..errors import UsageError
-from ..run.image import ImageInput, load_image, resize_long_side
+from ..run.image import ImageInput, load_image, resize_long_side, to_uint8
 from ..core import backends
 from ..lazy import keras, ops
 from .modelfile import FORMAT, VERSION, blend_vector, read_model_file
@@ -243,7 +243,7 @@ class StyleModel:
             raise UsageError(f"a {image.width}x{image.height} photo does not fit in memory here {how}; "
                              "use a smaller size or {tile_size}.") from None
         mixed = strength * painted[0, :image.height, :image.width] + (1 - strength) * pixels[0]
-        return Image.fromarray(np.clip(mixed, 0, 255).round().astype(np.uint8), "RGB")
+        return Image.fromarray(to_uint8(mixed), "RGB")
 
     def _tile_side(self, padded: np.ndarray, tile_size: int | None) -> int:
         """The tile side to paint ``padded`` with (0: in one pass)."""

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UsageError
-from ..run.image import long_side_size, record_sidecar, write_atomically
+from ..run.image import long_side_size, record_sidecar, to_uint8, write_atomically
 
 VIDEO_INSTALL = "pip install 'styleplug[video]'"
 # Frames per Ray task, and frames of the previous chunk painted first to warm up the smoothing.
@@ -143,9 +143,9 @@ class FlowSmoother:
             previous_grey, previous_steady, previous_output = self.previous
             warp, consistent = self._warp(grey, previous_grey)
             steady = _mix(frame, warp(previous_steady), self.smoothing.denoise * consistent)
-            output = _mix(paint(_pixels(steady)), warp(previous_output), self.smoothing.blend * consistent)
+            output = _mix(paint(to_uint8(steady)), warp(previous_output), self.smoothing.blend * consistent)
         self.previous = (grey, steady, output)
-        return _pixels(output)
+        return to_uint8(output)
 
     def _warp(self, grey: np.ndarray, previous: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
         """A function moving an image of the previous frame onto this one, and where the flow is
@@ -168,10 +168,6 @@ class FlowSmoother:
 
 def _mix(current: np.ndarray, previous: np.ndarray, share: np.ndarray) -> np.ndarray:
     return share * previous + (1 - share) * current
-
-
-def _pixels(image: np.ndarray) -> np.ndarray:
-    return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
 def paint_frames(paint: Callable[[Image.Image, str], Image.Image], frames: Iterator[np.ndarray] | list[np.ndarray],

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .image import to_uint8
+
 COLOR_MODES = ("style", "luminance", "match")
 
 
@@ -40,5 +42,5 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
     _, source_inverse_sqrt = _sqrt_and_inverse_sqrt(np.cov(source, rowvar=False))
     target_sqrt, _ = _sqrt_and_inverse_sqrt(np.cov(target, rowvar=False))
     matched = (source - source.mean(0)) @ source_inverse_sqrt @ target_sqrt + target.mean(0)
-    pixels = np.clip(matched, 0, 255).round().astype(np.uint8).reshape(image.height, image.width, 3)
+    pixels = to_uint8(matched).reshape(image.height, image.width, 3)
     return Image.fromarray(pixels, "RGB")

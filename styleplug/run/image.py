@@ -145,7 +145,19 @@ def _to_8_bits(pixels: np.ndarray, mode: str, what: str) -> np.ndarray:
     else:
         raise ImageError(f"{what} (mode {mode}) has values from {low:g} to {high:g}, outside 0..65535; "
                          "save it as an 8- or 16-bit image.")
-    return np.clip(pixels / scale, 0, 255).round().astype(np.uint8)
+    return to_uint8(pixels / scale)
+
+
+def to_uint8(floats: np.ndarray, band_values: int = 2**20) -> np.ndarray:
+    """``floats`` clipped to 0..255 and rounded, as 8-bit, about ``band_values`` values at a time
+    along the first axis: clipping and rounding a 4096x3072 image at once held two image-sized float
+    temporaries (288 MiB), at the end of a poster job while its optimiser state was still resident."""
+    pixels = np.empty(floats.shape, np.uint8)
+    rows = max(1, band_values // max(1, floats[:1].size))
+    for top in range(0, len(floats), rows):
+        band = np.clip(floats[top:top + rows], 0, 255)
+        pixels[top:top + rows] = np.rint(band, out=band)
+    return pixels
 
 
 def _to_rgb(image: Image.Image, what: str) -> Image.Image:
