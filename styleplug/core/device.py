@@ -102,9 +102,12 @@ def estimate_tiled_memory(model: Any, height: int, width: int, window: tuple[int
     keeps none for a pass back), the optimiser's state for the whole image, and ``positions_bytes``
     of position-by-position targets (a content target's features) for the whole image."""
     state = _state_vectors(optimizer, history)
-    # On TensorFlow an optimiser step holds the state it reads and the state it writes at once (it
-    # cannot reuse the old state's buffers): counted once there, a 4096 px job planned for 8 GiB
-    # peaked at 10.7 GiB and an 8192 px one for 20 GiB was killed at 24. JAX writes in place.
+    # JAX writes a step's state into the old one's buffers. TensorFlow cannot: its step passes the
+    # L-BFGS pairs on (``optim.pair_layout``) but writes the other vectors anew, and its CPU memory
+    # pool fragments and creeps over a long run. Counted once there (and the pairs rewritten at
+    # every step), a 4096 px job planned for 8 GiB peaked at 10.7 GiB and an 8192 px one for 20 GiB
+    # was killed at 24; counted twice, 8 steps of a 4096 px scale peaked at 5.85 GiB (7.23 before
+    # the pairs were passed on), the margin left for the creep (1.8 GiB in one segment of 26 steps).
     vectors = state * (1 if backends.current().REUSES_DONATED else 2) + TILED_EXTRA_VECTORS
     copies = activation_copies() * (FORWARD_SHARE if forward_only else 1)
     return int(copies * activation_bytes(model, *window)) + 4 * vectors * height * width * 3 + positions_bytes + RUNTIME_BYTES

@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..run.colors import keep_content_chroma, match_colors
 from .compiled import MAX_COMPILED, CompiledStep, evaluate, signature
+from .optim import pair_layout
 from . import backends
 from .device import (RUNTIME_BYTES, activation_bytes, available_memory, estimate_memory, estimate_tiled_memory,
                      gpus, memory_budget, pass_pixels, resolve_precision, set_threads)
@@ -467,8 +468,9 @@ class Engine:
         ran = dataclasses.replace(self._explicit(job, terms), optimizer=optimizer, history=history, learning_rate=rate,
                                   tile_size=plan.tiling.side if plan.tiling else job.tile_size, max_memory=budget)
         result, steps_run, stopped, started = None, 0, False, time.perf_counter()
-        # The user's job and the optimiser's shape: the tiles the planner picks may differ from run to run.
-        digest = job_digest({**job.to_dict(), "optimizer": optimizer, "history": history},
+        # The user's job and the optimiser's state (its shape, and how the backend lays it out): the
+        # tiles the planner picks may differ from run to run.
+        digest = job_digest({**job.to_dict(), "optimizer": optimizer, "history": history, "pairs": pair_layout()},
                             [pixel_digest(image) for image in (images.content, *images.style)])
         resumed = None if job.checkpoint is None else load_checkpoint(job.checkpoint, digest)
         for index, stage_size in enumerate(sizes):

@@ -82,7 +82,8 @@ def load_checkpoint(path: str, digest: str) -> Checkpoint | None:
         with np.load(path) as stored:
             meta = json.loads(str(stored["meta"]))
             if meta["digest"] != digest:
-                log.warning("the checkpoint '%s' is of another job (or other images); starting over, and it will be replaced", path)
+                log.warning("the checkpoint '%s' is of another job, other images, or another backend or version of styleplug; "
+                            "starting over, and it will be replaced", path)
                 return None
             names = [f"state_{index}" for index in range(meta["tensors"])]
             if not set(names) <= set(stored.files):
