@@ -99,6 +99,37 @@ def test_each_backend_says_truly_whether_a_compiled_update_reuses_its_donated_st
     assert reuses == (backend == "jax")
 
 
+def test_an_lbfgs_step_on_tensorflow_holds_no_second_copy_of_its_history():
+    # At print sizes the L-BFGS history is gigabytes (4096 px, history 5: 1.4 GiB). TensorFlow cannot
+    # write a step's result into the buffers it was given (JAX can: the test above), so storing a
+    # pair must pass the others on rather than write them anew. Steps compiled as a tiled run's are;
+    # in a fresh process, whose memory pool holds nothing yet.
+    done = _python("""
+        import json, re
+        import numpy as np
+        from styleplug.core import backends
+        from styleplug.core.optim import LBFGS
+        from styleplug.lazy import ops
+        rss = lambda field: int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read())[1]) * 1024
+        size, history = 2**21, 32
+        optimizer, rng = LBFGS(size, history), np.random.default_rng(0)
+        x = ops.convert_to_tensor(rng.uniform(0, 255, size).astype(np.float32))
+        state, step = optimizer.initial(x), backends.current().compile(optimizer.step, False, donate=(0,))
+        with open("/proc/self/clear_refs", "w") as peak:
+            peak.write("5")  # the peak from here on
+        before = rss("VmRSS")
+        for index in range(5):  # a falling loss: every point accepted, a pair stored from the second on
+            gradient = ops.convert_to_tensor(rng.standard_normal(size, np.float32)) + 0.001 * x
+            state, x, _ = step(state, x, ops.convert_to_tensor(100.0 - index), gradient)
+        print(json.dumps([int(ops.convert_to_numpy(state["count"])), (rss("VmHWM") - before) / (2 * history * size * 4)]))
+    """, "tensorflow")
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored, growth = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stored == 4
+    # In sizes of the history: 0.32 here, 2.0 when the pairs were rows of one array.
+    assert growth < 0.6, growth
+
+
 def test_demo_workers_on_two_devices_each_paint_their_own_visitors_picture():
     # The demo's layout on a machine with several GPUs (one worker per device, each with its own
     # engines), here on two CPU devices of JAX: both run at once, nothing crosses devices (JAX
