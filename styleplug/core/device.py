@@ -66,10 +66,10 @@ def _state_vectors(optimizer: str, history: int) -> int:
     """Image-sized float32 vectors a run keeps: the image, its gradient, the best image, the accepted
     point and the proposed move, plus the accepted gradient (L-BFGS, with its history) or the two
     moments (Adam). Saving a checkpoint adds nothing on a CPU (the arrays written are views of the
-    state); resuming one holds one more state tensor while it is read (the L-BFGS history: ``history``
-    vectors), between chunks, when a step's activations and gradient buffers, counted beside the state,
-    are free (a 4096 px state, history 5: 0.56 GiB above the run's own on TensorFlow, 1.13 on JAX;
-    ``benchmarks/tiling.py --parts checkpoint``)."""
+    state); resuming one holds one more state tensor while it is read (on JAX the L-BFGS history's
+    array, ``history`` vectors; on TensorFlow one vector), between chunks, when a step's activations
+    and gradient buffers, counted beside the state, are free (a 4096 px state, history 5: 1.13 GiB
+    above the run's own on JAX, none measurable on TensorFlow; ``benchmarks/tiling.py --parts checkpoint``)."""
     return 2 * history + 6 if optimizer == "lbfgs" else 7
 
 
