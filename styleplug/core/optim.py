@@ -118,10 +118,11 @@ class LBFGS(_Safeguarded):
         self.in_rows = pair_layout() == "rows"
 
     def initial(self, x: Any) -> State:
-        pairs = {"s": tuple(ops.zeros((self.size,), "float32") for _ in range(self.history)),
-                 "y": tuple(ops.zeros((self.size,), "float32") for _ in range(self.history))} if self.in_rows else \
-            {"s": ops.zeros((self.history, self.size), "float32"), "y": ops.zeros((self.history, self.size), "float32"),
-             "head": _scalar(0, "int32")}  # the ring's slot for the next pair
+        if self.in_rows:  # each row a buffer of its own
+            pairs = {name: tuple(ops.zeros((self.size,), "float32") for _ in range(self.history)) for name in ("s", "y")}
+        else:
+            pairs = {name: ops.zeros((self.history, self.size), "float32") for name in ("s", "y")}
+            pairs["head"] = _scalar(0, "int32")  # the ring's slot for the next pair
         return {**super().initial(x), **pairs, "rho": ops.zeros((self.history,), "float32"),
                 "count": _scalar(0, "int32"),  # stored pairs, at most `history`
                 "accepted_g": ops.zeros((self.size,), "float32"), "gradient_step_rms": _scalar(FIRST_STEP_RMS)}
